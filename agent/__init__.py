@@ -1,0 +1,1 @@
+"""The agent: turn runner interface, model providers and tools."""

@@ -1,0 +1,31 @@
+"""The interface every agent implements, offline or backed by a model."""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+from typing import Protocol
+
+from agent.tools import Toolbox
+from conversations.turns import MessageView
+
+
+@dataclass(frozen=True, slots=True)
+class TurnContext:
+    """What the agent sees. Built from a bounded read, never the whole history."""
+
+    conversation_id: uuid.UUID
+    customer_id: uuid.UUID
+    service: str
+    channel: str
+    turn_number: int
+    customer_message_count: int  # inbound messages in this conversation, these included
+    instructions: str
+    history: tuple[MessageView, ...]
+    new_messages: tuple[MessageView, ...]
+
+
+class Agent(Protocol):
+    def run_turn(self, context: TurnContext, tools: Toolbox) -> list[str]:
+        """Return the replies to send. Side effects go through ``tools`` only."""
+        ...

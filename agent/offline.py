@@ -1,0 +1,42 @@
+"""The offline default agent: deterministic, no network, on the same interface as a model.
+
+It makes rehydration visible from a phone: every reply quotes what the customer just wrote
+and counts the messages they have sent in this conversation, which only a correct read of
+the persisted conversation can know.
+"""
+
+from __future__ import annotations
+
+import re
+
+from agent.base import TurnContext
+from agent.tools import Toolbox
+
+GOODBYE_WORDS = {"bye", "goodbye"}
+HANDOFF_WORDS = {"human", "agent"}
+
+
+def _words(text: str) -> set[str]:
+    return set(re.findall(r"[a-z']+", text.lower()))
+
+
+class OfflineAgent:
+    def run_turn(self, context: TurnContext, tools: Toolbox) -> list[str]:
+        texts = [m.body for m in context.new_messages]
+        words = set().union(*(_words(t) for t in texts)) if texts else set()
+        greeting = f"Hi! You're talking to the {context.service} assistant. "
+        opener = greeting if context.turn_number == 1 else ""
+
+        if words & GOODBYE_WORDS:
+            tools.call("end_conversation", {"reason": "customer said goodbye"})
+            return [f"{opener}Goodbye, and thanks for writing!"]
+        if words & HANDOFF_WORDS:
+            tools.call("handoff_to_human", {"reason": "customer asked for a person"})
+            return [f"{opener}I'm passing you to a person on our team; they'll reply here."]
+
+        quoted = " / ".join(f'"{t.strip()}"' for t in texts)
+        count = context.customer_message_count
+        plural = "message" if count == 1 else "messages"
+        return [
+            f"{opener}You said {quoted}. That's {count} {plural} from you in this conversation."
+        ]

@@ -1,0 +1,85 @@
+"""An agent backed by any OpenAI-compatible chat completions endpoint (OpenAI, vLLM, Ollama…)."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import httpx
+
+from agent.base import TurnContext
+from agent.tools import Toolbox, ToolError
+from conversations.states import Direction
+
+MAX_TOOL_ROUNDS = 4
+
+
+class ModelError(Exception):
+    """The model endpoint failed; the turn is released and retried later."""
+
+
+class OpenAICompatibleAgent:
+    def __init__(self, base_url: str, model: str, api_key: str = "", timeout: float = 60.0) -> None:
+        headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
+        self.model = model
+        self.http = httpx.Client(base_url=base_url.rstrip("/"), headers=headers, timeout=timeout)
+
+    def run_turn(self, context: TurnContext, tools: Toolbox) -> list[str]:
+        messages: list[dict[str, Any]] = [
+            {"role": "system", "content": _system_prompt(context)},
+            *(_chat_message(m.direction, m.body) for m in context.history),
+            *(_chat_message(m.direction, m.body) for m in context.new_messages),
+        ]
+        replies: list[str] = []
+        for _ in range(MAX_TOOL_ROUNDS):
+            choice = self._complete(messages, tools.schemas())
+            message = choice.get("message") or {}
+            if message.get("content"):
+                replies.append(str(message["content"]))
+            calls = message.get("tool_calls") or []
+            if not calls:
+                break
+            messages.append(
+                {"role": "assistant", "content": message.get("content"), "tool_calls": calls}
+            )
+            for call in calls:
+                messages.append(
+                    {
+                        "role": "tool",
+                        "tool_call_id": call.get("id", ""),
+                        "content": _run(tools, call),
+                    }
+                )
+        return replies
+
+    def _complete(
+        self, messages: list[dict[str, Any]], tools: list[dict[str, Any]]
+    ) -> dict[str, Any]:
+        body = {"model": self.model, "messages": messages, "tools": tools}
+        try:
+            response = self.http.post("/chat/completions", json=body)
+            response.raise_for_status()
+            return response.json()["choices"][0]
+        except (httpx.HTTPError, KeyError, IndexError, ValueError) as exc:
+            raise ModelError(f"model call failed: {exc!r}") from exc
+
+
+def _run(tools: Toolbox, call: dict[str, Any]) -> str:
+    fn = call.get("function") or {}
+    try:
+        arguments = json.loads(fn.get("arguments") or "{}")
+        return tools.call(str(fn.get("name")), arguments)
+    except (ToolError, ValueError) as exc:
+        return f"error: {exc}"
+
+
+def _chat_message(direction: str, body: str) -> dict[str, str]:
+    role = "user" if direction == Direction.INBOUND else "assistant"
+    return {"role": role, "content": body}
+
+
+def _system_prompt(context: TurnContext) -> str:
+    return (
+        f"{context.instructions}\n\nService: {context.service}. Channel: {context.channel}. "
+        f"This is turn {context.turn_number} of the conversation."
+    )

@@ -1,0 +1,1 @@
+"""The HTTP API: webhooks, operator and outbound routes."""

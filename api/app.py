@@ -1,0 +1,77 @@
+"""The FastAPI application."""
+
+from __future__ import annotations
+
+import logging
+
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse
+from sqlalchemy import Engine, text
+from sqlalchemy.exc import OperationalError
+from starlette.concurrency import run_in_threadpool
+
+from api import operator_routes, twilio_webhooks
+from api.deps import AppState, state
+from conversations.broker import ping_broker
+from conversations.db import get_engine
+from conversations.errors import WebhookRejected
+from conversations.settings import Settings, get_settings
+from conversations.wakeup import CeleryWaker, Waker
+
+log = logging.getLogger(__name__)
+
+
+def create_app(
+    settings: Settings | None = None, engine: Engine | None = None, waker: Waker | None = None
+) -> FastAPI:
+    settings = settings or get_settings()
+    app = FastAPI(title="Dormouse", version="0.1.0")
+    app.state.dormouse = AppState(
+        settings=settings,
+        engine=engine or get_engine(),
+        waker=waker or CeleryWaker(settings=settings),
+        api_keys=settings.api_keys(),
+    )
+    app.include_router(twilio_webhooks.router)
+    app.include_router(operator_routes.router)
+
+    @app.exception_handler(WebhookRejected)
+    async def _rejected(_: Request, exc: WebhookRejected) -> JSONResponse:
+        return JSONResponse({"detail": exc.reason}, status_code=exc.status)
+
+    @app.exception_handler(OperationalError)
+    async def _database_down(_: Request, exc: OperationalError) -> JSONResponse:
+        # Nothing was committed: 503 makes Twilio (and any client) retry later.
+        log.error("database unavailable: %s", exc)
+        return JSONResponse(
+            {"detail": "database unavailable, retry later"},
+            status_code=503,
+            headers={"Retry-After": "5"},
+        )
+
+    @app.get("/healthz", tags=["health"])
+    async def healthz() -> dict[str, str]:
+        return {"status": "ok"}
+
+    @app.get("/readyz", tags=["health"])
+    async def readyz(request: Request) -> JSONResponse:
+        s = state(request)
+        checks: dict[str, str] = {}
+
+        def database() -> None:
+            with s.engine.connect() as conn:
+                conn.execute(text("SELECT 1"))
+
+        for name, check in (
+            ("database", database),
+            ("broker", lambda: ping_broker(s.settings.effective_broker_url)),
+        ):
+            try:
+                await run_in_threadpool(check)
+                checks[name] = "ok"
+            except Exception as exc:
+                checks[name] = f"unavailable: {exc.__class__.__name__}"
+        ready = all(v == "ok" for v in checks.values())
+        return JSONResponse(checks, status_code=200 if ready else 503)
+
+    return app

@@ -1,0 +1,73 @@
+"""Twilio webhooks. Thin: verify on the raw request, parse, one ingest call, answer."""
+
+from __future__ import annotations
+
+from urllib.parse import parse_qsl
+
+from fastapi import APIRouter, Request, Response
+from starlette.concurrency import run_in_threadpool
+
+from api.deps import public_url_for, read_body, state
+from channels.sms import SmsChannel
+from conversations.db import transaction
+from conversations.errors import WebhookRejected
+from conversations.ingest import ingest_committed
+from conversations.outbox import record_delivery_status
+from conversations.types import utcnow
+
+router = APIRouter(prefix="/webhooks/twilio", tags=["webhooks"])
+
+EMPTY_TWIML = '<?xml version="1.0" encoding="UTF-8"?><Response/>'
+
+
+async def _verified_form(request: Request, channel: SmsChannel) -> dict[str, str]:
+    settings = state(request).settings
+    raw = await read_body(request, settings.max_webhook_bytes)
+    content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if content_type != "application/x-www-form-urlencoded":
+        raise WebhookRejected(415, "expected application/x-www-form-urlencoded")
+    try:
+        pairs = parse_qsl(raw.decode("utf-8"), keep_blank_values=True, strict_parsing=bool(raw))
+    except (UnicodeDecodeError, ValueError) as exc:
+        raise WebhookRejected(400, f"malformed form body: {exc}") from None
+    params = dict(pairs)
+    channel.verify(public_url_for(request, settings), params, request.headers)
+    return params
+
+
+@router.post("/sms")
+async def inbound_sms(request: Request) -> Response:
+    app = state(request)
+    channel = SmsChannel(app.settings)
+    params = await _verified_form(request, channel)
+    message = channel.parse(params, request.headers)
+    result = await run_in_threadpool(
+        ingest_committed, app.engine, message, service=app.settings.default_service
+    )
+    if result.needs_turn:  # a retried webhook still pending re-wakes: harmless, and helps
+        await run_in_threadpool(app.waker.turn, result.conversation_id)
+    return Response(EMPTY_TWIML, media_type="application/xml")
+
+
+@router.post("/status")
+async def delivery_status(request: Request) -> Response:
+    app = state(request)
+    channel = SmsChannel(app.settings)
+    params = await _verified_form(request, channel)
+    sid, status = params.get("MessageSid"), params.get("MessageStatus")
+    if not sid or not status:
+        raise WebhookRejected(400, "missing form field(s): MessageSid and MessageStatus")
+
+    def record() -> None:
+        with transaction(app.engine) as session:
+            record_delivery_status(
+                session,
+                channel=channel.name,
+                provider_id=sid,
+                status=status,
+                error_code=params.get("ErrorCode") or None,
+                now=utcnow(),
+            )
+
+    await run_in_threadpool(record)
+    return Response(status_code=200)

@@ -1,0 +1,1 @@
+"""Channels: one module per channel, and the registry that names them."""

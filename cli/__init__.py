@@ -1,0 +1,1 @@
+"""The ``dormouse`` command: the single entry point, on top of every package."""

@@ -1,0 +1,244 @@
+"""``dormouse``: run Dormouse (all in one, or each part alone) and look at what it holds."""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+import uuid
+from datetime import datetime
+
+import click
+import httpx
+
+from conversations.settings import get_settings
+from conversations.states import ConversationStatus, OutboxStatus
+
+
+@click.group()
+@click.option("--log-level", default="INFO", show_default=True, envvar="LOG_LEVEL")
+def cli(log_level: str) -> None:
+    """Dormouse: asynchronous AI conversations over SMS, email and chat."""
+    logging.basicConfig(
+        level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+
+
+@cli.command()
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--port", type=int, default=None, help="API port (default: PORT or 8000)")
+@click.option("--concurrency", type=int, default=2, show_default=True, help="worker processes")
+def up(host: str, port: int | None, concurrency: int) -> None:
+    """Run broker, migrations, API, worker and beat in the foreground (embedded by default)."""
+    from cli.supervisor import run_up
+
+    settings = get_settings()
+    sys.exit(run_up(settings, host, port or settings.port, concurrency))
+
+
+@cli.command()
+def migrate() -> None:
+    """Create or upgrade the database schema."""
+    from conversations.migrate import migrate as run_migrations
+
+    settings = get_settings()
+    run_migrations(settings)
+    click.echo(f"migrated {settings.effective_database_url}")
+
+
+@cli.command()
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--port", type=int, default=None, help="default: PORT or 8000")
+@click.option("--workers", type=int, default=1, show_default=True)
+def api(host: str, port: int | None, workers: int) -> None:
+    """Run the HTTP API alone."""
+    import uvicorn
+
+    uvicorn.run(
+        "api.main:app",
+        host=host,
+        port=port or get_settings().port,
+        workers=workers,
+        log_level="info",
+        access_log=False,
+    )
+
+
+@cli.command()
+@click.option("--concurrency", type=int, default=2, show_default=True)
+@click.option("--pool", default="prefork", show_default=True)
+@click.option("--hostname", default=None, help="Celery node name (unique per worker)")
+def worker(concurrency: int, pool: str, hostname: str | None) -> None:
+    """Run a Celery worker alone (turns, deliveries, sweeps). Run as many as you like."""
+    from workers.app import QUEUES, app
+
+    argv = [
+        "worker",
+        f"--concurrency={concurrency}",
+        f"--pool={pool}",
+        f"--queues={','.join(QUEUES)}",
+        "--loglevel=INFO",
+        "--without-gossip",
+        "--without-mingle",
+    ]
+    if hostname:
+        argv.append(f"--hostname={hostname}")
+    app.worker_main(argv)
+
+
+@cli.command()
+def beat() -> None:
+    """Run the beat scheduler alone. Exactly one per deployment (sweeps tolerate two)."""
+    from workers.app import app
+
+    settings = get_settings()
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    schedule = settings.data_dir / "celerybeat-schedule"
+    app.start(["beat", f"--schedule={schedule}", "--loglevel=INFO"])
+
+
+@cli.group()
+def conversations() -> None:
+    """List and show conversations."""
+
+
+@conversations.command("list")
+@click.option("--status", type=click.Choice([s.value for s in ConversationStatus]))
+@click.option("--channel")
+@click.option("--address")
+@click.option("--limit", type=int, default=50, show_default=True)
+@click.option("--json", "as_json", is_flag=True)
+def conversations_list(
+    status: str | None, channel: str | None, address: str | None, limit: int, as_json: bool
+) -> None:
+    from api.operator_routes import normalize_address
+    from conversations.db import session_factory
+    from conversations.views import list_conversations
+
+    settings = get_settings()
+    if address:
+        address = normalize_address(address, settings.default_region)
+    with session_factory()() as session:
+        rows = list_conversations(
+            session,
+            status=ConversationStatus(status) if status else None,
+            channel=channel,
+            address=address,
+            limit=limit,
+        )
+    if as_json:
+        click.echo(json.dumps([r.model_dump(mode="json") for r in rows], indent=2))
+        return
+    if not rows:
+        click.echo("no conversations")
+        return
+    click.echo(f"{'id':36}  {'status':9}  {'channel':7}  {'address':16}  {'msgs':>4}  updated")
+    for r in rows:
+        status_text = r.status + (f"/{r.finish_reason}" if r.finish_reason else "")
+        click.echo(
+            f"{r.id!s:36}  {status_text:9}  {r.channel:7}  {r.address:16}  "
+            f"{r.inbound_count:>4}  {_ago(r.updated_at)}"
+        )
+
+
+@conversations.command("show")
+@click.argument("conversation_id", type=click.UUID)
+@click.option("--json", "as_json", is_flag=True)
+def conversations_show(conversation_id: uuid.UUID, as_json: bool) -> None:
+    from conversations.db import session_factory
+    from conversations.views import conversation_detail
+
+    with session_factory()() as session:
+        detail = conversation_detail(session, conversation_id)
+    if detail is None:
+        raise click.ClickException(f"no conversation {conversation_id}")
+    if as_json:
+        click.echo(detail.model_dump_json(indent=2))
+        return
+    reason = (
+        f" ({detail.finish_reason or detail.handoff_reason})"
+        if (detail.finish_reason or detail.handoff_reason)
+        else ""
+    )
+    click.echo(f"conversation {detail.id}: {detail.status}{reason}")
+    click.echo(f"  service {detail.service}, channel {detail.channel}, address {detail.address}")
+    click.echo(
+        f"  customer {detail.customer_id}, {detail.turn_count} turns, "
+        f"started {detail.created_at:%Y-%m-%d %H:%M:%S}Z"
+    )
+    if detail.last_error:
+        click.echo(f"  last error: {detail.last_error}")
+    for m in detail.messages:
+        arrow = "→" if m.direction == "outbound" else "←"
+        state = m.delivery_status if m.direction == "outbound" else m.inbound_state
+        click.echo(f"  {m.created_at:%H:%M:%S} {arrow} {m.role:8} [{state}] {m.body}")
+
+
+@cli.command()
+@click.option("--status", type=click.Choice([s.value for s in OutboxStatus]))
+@click.option("--limit", type=int, default=20, show_default=True)
+def outbox(status: str | None, limit: int) -> None:
+    """Show outgoing messages, newest first (dev-sink deliveries are marked)."""
+    from conversations.db import session_factory
+    from conversations.views import list_outbox
+
+    with session_factory()() as session:
+        rows = list_outbox(session, status=status, limit=limit)
+    if not rows:
+        click.echo("outbox is empty")
+        return
+    for r in rows:
+        where = "dev sink" if r.via_sink else (r.provider_id or "-")
+        click.echo(
+            f"#{r.id} {r.status:8} → {r.channel}:{r.to_address} via {where}  {_ago(r.updated_at)}"
+        )
+        click.echo(f"    {r.body}")
+        if r.last_error:
+            click.echo(f"    error: {r.last_error}")
+
+
+@cli.group()
+def simulate() -> None:
+    """Send a provider webhook to a running Dormouse, signed as the provider would."""
+
+
+@simulate.command("sms")
+@click.option("--from", "sender", required=True, help="customer phone number")
+@click.option("--to", "recipient", default="+15550006666", show_default=True)
+@click.option("--url", default=None, help="API base URL (default: http://127.0.0.1:PORT)")
+@click.argument("text")
+def simulate_sms(sender: str, recipient: str, url: str | None, text: str) -> None:
+    """Post TEXT as an inbound SMS, signed like Twilio with the webhook auth token."""
+    from twilio.request_validator import RequestValidator
+
+    settings = get_settings()
+    base = (url or f"http://127.0.0.1:{settings.port}").rstrip("/")
+    path = "/webhooks/twilio/sms"
+    params = {
+        "MessageSid": "SM" + uuid.uuid4().hex,
+        "AccountSid": settings.twilio_account_sid or "AC" + "0" * 32,
+        "From": sender,
+        "To": recipient,
+        "Body": text,
+        "NumMedia": "0",
+    }
+    signed_url = settings.public_url.rstrip("/") + path if url is None else base + path
+    signature = RequestValidator(settings.webhook_auth_token()).compute_signature(
+        signed_url, params
+    )
+    response = httpx.post(base + path, data=params, headers={"X-Twilio-Signature": signature})
+    click.echo(f"{response.status_code} {response.text}")
+    if response.status_code >= 400:
+        sys.exit(1)
+
+
+def _ago(when: datetime) -> str:
+    return f"{when:%Y-%m-%d %H:%M:%S}Z"
+
+
+def main() -> None:
+    cli(prog_name="dormouse")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,122 @@
+"""``dormouse up``: broker (embedded unless BROKER_URL is set), migrations, then API, worker
+and beat as child processes in the foreground. Ctrl-C stops them all; if one dies, all stop.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from types import FrameType
+
+import click
+
+from cli.embedded import EmbeddedBroker
+from conversations.migrate import migrate
+from conversations.settings import Settings
+
+
+def port_is_free(port: int, host: str = "127.0.0.1") -> bool:
+    with socket.socket() as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind((host, port))
+        except OSError:
+            return False
+    return True
+
+
+def run_up(settings: Settings, host: str, port: int, concurrency: int) -> int:
+    if not port_is_free(port, host):
+        raise click.ClickException(f"port {port} is in use: choose another with --port or PORT")
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    broker: EmbeddedBroker | None = None
+    env = dict(os.environ, DATA_DIR=str(settings.data_dir), PORT=str(port))
+    if settings.uses_embedded_broker:
+        broker = EmbeddedBroker(settings.embedded_broker_socket)
+        broker.start()
+    env["BROKER_URL"] = settings.effective_broker_url
+    if not os.environ.get("PUBLIC_URL"):
+        env["PUBLIC_URL"] = f"http://{host}:{port}"
+
+    children: list[tuple[str, subprocess.Popen[bytes]]] = []
+    try:
+        click.echo("dormouse: migrating the database …")
+        migrate(settings)
+        me = [sys.executable, "-m", "cli.main"]
+        commands = {
+            "api": [*me, "api", "--host", host, "--port", str(port)],
+            "worker": [*me, "worker", "--concurrency", str(concurrency)],
+            "beat": [*me, "beat"],
+        }
+        for name, argv in commands.items():
+            # Own session: Ctrl-C reaches only us, and we stop the children in order.
+            children.append((name, subprocess.Popen(argv, env=env, start_new_session=True)))
+        _banner(settings, host, port, env["PUBLIC_URL"], broker)
+        return _wait(children)
+    finally:
+        _stop(children)
+        if broker is not None:
+            broker.stop()
+
+
+def _banner(
+    settings: Settings, host: str, port: int, public_url: str, broker: EmbeddedBroker | None
+) -> None:
+    key = next(iter(settings.api_keys()))
+    sink = (
+        "" if settings.twilio_configured else " (no Twilio credentials: replies go to the dev sink)"
+    )
+    lines = [
+        "",
+        f"Dormouse is up: API on http://{host}:{port}  (public URL {public_url})",
+        f"  database: {settings.effective_database_url}",
+        f"  broker:   {settings.effective_broker_url}" + (" (embedded)" if broker else ""),
+        f"  API key:  {key}",
+        f"  outbound SMS: {'Twilio' if settings.twilio_configured else 'dev sink'}{sink}",
+        "",
+        "Try it (in another terminal):",
+        '  .venv/bin/dormouse simulate sms --from +15555550100 "hello there"',
+        "  .venv/bin/dormouse conversations list",
+        "  .venv/bin/dormouse outbox",
+        f'  curl -H "Authorization: Bearer {key}" http://{host}:{port}/v1/conversations',
+        "",
+        "Ctrl-C stops everything.",
+        "",
+    ]
+    click.echo("\n".join(lines))
+
+
+def _wait(children: list[tuple[str, subprocess.Popen[bytes]]]) -> int:
+    stopping = False
+
+    def _on_signal(signum: int, _frame: FrameType | None) -> None:
+        nonlocal stopping
+        stopping = True
+
+    signal.signal(signal.SIGINT, _on_signal)
+    signal.signal(signal.SIGTERM, _on_signal)
+    while not stopping:
+        for name, proc in children:
+            if proc.poll() is not None:
+                click.echo(f"dormouse: {name} exited with {proc.returncode}; stopping", err=True)
+                return proc.returncode or 1
+        time.sleep(0.2)
+    click.echo("\ndormouse: stopping …")
+    return 0
+
+
+def _stop(children: list[tuple[str, subprocess.Popen[bytes]]], timeout: float = 15.0) -> None:
+    for _, proc in children:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)  # warm shutdown: running turns finish
+    deadline = time.monotonic() + timeout
+    for _, proc in children:
+        try:
+            proc.wait(timeout=max(0.1, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()

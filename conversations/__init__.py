@@ -1,0 +1,1 @@
+"""Conversations: settings, database, models, lifecycle transitions and ingest."""

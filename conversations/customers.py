@@ -1,0 +1,41 @@
+"""Resolve an inbound address to a customer. Linking and merging come with the memory store."""
+
+from __future__ import annotations
+
+import uuid
+
+from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from conversations.models import Customer, Identity
+
+
+def resolve_customer(session: Session, kind: str, address: str) -> uuid.UUID:
+    """The customer owning ``address``, created on first sight.
+
+    Two first messages from one new address at once converge: the loser of the unique
+    constraint rolls back its savepoint and reads the winner's row.
+    """
+    found = _customer_id(session, kind, address)
+    if found is not None:
+        return found
+    try:
+        with session.begin_nested():
+            customer = Customer()
+            session.add(customer)
+            session.flush()
+            session.add(Identity(customer_id=customer.id, kind=kind, address=address))
+            session.flush()
+            return customer.id
+    except IntegrityError:
+        found = _customer_id(session, kind, address)
+        if found is None:
+            raise
+        return found
+
+
+def _customer_id(session: Session, kind: str, address: str) -> uuid.UUID | None:
+    return session.scalar(
+        select(Identity.customer_id).where(Identity.kind == kind, Identity.address == address)
+    )

@@ -1,0 +1,168 @@
+"""Ingest: one inbound message committed to the database, ready for a turn.
+
+A webhook answers 2xx only after this unit of work commits; the wake-up that follows is a
+hint, and the redrive sweep finds the message if that hint is lost.
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+from datetime import datetime
+
+from sqlalchemy import Engine, select, update
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from conversations.customers import resolve_customer
+from conversations.db import transaction
+from conversations.envelope import InboundMessage
+from conversations.models import Conversation, Message
+from conversations.states import ConversationStatus, Direction, InboundState, Role
+from conversations.types import utcnow
+
+# Channel → kind of identity its sender address is.
+IDENTITY_KIND = {"sms": "phone", "email": "email", "chat": "chat"}
+
+
+@dataclass(frozen=True, slots=True)
+class IngestResult:
+    conversation_id: uuid.UUID
+    message_id: int
+    duplicate: bool
+    needs_turn: bool
+
+
+def ingest(session: Session, msg: InboundMessage, *, service: str, now: datetime) -> IngestResult:
+    """Store ``msg`` in its customer's open conversation for ``service`` (opening one if none).
+
+    Idempotent on (channel, provider id): a redelivered webhook finds its message and changes
+    nothing. The caller commits.
+    """
+    existing = _by_provider_id(session, msg.channel, msg.provider_id)
+    if existing is not None:
+        return _duplicate(existing)
+
+    kind = IDENTITY_KIND.get(msg.channel, msg.channel)
+    customer_id = resolve_customer(session, kind, msg.sender)
+    conversation = open_conversation(
+        session, customer_id, service=service, channel=msg.channel, address=msg.sender, now=now
+    )
+    held = conversation.status == ConversationStatus.HANDOFF
+    message = Message(
+        conversation_id=conversation.id,
+        direction=Direction.INBOUND,
+        role=Role.CUSTOMER,
+        channel=msg.channel,
+        address=msg.sender,
+        body=msg.text,
+        media=list(msg.media),
+        meta=dict(msg.metadata),
+        provider_id=msg.provider_id,
+        idempotency_token=msg.idempotency_token,
+        inbound_state=InboundState.HELD if held else InboundState.PENDING,
+        created_at=now,
+    )
+    try:
+        with session.begin_nested():
+            session.add(message)
+            session.flush()
+    except IntegrityError:
+        # A concurrent delivery of the same webhook won the unique constraint.
+        existing = _by_provider_id(session, msg.channel, msg.provider_id)
+        if existing is None:
+            raise
+        return _duplicate(existing)
+
+    # The reply goes back on the channel the customer used last.
+    session.execute(
+        update(Conversation)
+        .where(Conversation.id == conversation.id)
+        .values(
+            channel=msg.channel,
+            address=msg.sender,
+            last_activity_at=now,
+            updated_at=now,
+            inbound_count=Conversation.inbound_count + 1,
+        )
+    )
+    return IngestResult(conversation.id, message.id, duplicate=False, needs_turn=not held)
+
+
+def open_conversation(
+    session: Session,
+    customer_id: uuid.UUID,
+    *,
+    service: str,
+    channel: str,
+    address: str,
+    now: datetime,
+) -> Conversation:
+    """The customer's open conversation for ``service``, or a new suspended one."""
+    found = _open_for(session, customer_id, service)
+    if found is not None:
+        return found
+    conversation = Conversation(
+        customer_id=customer_id,
+        service=service,
+        channel=channel,
+        address=address,
+        status=ConversationStatus.SUSPENDED,
+        last_activity_at=now,
+        created_at=now,
+        updated_at=now,
+    )
+    try:
+        with session.begin_nested():
+            session.add(conversation)
+            session.flush()
+    except IntegrityError:
+        found = _open_for(session, customer_id, service)
+        if found is None:
+            raise
+        return found
+    return conversation
+
+
+def ingest_committed(
+    engine: Engine, msg: InboundMessage, *, service: str, attempts: int = 3
+) -> IngestResult:
+    """Run ``ingest`` as its own unit of work, retrying a lost race on a unique constraint."""
+    for attempt in range(attempts):
+        try:
+            with transaction(engine) as session:
+                return ingest(session, msg, service=service, now=utcnow())
+        except IntegrityError:
+            if attempt == attempts - 1:
+                raise
+    raise AssertionError("unreachable")
+
+
+def _open_for(session: Session, customer_id: uuid.UUID, service: str) -> Conversation | None:
+    # FOR UPDATE: a turn that is finishing this conversation either commits first (then the
+    # row no longer matches and a new conversation opens) or waits for our message and sees
+    # it as a late arrival. Without the lock a message could land on a finished conversation.
+    return session.scalar(
+        select(Conversation)
+        .where(
+            Conversation.customer_id == customer_id,
+            Conversation.service == service,
+            Conversation.status != ConversationStatus.FINISHED,
+        )
+        .with_for_update()
+    )
+
+
+def _by_provider_id(session: Session, channel: str, provider_id: str) -> Message | None:
+    return session.scalar(
+        select(Message).where(Message.channel == channel, Message.provider_id == provider_id)
+    )
+
+
+def _duplicate(message: Message) -> IngestResult:
+    return IngestResult(
+        message.conversation_id,
+        message.id,
+        duplicate=True,
+        needs_turn=message.inbound_state == InboundState.PENDING,
+    )

@@ -1,0 +1,210 @@
+"""Outbox transitions. A row is the promise to send one message; the deliver task keeps it.
+
+pending ──claim──► sending ──► sent
+   ▲                  │  └───► failed            (permanent provider error, or out of attempts)
+   └── retry (backoff)┘  ambiguous: stays sending until reconciled with the provider
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+
+from sqlalchemy import select, update
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from conversations.models import DeliveryEvent, Message, OutboxRow
+from conversations.states import DELIVERY_RANK, OutboxStatus
+
+
+def claim_for_send(session: Session, outbox_id: int, *, now: datetime) -> OutboxRow | None:
+    """Mark a due pending row ``sending`` before the provider call; None if not ours to send."""
+    result = session.execute(
+        update(OutboxRow)
+        .where(
+            OutboxRow.id == outbox_id,
+            OutboxRow.status == OutboxStatus.PENDING,
+            OutboxRow.next_attempt_at <= now,
+        )
+        .values(
+            status=OutboxStatus.SENDING,
+            attempts=OutboxRow.attempts + 1,
+            sending_started_at=now,
+            updated_at=now,
+        )
+        .execution_options(synchronize_session=False)
+    )
+    if result.rowcount != 1:
+        return None
+    return session.get(OutboxRow, outbox_id, populate_existing=True)
+
+
+def claim_for_reconcile(
+    session: Session, outbox_id: int, *, stale_before: datetime, now: datetime
+) -> OutboxRow | None:
+    """Take a row whose send outcome is unknown (stuck in ``sending``) to reconcile it."""
+    result = session.execute(
+        update(OutboxRow)
+        .where(
+            OutboxRow.id == outbox_id,
+            OutboxRow.status == OutboxStatus.SENDING,
+            OutboxRow.updated_at <= stale_before,
+        )
+        .values(updated_at=now)
+        .execution_options(synchronize_session=False)
+    )
+    if result.rowcount != 1:
+        return None
+    return session.get(OutboxRow, outbox_id, populate_existing=True)
+
+
+def mark_sent(
+    session: Session,
+    row: OutboxRow,
+    *,
+    provider_id: str,
+    delivery_status: str,
+    via_sink: bool,
+    now: datetime,
+) -> None:
+    session.execute(
+        update(OutboxRow)
+        .where(OutboxRow.id == row.id, OutboxRow.status == OutboxStatus.SENDING)
+        .values(
+            status=OutboxStatus.SENT,
+            provider_id=provider_id,
+            via_sink=via_sink,
+            last_error=None,
+            updated_at=now,
+        )
+        .execution_options(synchronize_session=False)
+    )
+    # A status callback can beat this commit (Twilio calls back as soon as it queues): keep
+    # the most advanced status seen for this provider id.
+    seen = session.scalars(
+        select(DeliveryEvent.status).where(
+            DeliveryEvent.channel == row.channel, DeliveryEvent.provider_id == provider_id
+        )
+    ).all()
+    best = max([delivery_status, *seen], key=lambda s: DELIVERY_RANK.get(s, -1))
+    session.execute(
+        update(Message)
+        .where(Message.id == row.message_id)
+        .values(provider_id=provider_id, delivery_status=best)
+        .execution_options(synchronize_session=False)
+    )
+
+
+def mark_retry(
+    session: Session, row: OutboxRow, *, error: str, next_attempt_at: datetime, now: datetime
+) -> None:
+    session.execute(
+        update(OutboxRow)
+        .where(OutboxRow.id == row.id, OutboxRow.status == OutboxStatus.SENDING)
+        .values(
+            status=OutboxStatus.PENDING,
+            next_attempt_at=next_attempt_at,
+            last_error=error[:2000],
+            updated_at=now,
+        )
+        .execution_options(synchronize_session=False)
+    )
+
+
+def mark_ambiguous(session: Session, row: OutboxRow, *, error: str, now: datetime) -> None:
+    """Leave the row ``sending``: the reconcile sweep looks it up before any resend."""
+    session.execute(
+        update(OutboxRow)
+        .where(OutboxRow.id == row.id, OutboxRow.status == OutboxStatus.SENDING)
+        .values(last_error=f"ambiguous: {error}"[:2000], updated_at=now)
+        .execution_options(synchronize_session=False)
+    )
+
+
+def mark_failed(session: Session, row: OutboxRow, *, error: str, now: datetime) -> None:
+    session.execute(
+        update(OutboxRow)
+        .where(OutboxRow.id == row.id, OutboxRow.status == OutboxStatus.SENDING)
+        .values(status=OutboxStatus.FAILED, last_error=error[:2000], updated_at=now)
+        .execution_options(synchronize_session=False)
+    )
+    session.execute(
+        update(Message)
+        .where(Message.id == row.message_id)
+        .values(delivery_status="failed", delivery_error=error[:2000])
+        .execution_options(synchronize_session=False)
+    )
+
+
+def backoff(attempts: int, *, base: float, cap: float = 3600.0) -> timedelta:
+    """Exponential: base, 2·base, 4·base, … capped (below the broker visibility timeout)."""
+    return timedelta(seconds=min(cap, base * 2 ** max(0, attempts - 1)))
+
+
+def due_for_send(session: Session, *, now: datetime, limit: int) -> list[int]:
+    return list(
+        session.scalars(
+            select(OutboxRow.id)
+            .where(OutboxRow.status == OutboxStatus.PENDING, OutboxRow.next_attempt_at <= now)
+            .order_by(OutboxRow.next_attempt_at)
+            .limit(limit)
+        )
+    )
+
+
+def stuck_sending(session: Session, *, stale_before: datetime, limit: int) -> list[int]:
+    return list(
+        session.scalars(
+            select(OutboxRow.id)
+            .where(OutboxRow.status == OutboxStatus.SENDING, OutboxRow.updated_at <= stale_before)
+            .order_by(OutboxRow.updated_at)
+            .limit(limit)
+        )
+    )
+
+
+def record_delivery_status(
+    session: Session,
+    *,
+    channel: str,
+    provider_id: str,
+    status: str,
+    error_code: str | None,
+    now: datetime,
+) -> bool:
+    """Apply a provider status callback once; a status never moves backwards.
+
+    Returns False for a duplicate (same provider id and status seen before).
+    """
+    try:
+        with session.begin_nested():
+            session.add(
+                DeliveryEvent(
+                    channel=channel,
+                    provider_id=provider_id,
+                    status=status,
+                    error_code=error_code,
+                    received_at=now,
+                )
+            )
+            session.flush()
+    except IntegrityError:
+        return False
+    rank = DELIVERY_RANK.get(status)
+    if rank is None:
+        return True
+    lower = [name for name, r in DELIVERY_RANK.items() if r < rank]
+    values: dict[str, object] = {"delivery_status": status}
+    if error_code:
+        values["delivery_error"] = f"provider error {error_code}"
+    session.execute(
+        update(Message)
+        .where(
+            Message.channel == channel,
+            Message.provider_id == provider_id,
+            Message.delivery_status.in_(lower),
+        )
+        .values(**values)
+        .execution_options(synchronize_session=False)
+    )
+    return True

@@ -1,0 +1,127 @@
+"""Configuration from the environment, one typed object for every process.
+
+Every field is an environment variable of the same name (upper case); the README's
+configuration table lists them. Defaults give the embedded mode: a SQLite file and an
+embedded Redis-compatible server under ``DATA_DIR``, no outside service needed.
+"""
+
+from __future__ import annotations
+
+import secrets
+from functools import lru_cache
+from pathlib import Path
+
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="", case_sensitive=False, extra="ignore")
+
+    data_dir: Path = Path("var")
+    database_url: str = ""
+    broker_url: str = ""
+    public_url: str = "http://127.0.0.1:8000"
+    port: int = 8000
+
+    dormouse_api_keys: str = ""
+
+    twilio_account_sid: str = ""
+    twilio_auth_token: str = ""
+    twilio_from_number: str = ""
+    twilio_messaging_service_sid: str = ""
+    twilio_api_url: str = ""
+    twilio_http_timeout: float = 10.0
+
+    default_service: str = "default"
+    default_region: str = "US"
+
+    model_base_url: str = ""
+    model_name: str = "gpt-4o-mini"
+    model_api_key: str = ""
+    model_timeout: float = 60.0
+    agent_instructions: str = (
+        "You are a helpful assistant for a business, replying by text message."
+    )
+
+    lease_seconds: int = Field(120, gt=0)
+    turn_time_limit: int = Field(90, gt=0)
+    max_turn_attempts: int = Field(5, gt=0)
+    history_window: int = Field(20, gt=0)
+    redrive_interval: float = Field(15.0, gt=0)
+    delivery_max_attempts: int = Field(8, gt=0)
+    delivery_backoff_base: float = Field(2.0, gt=0)
+    delivery_reconcile_after: float = Field(60.0, gt=0)
+    broker_visibility_timeout: int = Field(3600, gt=0)
+    max_webhook_bytes: int = Field(64 * 1024, gt=0)
+
+    @field_validator("data_dir")
+    @classmethod
+    def _absolute(cls, value: Path) -> Path:
+        return value.expanduser().resolve()
+
+    @property
+    def effective_database_url(self) -> str:
+        return self.database_url or f"sqlite:///{self.data_dir / 'dormouse.db'}"
+
+    @property
+    def embedded_broker_socket(self) -> Path:
+        return self.data_dir / "redis.sock"
+
+    @property
+    def effective_broker_url(self) -> str:
+        return self.broker_url or f"redis+socket://{self.embedded_broker_socket}"
+
+    @property
+    def uses_embedded_broker(self) -> bool:
+        return not self.broker_url
+
+    @property
+    def twilio_configured(self) -> bool:
+        """Real sends need an account; without one, replies go to the dev sink."""
+        return bool(self.twilio_account_sid and self.twilio_auth_token)
+
+    def webhook_auth_token(self) -> str:
+        """The token Twilio signs webhooks with.
+
+        Without Twilio credentials a local token is generated once under ``DATA_DIR``, so the
+        signature check is never switched off, and ``dormouse simulate`` signs with it.
+        """
+        return self.twilio_auth_token or local_secret(self.data_dir, "twilio-dev-auth-token")
+
+    def api_keys(self) -> dict[str, str]:
+        """Map of key → key name. ``DORMOUSE_API_KEYS`` is ``name:key`` pairs, comma separated."""
+        if not self.dormouse_api_keys.strip():
+            return {local_secret(self.data_dir, "api-key"): "local"}
+        keys: dict[str, str] = {}
+        for pair in self.dormouse_api_keys.split(","):
+            name, sep, key = pair.strip().partition(":")
+            if not sep or not name or not key:
+                raise ValueError(f"DORMOUSE_API_KEYS: {pair.strip()!r} is not a name:key pair")
+            keys[key] = name
+        return keys
+
+
+def local_secret(data_dir: Path, name: str) -> str:
+    """Read a secret kept under ``data_dir``, creating it on first use (embedded mode only)."""
+    path = data_dir / name
+    if path.exists():
+        return path.read_text().strip()
+    data_dir.mkdir(parents=True, exist_ok=True)
+    value = secrets.token_urlsafe(24)
+    tmp = path.with_suffix(f".{secrets.token_hex(4)}.tmp")
+    tmp.write_text(value + "\n")
+    tmp.chmod(0o600)
+    try:
+        # link() fails if another process created it first: both then read the same value.
+        path.hardlink_to(tmp)
+    except FileExistsError:
+        pass
+    finally:
+        tmp.unlink(missing_ok=True)
+    return path.read_text().strip()
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    return Settings()

@@ -1,0 +1,78 @@
+"""Status names. They are external contracts (API, CLI, docs): add, never rename."""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+
+class ConversationStatus(StrEnum):
+    SUSPENDED = "suspended"
+    RUNNING = "running"
+    HANDOFF = "handoff"
+    FINISHED = "finished"
+
+
+OPEN_STATUSES = (
+    ConversationStatus.SUSPENDED,
+    ConversationStatus.RUNNING,
+    ConversationStatus.HANDOFF,
+)
+
+
+class FinishReason(StrEnum):
+    TIMEOUT = "timeout"
+    AGENT = "agent"
+    API = "api"
+    OPERATOR = "operator"
+    OPT_OUT = "opt_out"
+
+
+class Direction(StrEnum):
+    INBOUND = "inbound"
+    OUTBOUND = "outbound"
+
+
+class Role(StrEnum):
+    CUSTOMER = "customer"
+    AGENT = "agent"
+    OPERATOR = "operator"
+
+
+class InboundState(StrEnum):
+    PENDING = "pending"  # committed, waiting for a turn
+    DONE = "done"  # answered by a committed turn
+    HELD = "held"  # arrived while a human holds the conversation: shown, not answered
+    QUARANTINED = "quarantined"  # its turn failed max_turn_attempts times
+
+
+class OutboxStatus(StrEnum):
+    PENDING = "pending"
+    SENDING = "sending"  # handed to the provider; outcome unknown until it answers
+    SENT = "sent"
+    FAILED = "failed"
+
+
+class DeliveryStatus(StrEnum):
+    """Twilio's message statuses that we track, in the order they may advance."""
+
+    PENDING = "pending"
+    QUEUED = "queued"
+    SENT = "sent"
+    DELIVERED = "delivered"
+    UNDELIVERED = "undelivered"
+    FAILED = "failed"
+
+
+# A status never moves backwards: a late "sent" callback does not overwrite "delivered".
+DELIVERY_RANK: dict[str, int] = {
+    "pending": 0,
+    "accepted": 1,
+    "scheduled": 1,
+    "queued": 1,
+    "sending": 2,
+    "sent": 3,
+    "delivered": 4,
+    "read": 5,
+    "undelivered": 4,
+    "failed": 4,
+}

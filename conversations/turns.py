@@ -1,0 +1,349 @@
+"""The turn's transitions on the conversation row: claim, rehydrate, commit, release.
+
+A turn holds a lease with a fencing token. Every write a turn makes is conditional on that
+token, so a worker that paused past its lease (a zombie) cannot commit over its successor.
+No transaction is held between claim and commit: the agent runs with none open.
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+
+from sqlalchemy import and_, exists, or_, select, update
+from sqlalchemy.orm import Session
+
+from conversations.errors import LeaseLost
+from conversations.models import Conversation, Message, OutboxRow
+from conversations.states import (
+    ConversationStatus,
+    Direction,
+    FinishReason,
+    InboundState,
+    OutboxStatus,
+    Role,
+)
+
+# A burst larger than this is answered over several turns, oldest first.
+MAX_MESSAGES_PER_TURN = 50
+
+
+@dataclass(frozen=True, slots=True)
+class MessageView:
+    id: int
+    direction: str
+    role: str
+    channel: str
+    body: str
+    created_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class TurnSnapshot:
+    """Everything a turn reads, taken in one short read; bounded whatever the history length."""
+
+    conversation_id: uuid.UUID
+    customer_id: uuid.UUID
+    service: str
+    channel: str
+    address: str
+    turn_number: int
+    inbound_count: int
+    new_messages: tuple[MessageView, ...]
+    history: tuple[MessageView, ...]
+
+
+@dataclass(slots=True)
+class TurnOutcome:
+    """What the agent decided. Applied only by ``commit_turn``, atomically, under the lease."""
+
+    replies: list[str] = field(default_factory=list)
+    finish_reason: FinishReason | None = None
+    handoff_reason: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class CommitResult:
+    outbox_ids: tuple[int, ...]
+    status: ConversationStatus
+    # Messages that arrived during a turn that finished the conversation open a new one.
+    reopened_conversation_id: uuid.UUID | None = None
+
+
+def _has_pending():  # type: ignore[no-untyped-def]
+    return exists().where(
+        Message.conversation_id == Conversation.id,
+        Message.inbound_state == InboundState.PENDING,
+    )
+
+
+def claim(
+    session: Session,
+    conversation_id: uuid.UUID,
+    *,
+    token: uuid.UUID,
+    now: datetime,
+    lease_seconds: int,
+) -> int | None:
+    """Take the lease if there is work and nobody holds a live lease.
+
+    Returns the claim attempt count (deliveries of this turn so far), or None if not claimed.
+    """
+    result = session.execute(
+        update(Conversation)
+        .where(
+            Conversation.id == conversation_id,
+            _has_pending(),
+            or_(
+                Conversation.status == ConversationStatus.SUSPENDED,
+                and_(
+                    Conversation.status == ConversationStatus.RUNNING,
+                    Conversation.lease_expires_at < now,
+                ),
+            ),
+        )
+        .values(
+            status=ConversationStatus.RUNNING,
+            lease_token=token,
+            lease_expires_at=now + timedelta(seconds=lease_seconds),
+            claim_attempts=Conversation.claim_attempts + 1,
+            updated_at=now,
+        )
+        .execution_options(synchronize_session=False)
+    )
+    if result.rowcount != 1:
+        return None
+    return session.scalar(
+        select(Conversation.claim_attempts).where(Conversation.id == conversation_id)
+    )
+
+
+def rehydrate(session: Session, conversation_id: uuid.UUID, *, window: int) -> TurnSnapshot:
+    conv = session.get_one(Conversation, conversation_id)
+    new = session.scalars(
+        select(Message)
+        .where(
+            Message.conversation_id == conversation_id,
+            Message.inbound_state == InboundState.PENDING,
+        )
+        .order_by(Message.id)
+        .limit(MAX_MESSAGES_PER_TURN)
+    ).all()
+    first_new = new[0].id if new else None
+    history_query = select(Message).where(Message.conversation_id == conversation_id)
+    if first_new is not None:
+        history_query = history_query.where(Message.id < first_new)
+    history = session.scalars(history_query.order_by(Message.id.desc()).limit(window)).all()
+    return TurnSnapshot(
+        conversation_id=conv.id,
+        customer_id=conv.customer_id,
+        service=conv.service,
+        channel=conv.channel,
+        address=conv.address,
+        turn_number=conv.turn_count + 1,
+        inbound_count=conv.inbound_count,
+        new_messages=tuple(_view(m) for m in new),
+        history=tuple(_view(m) for m in reversed(history)),
+    )
+
+
+def commit_turn(
+    session: Session,
+    snapshot: TurnSnapshot,
+    outcome: TurnOutcome,
+    *,
+    token: uuid.UUID,
+    now: datetime,
+) -> CommitResult:
+    """Write the turn and release the lease in one transaction, or raise ``LeaseLost``."""
+    status = ConversationStatus.SUSPENDED
+    if outcome.finish_reason is not None:
+        status = ConversationStatus.FINISHED
+    elif outcome.handoff_reason is not None:
+        status = ConversationStatus.HANDOFF
+    finishing = status == ConversationStatus.FINISHED
+    # The fencing update comes first: it takes the row lock, so nothing below can interleave
+    # with a successor that re-claimed after our lease expired.
+    fenced = session.execute(
+        update(Conversation)
+        .where(
+            Conversation.id == snapshot.conversation_id,
+            Conversation.lease_token == token,
+            Conversation.status == ConversationStatus.RUNNING,
+        )
+        .values(
+            status=status,
+            lease_token=None,
+            lease_expires_at=None,
+            claim_attempts=0,
+            turn_count=Conversation.turn_count + 1,
+            last_error=None,
+            last_activity_at=now,
+            updated_at=now,
+            finish_reason=outcome.finish_reason,
+            finished_at=now if finishing else None,
+            handoff_reason=outcome.handoff_reason,
+        )
+        .execution_options(synchronize_session=False)
+    )
+    if fenced.rowcount != 1:
+        raise LeaseLost(f"lease on conversation {snapshot.conversation_id} was taken over")
+
+    handled = [m.id for m in snapshot.new_messages]
+    if handled:
+        session.execute(
+            update(Message)
+            .where(Message.id.in_(handled), Message.inbound_state == InboundState.PENDING)
+            .values(inbound_state=InboundState.DONE, turn=snapshot.turn_number)
+            .execution_options(synchronize_session=False)
+        )
+
+    outbox_ids = tuple(
+        enqueue_reply(
+            session,
+            conversation_id=snapshot.conversation_id,
+            channel=snapshot.channel,
+            to=snapshot.address,
+            text=text,
+            role=Role.AGENT,
+            turn=snapshot.turn_number,
+            now=now,
+        )
+        for text in outcome.replies
+        if text.strip()
+    )
+
+    reopened = _reopen_for_late_messages(session, snapshot, now) if finishing else None
+    return CommitResult(outbox_ids, status, reopened)
+
+
+def enqueue_reply(
+    session: Session,
+    *,
+    conversation_id: uuid.UUID,
+    channel: str,
+    to: str,
+    text: str,
+    role: Role,
+    turn: int | None,
+    now: datetime,
+) -> int:
+    """Write an outbound message and its outbox row; delivery happens after commit."""
+    message = Message(
+        conversation_id=conversation_id,
+        direction=Direction.OUTBOUND,
+        role=role,
+        channel=channel,
+        address=to,
+        body=text,
+        turn=turn,
+        delivery_status="pending",
+        created_at=now,
+    )
+    session.add(message)
+    session.flush()
+    row = OutboxRow(
+        message_id=message.id,
+        conversation_id=conversation_id,
+        channel=channel,
+        to_address=to,
+        body=text,
+        status=OutboxStatus.PENDING,
+        next_attempt_at=now,
+        created_at=now,
+        updated_at=now,
+    )
+    session.add(row)
+    session.flush()
+    return row.id
+
+
+def release_after_error(
+    session: Session, conversation_id: uuid.UUID, *, token: uuid.UUID, error: str, now: datetime
+) -> bool:
+    """Give the lease back without writing the turn; the redrive sweep retries it later."""
+    result = session.execute(
+        update(Conversation)
+        .where(Conversation.id == conversation_id, Conversation.lease_token == token)
+        .values(
+            status=ConversationStatus.SUSPENDED,
+            lease_token=None,
+            lease_expires_at=None,
+            last_error=error[:2000],
+            updated_at=now,
+        )
+        .execution_options(synchronize_session=False)
+    )
+    return result.rowcount == 1
+
+
+def quarantine(
+    session: Session, conversation_id: uuid.UUID, *, token: uuid.UUID, attempts: int, now: datetime
+) -> bool:
+    """Stop retrying a turn that keeps failing (a poison message): hand it to a human.
+
+    The broker has no delivery counter, so the count lives on the row (``claim_attempts``).
+    """
+    result = session.execute(
+        update(Conversation)
+        .where(Conversation.id == conversation_id, Conversation.lease_token == token)
+        .values(
+            status=ConversationStatus.HANDOFF,
+            handoff_reason=f"turn failed {attempts - 1} times; quarantined for an operator",
+            lease_token=None,
+            lease_expires_at=None,
+            claim_attempts=0,
+            updated_at=now,
+        )
+        .execution_options(synchronize_session=False)
+    )
+    if result.rowcount != 1:
+        return False
+    session.execute(
+        update(Message)
+        .where(
+            Message.conversation_id == conversation_id,
+            Message.inbound_state == InboundState.PENDING,
+        )
+        .values(inbound_state=InboundState.QUARANTINED)
+        .execution_options(synchronize_session=False)
+    )
+    return True
+
+
+def _reopen_for_late_messages(
+    session: Session, snapshot: TurnSnapshot, now: datetime
+) -> uuid.UUID | None:
+    late = session.scalars(
+        select(Message.id).where(
+            Message.conversation_id == snapshot.conversation_id,
+            Message.inbound_state == InboundState.PENDING,
+        )
+    ).all()
+    if not late:
+        return None
+    conv = Conversation(
+        customer_id=snapshot.customer_id,
+        service=snapshot.service,
+        channel=snapshot.channel,
+        address=snapshot.address,
+        status=ConversationStatus.SUSPENDED,
+        inbound_count=len(late),
+        last_activity_at=now,
+        created_at=now,
+        updated_at=now,
+    )
+    session.add(conv)
+    session.flush()
+    session.execute(
+        update(Message)
+        .where(Message.id.in_(late))
+        .values(conversation_id=conv.id)
+        .execution_options(synchronize_session=False)
+    )
+    return conv.id
+
+
+def _view(m: Message) -> MessageView:
+    return MessageView(m.id, m.direction, m.role, m.channel, m.body, m.created_at)

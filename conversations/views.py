@@ -1,0 +1,116 @@
+"""Read models shown by the API and the CLI (one shape for both)."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+
+from pydantic import BaseModel, ConfigDict
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from conversations.models import Conversation, Message, OutboxRow
+from conversations.states import ConversationStatus
+
+
+class MessageView(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
+    id: int
+    direction: str
+    role: str
+    channel: str
+    address: str
+    body: str
+    media: list[str]
+    inbound_state: str | None
+    delivery_status: str | None
+    delivery_error: str | None
+    turn: int | None
+    created_at: datetime
+
+
+class ConversationSummary(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
+    id: uuid.UUID
+    status: str
+    finish_reason: str | None
+    handoff_reason: str | None
+    service: str
+    channel: str
+    address: str
+    customer_id: uuid.UUID
+    turn_count: int
+    inbound_count: int
+    last_error: str | None
+    last_activity_at: datetime
+    created_at: datetime
+    updated_at: datetime
+    finished_at: datetime | None
+
+
+class ConversationDetail(ConversationSummary):
+    messages: list[MessageView]
+
+
+class OutboxView(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
+    id: int
+    conversation_id: uuid.UUID
+    channel: str
+    to_address: str
+    body: str
+    status: str
+    attempts: int
+    via_sink: bool
+    provider_id: str | None
+    last_error: str | None
+    created_at: datetime
+    updated_at: datetime
+
+
+def list_conversations(
+    session: Session,
+    *,
+    status: ConversationStatus | None = None,
+    channel: str | None = None,
+    address: str | None = None,
+    limit: int = 50,
+) -> list[ConversationSummary]:
+    query = select(Conversation).order_by(Conversation.updated_at.desc()).limit(limit)
+    if status is not None:
+        query = query.where(Conversation.status == status)
+    if channel is not None:
+        query = query.where(Conversation.channel == channel)
+    if address is not None:
+        query = query.where(Conversation.address == address)
+    return [ConversationSummary.model_validate(c) for c in session.scalars(query)]
+
+
+def conversation_detail(
+    session: Session, conversation_id: uuid.UUID, *, message_limit: int = 200
+) -> ConversationDetail | None:
+    conv = session.get(Conversation, conversation_id)
+    if conv is None:
+        return None
+    recent = session.scalars(
+        select(Message)
+        .where(Message.conversation_id == conversation_id)
+        .order_by(Message.id.desc())
+        .limit(message_limit)
+    ).all()
+    return ConversationDetail(
+        **ConversationSummary.model_validate(conv).model_dump(),
+        messages=[MessageView.model_validate(m) for m in reversed(recent)],
+    )
+
+
+def list_outbox(
+    session: Session, *, status: str | None = None, limit: int = 50
+) -> list[OutboxView]:
+    query = select(OutboxRow).order_by(OutboxRow.id.desc()).limit(limit)
+    if status is not None:
+        query = query.where(OutboxRow.status == status)
+    return [OutboxView.model_validate(r) for r in session.scalars(query)]

@@ -1,0 +1,70 @@
+"""Wake-ups: the only thing the broker carries. Sent by task name, so that the API and the
+store never import the worker package.
+
+A wake-up may be lost, duplicated or late; the redrive sweep and the conditional claims make
+every one of those harmless. Sending one never raises: with the broker down the message is
+already committed, and the redrive finds it once the broker is back.
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from functools import cached_property
+from typing import Protocol
+
+from celery import Celery
+
+from conversations.broker import celery_config
+from conversations.settings import Settings, get_settings
+
+log = logging.getLogger(__name__)
+
+TURN_TASK = "dormouse.turn"
+DELIVER_TASK = "dormouse.deliver"
+RECONCILE_TASK = "dormouse.reconcile"
+REDRIVE_TASK = "dormouse.redrive"
+
+TURN_QUEUE = "dormouse.turns"
+DELIVER_QUEUE = "dormouse.deliveries"
+SWEEP_QUEUE = "dormouse.sweeps"
+
+# Fail fast when the broker is down: the caller has already committed, redrive recovers.
+PUBLISH_RETRY_POLICY = {"max_retries": 1, "interval_start": 0, "interval_step": 0.2}
+
+
+class Waker(Protocol):
+    def turn(self, conversation_id: uuid.UUID) -> bool: ...
+    def deliver(self, outbox_id: int) -> bool: ...
+
+
+class CeleryWaker:
+    """Publishes wake-ups through a Celery app (the worker's own, or a bare one by URL)."""
+
+    def __init__(self, app: Celery | None = None, settings: Settings | None = None) -> None:
+        self._app = app
+        self._settings = settings
+
+    @cached_property
+    def app(self) -> Celery:
+        if self._app is not None:
+            return self._app
+        app = Celery("dormouse-publisher")
+        app.conf.update(celery_config(self._settings or get_settings()))
+        return app
+
+    def turn(self, conversation_id: uuid.UUID) -> bool:
+        return self._send(TURN_TASK, [str(conversation_id)], TURN_QUEUE)
+
+    def deliver(self, outbox_id: int) -> bool:
+        return self._send(DELIVER_TASK, [outbox_id], DELIVER_QUEUE)
+
+    def _send(self, name: str, args: list[object], queue: str) -> bool:
+        try:
+            self.app.send_task(
+                name, args=args, queue=queue, retry=True, retry_policy=PUBLISH_RETRY_POLICY
+            )
+        except Exception as exc:  # kombu raises several families; all mean "not published"
+            log.warning("wake-up %s%s not published (redrive will recover): %s", name, args, exc)
+            return False
+        return True

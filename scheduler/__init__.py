@@ -1,0 +1,1 @@
+"""Beat schedule and sweeps."""

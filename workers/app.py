@@ -1,0 +1,44 @@
+"""The Celery app. Tasks take ids, never objects, and are idempotent."""
+
+from __future__ import annotations
+
+from celery import Celery
+
+from conversations.broker import celery_config
+from conversations.settings import Settings, get_settings
+from conversations.wakeup import (
+    DELIVER_QUEUE,
+    DELIVER_TASK,
+    RECONCILE_TASK,
+    REDRIVE_TASK,
+    SWEEP_QUEUE,
+    TURN_QUEUE,
+    TURN_TASK,
+)
+
+QUEUES = (TURN_QUEUE, DELIVER_QUEUE, SWEEP_QUEUE)
+
+
+def create_celery(settings: Settings) -> Celery:
+    app = Celery("dormouse", include=["workers.tasks", "scheduler.tasks"])
+    app.conf.update(celery_config(settings))
+    app.conf.task_default_queue = TURN_QUEUE
+    app.conf.task_routes = {
+        TURN_TASK: {"queue": TURN_QUEUE},
+        DELIVER_TASK: {"queue": DELIVER_QUEUE},
+        RECONCILE_TASK: {"queue": DELIVER_QUEUE},
+        REDRIVE_TASK: {"queue": SWEEP_QUEUE},
+    }
+    interval = settings.redrive_interval
+    app.conf.beat_schedule = {
+        "redrive": {
+            "task": REDRIVE_TASK,
+            "schedule": interval,
+            # A backlog of sweeps is useless: the next one does the same work.
+            "options": {"expires": max(1.0, interval), "queue": SWEEP_QUEUE},
+        }
+    }
+    return app
+
+
+app = create_celery(get_settings())

@@ -1,0 +1,138 @@
+"""Deliver one outbox row, and reconcile rows whose send outcome is unknown.
+
+Never knowingly twice: the row is ``sending`` before the provider call, and a send that may
+have reached the provider is looked up there before it is ever tried again.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from datetime import datetime, timedelta
+
+from sqlalchemy import Engine
+
+from channels.devsink import sink_send
+from channels.registry import get_channel
+from conversations import outbox
+from conversations.db import transaction
+from conversations.envelope import OutboundMessage, SendResult
+from conversations.errors import (
+    AmbiguousProviderError,
+    PermanentProviderError,
+    ProviderError,
+    TransientProviderError,
+)
+from conversations.models import OutboxRow
+from conversations.settings import Settings
+from conversations.types import utcnow
+
+log = logging.getLogger(__name__)
+
+
+def deliver(
+    outbox_id: int,
+    *,
+    engine: Engine,
+    settings: Settings,
+    clock: Callable[[], datetime] = utcnow,
+) -> str:
+    """Send a due pending row. Returns the row's status afterwards ("skipped" if not ours)."""
+    with transaction(engine) as session:
+        row = outbox.claim_for_send(session, outbox_id, now=clock())
+    if row is None:
+        return "skipped"
+    channel = get_channel(row.channel, settings)
+    message = _outbound(row)
+    via_sink = not channel.can_send
+    try:
+        result = sink_send(message) if via_sink else channel.send(message)
+    except PermanentProviderError as exc:
+        return _fail(engine, row, str(exc), clock)
+    except TransientProviderError as exc:
+        return _retry_or_fail(engine, row, str(exc), settings, clock)
+    except AmbiguousProviderError as exc:
+        with transaction(engine) as session:
+            outbox.mark_ambiguous(session, row, error=str(exc), now=clock())
+        log.warning("outbox %s: ambiguous send, will reconcile: %s", row.id, exc)
+        return "sending"
+    _sent(engine, row, result, via_sink, clock)
+    return "sent"
+
+
+def reconcile(
+    outbox_id: int,
+    *,
+    engine: Engine,
+    settings: Settings,
+    clock: Callable[[], datetime] = utcnow,
+) -> str:
+    """Settle a row stuck in ``sending``: sent if the provider has it, else retry the send."""
+    now = clock()
+    stale_before = now - timedelta(seconds=settings.delivery_reconcile_after)
+    with transaction(engine) as session:
+        row = outbox.claim_for_reconcile(session, outbox_id, stale_before=stale_before, now=now)
+    if row is None:
+        return "skipped"
+    channel = get_channel(row.channel, settings)
+    if not channel.can_send or row.via_sink:
+        _sent(engine, row, sink_send(_outbound(row)), True, clock)
+        return "sent"
+    try:
+        found = channel.find_sent(_outbound(row), since=row.sending_started_at or row.created_at)
+    except ProviderError as exc:
+        log.warning("outbox %s: reconcile lookup failed, will try again: %s", row.id, exc)
+        return "sending"
+    if found is not None:
+        _sent(engine, row, found, False, clock)
+        return "sent"
+    # The provider never got it: sending again cannot duplicate.
+    return _retry_or_fail(engine, row, row.last_error or "not found at provider", settings, clock)
+
+
+def _outbound(row: OutboxRow) -> OutboundMessage:
+    return OutboundMessage(
+        channel=row.channel,
+        to=row.to_address,
+        text=row.body,
+        idempotency_key=str(row.idempotency_key),
+        conversation_id=str(row.conversation_id),
+    )
+
+
+def _sent(
+    engine: Engine,
+    row: OutboxRow,
+    result: SendResult,
+    via_sink: bool,
+    clock: Callable[[], datetime],
+) -> None:
+    with transaction(engine) as session:
+        outbox.mark_sent(
+            session,
+            row,
+            provider_id=result.provider_id,
+            delivery_status=result.status,
+            via_sink=via_sink,
+            now=clock(),
+        )
+
+
+def _fail(engine: Engine, row: OutboxRow, error: str, clock: Callable[[], datetime]) -> str:
+    with transaction(engine) as session:
+        outbox.mark_failed(session, row, error=error, now=clock())
+    log.error("outbox %s failed permanently: %s", row.id, error)
+    return "failed"
+
+
+def _retry_or_fail(
+    engine: Engine, row: OutboxRow, error: str, settings: Settings, clock: Callable[[], datetime]
+) -> str:
+    if row.attempts >= settings.delivery_max_attempts:
+        return _fail(engine, row, f"gave up after {row.attempts} attempts: {error}", clock)
+    now = clock()
+    delay = outbox.backoff(row.attempts, base=settings.delivery_backoff_base)
+    with transaction(engine) as session:
+        outbox.mark_retry(session, row, error=error, next_attempt_at=now + delay, now=now)
+    log.info("outbox %s: transient failure, retry in %s: %s", row.id, delay, error)
+    return "pending"

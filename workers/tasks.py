@@ -1,0 +1,67 @@
+"""Task entry points: thin wrappers that build the collaborators and call the logic."""
+
+from __future__ import annotations
+
+import uuid
+from functools import lru_cache
+
+from agent.base import Agent
+from agent.factory import build_agent
+from conversations.db import get_engine
+from conversations.settings import get_settings
+from conversations.types import utcnow
+from conversations.wakeup import DELIVER_TASK, RECONCILE_TASK, TURN_TASK, CeleryWaker
+from workers import deliver as delivery
+from workers.app import app
+from workers.turn import run_turns
+
+# Countdown hints for retries stay far below the visibility timeout; the redrive sweep, not
+# this hint, is what guarantees the retry happens.
+MAX_HINT_SECONDS = 300
+
+
+@lru_cache(maxsize=1)
+def _agent() -> Agent:
+    return build_agent(get_settings())
+
+
+@lru_cache(maxsize=1)
+def waker() -> CeleryWaker:
+    return CeleryWaker(app)
+
+
+@app.task(name=TURN_TASK)
+def turn(conversation_id: str) -> int:
+    return run_turns(
+        uuid.UUID(conversation_id),
+        engine=get_engine(),
+        agent=_agent(),
+        settings=get_settings(),
+        waker=waker(),
+    )
+
+
+@app.task(name=DELIVER_TASK)
+def deliver(outbox_id: int) -> str:
+    settings = get_settings()
+    status = delivery.deliver(outbox_id, engine=get_engine(), settings=settings)
+    if status == "pending":
+        _hint(DELIVER_TASK, outbox_id, settings.delivery_backoff_base)
+    elif status == "sending":
+        _hint(RECONCILE_TASK, outbox_id, settings.delivery_reconcile_after + 1)
+    return status
+
+
+@app.task(name=RECONCILE_TASK)
+def reconcile(outbox_id: int) -> str:
+    return delivery.reconcile(outbox_id, engine=get_engine(), settings=get_settings())
+
+
+def _hint(task: str, outbox_id: int, delay: float) -> None:
+    try:
+        app.send_task(task, args=[outbox_id], countdown=min(delay, MAX_HINT_SECONDS))
+    except Exception:  # the sweep will find the row anyway
+        return
+
+
+__all__ = ["deliver", "reconcile", "turn", "utcnow"]

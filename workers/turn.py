@@ -1,0 +1,126 @@
+"""One wake-up of a conversation: claim → rehydrate → agent → commit → release → re-check.
+
+Stateless: everything is read from the database and written back; nothing is kept here
+between messages, so any worker can take any conversation.
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from collections.abc import Callable
+from datetime import datetime
+
+from sqlalchemy import Engine
+
+from agent.base import Agent, TurnContext
+from agent.tools import BUILTIN_TOOLS, Toolbox, ToolContext
+from channels.registry import get_channel
+from conversations import turns
+from conversations.db import session_factory, transaction
+from conversations.errors import LeaseLost
+from conversations.settings import Settings
+from conversations.types import utcnow
+from conversations.wakeup import Waker
+
+log = logging.getLogger(__name__)
+
+# Turns run back to back in one task for messages that arrived during the previous one;
+# past this the conversation is re-queued so one chatty customer cannot hold a worker.
+MAX_TURNS_PER_WAKEUP = 5
+
+
+def run_turns(
+    conversation_id: uuid.UUID,
+    *,
+    engine: Engine,
+    agent: Agent,
+    settings: Settings,
+    waker: Waker,
+    clock: Callable[[], datetime] = utcnow,
+) -> int:
+    """Run turns while the conversation has pending messages; return how many committed."""
+    committed = 0
+    for _ in range(MAX_TURNS_PER_WAKEUP):
+        if not _one_turn(conversation_id, engine, agent, settings, waker, clock):
+            return committed
+        committed += 1
+    # Re-check after the release: a message committed while we were releasing has a
+    # wake-up that found us running; this is the wake-up that is not lost.
+    waker.turn(conversation_id)
+    return committed
+
+
+def _one_turn(
+    conversation_id: uuid.UUID,
+    engine: Engine,
+    agent: Agent,
+    settings: Settings,
+    waker: Waker,
+    clock: Callable[[], datetime],
+) -> bool:
+    token = uuid.uuid4()
+    with transaction(engine) as session:
+        attempts = turns.claim(
+            session, conversation_id, token=token, now=clock(), lease_seconds=settings.lease_seconds
+        )
+    if attempts is None:
+        return False
+    if attempts > settings.max_turn_attempts:
+        with transaction(engine) as session:
+            turns.quarantine(session, conversation_id, token=token, attempts=attempts, now=clock())
+        log.error("conversation %s quarantined after %d attempts", conversation_id, attempts - 1)
+        return False
+
+    with session_factory(engine)() as session:
+        snapshot = turns.rehydrate(session, conversation_id, window=settings.history_window)
+
+    # No transaction is open from here to the commit: the model may take seconds.
+    try:
+        outcome = _decide(snapshot, agent, settings)
+    except Exception as exc:
+        with transaction(engine) as session:
+            turns.release_after_error(
+                session, conversation_id, token=token, error=repr(exc), now=clock()
+            )
+        log.exception("turn of conversation %s failed; released for retry", conversation_id)
+        return False
+
+    try:
+        with transaction(engine) as session:
+            result = turns.commit_turn(session, snapshot, outcome, token=token, now=clock())
+    except LeaseLost:
+        log.warning("turn of conversation %s lost its lease; discarded", conversation_id)
+        return False
+
+    for outbox_id in result.outbox_ids:
+        waker.deliver(outbox_id)
+    if result.reopened_conversation_id is not None:
+        waker.turn(result.reopened_conversation_id)
+    return True
+
+
+def _decide(snapshot: turns.TurnSnapshot, agent: Agent, settings: Settings) -> turns.TurnOutcome:
+    context = TurnContext(
+        conversation_id=snapshot.conversation_id,
+        customer_id=snapshot.customer_id,
+        service=snapshot.service,
+        channel=snapshot.channel,
+        turn_number=snapshot.turn_number,
+        customer_message_count=snapshot.inbound_count,
+        instructions=settings.agent_instructions,
+        history=snapshot.history,
+        new_messages=snapshot.new_messages,
+    )
+    tool_ctx = ToolContext(
+        conversation_id=snapshot.conversation_id,
+        customer_id=snapshot.customer_id,
+        idempotency_key=f"{snapshot.conversation_id}:{snapshot.turn_number}",
+    )
+    replies = agent.run_turn(context, Toolbox(BUILTIN_TOOLS, tool_ctx))
+    channel = get_channel(snapshot.channel, settings)
+    return turns.TurnOutcome(
+        replies=[channel.shape(r) for r in replies],
+        finish_reason=tool_ctx.effects.finish_reason,
+        handoff_reason=tool_ctx.effects.handoff_reason,
+    )
