@@ -1,0 +1,32 @@
+"""Small builders for test data, through the same code paths production uses."""
+
+from __future__ import annotations
+
+import itertools
+import uuid
+
+from sqlalchemy import Engine
+
+from conversations.db import transaction
+from conversations.envelope import InboundMessage
+from conversations.ingest import IngestResult, ingest
+from conversations.types import utcnow
+
+_counter = itertools.count(1)
+
+
+def sms(text: str, sender: str = "+15555550100", sid: str | None = None) -> InboundMessage:
+    return InboundMessage(
+        channel="sms",
+        provider_id=sid or f"SM{uuid.uuid4().hex}",
+        sender=sender,
+        recipient="+15550006666",
+        text=text,
+    )
+
+
+def ingest_sms(
+    engine: Engine, text: str, sender: str = "+15555550100", sid: str | None = None
+) -> IngestResult:
+    with transaction(engine) as session:
+        return ingest(session, sms(text, sender, sid), service="default", now=utcnow())

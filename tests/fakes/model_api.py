@@ -1,0 +1,91 @@
+"""A local OpenAI-compatible chat completions server: scripted, slow on demand, observable."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+
+@dataclass
+class FakeModel:
+    delay: float = 0.0  # seconds every completion takes
+    requests: list[dict[str, object]] = field(default_factory=list)
+    in_flight: int = 0
+    max_in_flight: int = 0
+    lock: threading.Lock = field(default_factory=threading.Lock)
+    server: ThreadingHTTPServer | None = None
+
+    @property
+    def url(self) -> str:
+        assert self.server is not None
+        host, port = self.server.server_address[:2]
+        return f"http://{host}:{port}/v1"
+
+    def start(self) -> FakeModel:
+        fake = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, *args: object) -> None:
+                pass
+
+            def do_POST(self) -> None:
+                fake._complete(self)
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        return self
+
+    def stop(self) -> None:
+        if self.server is not None:
+            self.server.shutdown()
+            self.server.server_close()
+
+    def wait_for_requests(self, count: int, timeout: float = 20.0) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if len(self.requests) >= count:
+                return
+            time.sleep(0.02)
+        raise AssertionError(f"expected {count} model request(s), got {len(self.requests)}")
+
+    def _complete(self, req: BaseHTTPRequestHandler) -> None:
+        if req.path != "/v1/chat/completions":
+            req.send_response(404)
+            req.end_headers()
+            return
+        body = json.loads(req.rfile.read(int(req.headers.get("Content-Length") or 0)))
+        with self.lock:
+            self.requests.append(body)
+            self.in_flight += 1
+            self.max_in_flight = max(self.max_in_flight, self.in_flight)
+            delay = self.delay
+        try:
+            time.sleep(delay)
+            users = [m["content"] for m in body["messages"] if m["role"] == "user"]
+            reply = {
+                "id": "chatcmpl-fake",
+                "object": "chat.completion",
+                "model": body.get("model", "fake"),
+                "choices": [
+                    {
+                        "index": 0,
+                        "finish_reason": "stop",
+                        "message": {"role": "assistant", "content": f"ack: {users[-1]}"},
+                    }
+                ],
+            }
+            data = json.dumps(reply).encode()
+            req.send_response(200)
+            req.send_header("Content-Type", "application/json")
+            req.send_header("Content-Length", str(len(data)))
+            req.end_headers()
+            req.wfile.write(data)
+        except (BrokenPipeError, ConnectionResetError):
+            pass
+        finally:
+            with self.lock:
+                self.in_flight -= 1

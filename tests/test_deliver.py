@@ -1,0 +1,161 @@
+"""Delivery through the twilio SDK to a local server that speaks Twilio's Messages API."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from sqlalchemy import Engine, select
+
+from conversations import turns
+from conversations.db import session_factory, transaction
+from conversations.models import Message, OutboxRow
+from conversations.settings import Settings
+from conversations.states import Role
+from conversations.types import utcnow
+from tests.conftest import FROM_NUMBER
+from tests.factories import ingest_sms
+from tests.fakes.twilio_api import FakeTwilio
+from workers.deliver import deliver, reconcile
+
+CUSTOMER = "+15555550100"
+
+
+def reply(engine: Engine, text: str = "your order shipped") -> int:
+    cid = ingest_sms(engine, "where is my order?").conversation_id
+    with transaction(engine) as s:
+        return turns.enqueue_reply(
+            s, conversation_id=cid, channel="sms", to=CUSTOMER, text=text,
+            role=Role.AGENT, turn=1, now=utcnow(),
+        )  # fmt: skip
+
+
+def row(engine: Engine, outbox_id: int) -> OutboxRow:
+    with session_factory(engine)() as s:
+        return s.get_one(OutboxRow, outbox_id)
+
+
+def outbound(engine: Engine) -> Message:
+    with session_factory(engine)() as s:
+        return s.scalars(select(Message).where(Message.direction == "outbound")).one()
+
+
+def later(seconds: float = 5) -> object:
+    return lambda: utcnow() + timedelta(seconds=seconds)
+
+
+def test_a_reply_is_sent_with_a_status_callback_and_recorded(
+    db: Engine, settings: Settings, fake_twilio: FakeTwilio
+) -> None:
+    oid = reply(db)
+    assert deliver(oid, engine=db, settings=settings) == "sent"
+
+    [sent] = fake_twilio.messages
+    assert (sent.to, sent.from_, sent.body) == (CUSTOMER, FROM_NUMBER, "your order shipped")
+    assert sent.status_callback == "http://dormouse.test/webhooks/twilio/status"
+    r = row(db, oid)
+    assert (r.status, r.provider_id, r.attempts, r.via_sink) == ("sent", sent.sid, 1, False)
+    assert (outbound(db).provider_id, outbound(db).delivery_status) == (sent.sid, "queued")
+    # A second wake-up for the same row sends nothing.
+    assert deliver(oid, engine=db, settings=settings) == "skipped"
+    assert len(fake_twilio.messages) == 1
+
+
+def test_opted_out_recipient_fails_permanently_and_visibly(
+    db: Engine, settings: Settings, fake_twilio: FakeTwilio
+) -> None:
+    fake_twilio.script = [21610]
+    oid = reply(db)
+    assert deliver(oid, engine=db, settings=settings) == "failed"
+    assert "21610" in (row(db, oid).last_error or "")
+    message = outbound(db)
+    assert message.delivery_status == "failed" and "21610" in (message.delivery_error or "")
+    assert deliver(oid, engine=db, settings=settings, clock=later()) == "skipped"
+    assert fake_twilio.create_attempts == 1
+
+
+def test_transient_error_backs_off_then_succeeds(
+    db: Engine, settings: Settings, fake_twilio: FakeTwilio
+) -> None:
+    slow = settings.model_copy(update={"delivery_backoff_base": 60.0})
+    fake_twilio.script = ["429"]
+    oid = reply(db)
+    assert deliver(oid, engine=db, settings=slow) == "pending"
+    assert row(db, oid).next_attempt_at > utcnow() + timedelta(seconds=50)
+    assert deliver(oid, engine=db, settings=slow) == "skipped"  # not due yet
+    assert deliver(oid, engine=db, settings=slow, clock=later(61)) == "sent"
+    assert len(fake_twilio.messages) == 1 and row(db, oid).attempts == 2
+
+
+def test_timeout_after_twilio_queued_it_is_reconciled_not_resent(
+    db: Engine, settings: Settings, fake_twilio: FakeTwilio
+) -> None:
+    fake_twilio.script = ["timeout-after-create"]
+    oid = reply(db)
+    assert deliver(oid, engine=db, settings=settings) == "sending"
+    assert row(db, oid).status == "sending"
+    assert deliver(oid, engine=db, settings=settings, clock=later()) == "skipped"
+
+    assert reconcile(oid, engine=db, settings=settings, clock=later()) == "sent"
+    [sent] = fake_twilio.messages
+    assert row(db, oid).provider_id == sent.sid
+    assert fake_twilio.create_attempts == 1
+
+
+def test_server_error_before_queueing_is_reconciled_then_sent_once(
+    db: Engine, settings: Settings, fake_twilio: FakeTwilio
+) -> None:
+    fake_twilio.script = ["500"]
+    oid = reply(db)
+    assert deliver(oid, engine=db, settings=settings) == "sending"
+    assert reconcile(oid, engine=db, settings=settings, clock=later()) == "pending"
+    assert deliver(oid, engine=db, settings=settings, clock=later(10)) == "sent"
+    assert len(fake_twilio.messages) == 1 and fake_twilio.create_attempts == 2
+
+
+def test_server_error_after_queueing_is_found_by_reconcile(
+    db: Engine, settings: Settings, fake_twilio: FakeTwilio
+) -> None:
+    fake_twilio.script = ["500-after-create"]
+    oid = reply(db)
+    assert deliver(oid, engine=db, settings=settings) == "sending"
+    assert reconcile(oid, engine=db, settings=settings, clock=later()) == "sent"
+    assert len(fake_twilio.messages) == 1
+
+
+def test_gives_up_after_max_attempts(
+    db: Engine, settings: Settings, fake_twilio: FakeTwilio
+) -> None:
+    limited = settings.model_copy(update={"delivery_max_attempts": 2})
+    fake_twilio.script = ["429", "429", "429"]
+    oid = reply(db)
+    assert deliver(oid, engine=db, settings=limited) == "pending"
+    assert deliver(oid, engine=db, settings=limited, clock=later()) == "failed"
+    assert "gave up after 2 attempts" in (row(db, oid).last_error or "")
+
+
+def test_without_twilio_credentials_replies_go_to_the_dev_sink(
+    db: Engine, settings: Settings, fake_twilio: FakeTwilio
+) -> None:
+    local = settings.model_copy(update={"twilio_account_sid": "", "twilio_auth_token": ""})
+    oid = reply(db)
+    assert deliver(oid, engine=db, settings=local) == "sent"
+    r = row(db, oid)
+    assert r.via_sink and r.provider_id and r.provider_id.startswith("devsink-")
+    assert fake_twilio.create_attempts == 0
+
+
+def test_status_callback_that_beats_the_send_commit_is_kept(
+    db: Engine, settings: Settings, fake_twilio: FakeTwilio
+) -> None:
+    """Twilio may call back before our 'sent' commit: the more advanced status must win."""
+    from conversations.outbox import record_delivery_status
+
+    sid = "SM" + "c" * 32
+    fake_twilio.next_sids = [sid]
+    with transaction(db) as s:
+        record_delivery_status(
+            s, channel="sms", provider_id=sid, status="delivered", error_code=None, now=utcnow()
+        )
+    oid = reply(db)
+    assert deliver(oid, engine=db, settings=settings) == "sent"
+    assert (outbound(db).provider_id, outbound(db).delivery_status) == (sid, "delivered")

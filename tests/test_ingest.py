@@ -1,0 +1,63 @@
+"""Ingest on the real database: exactly-once, convergence under concurrency, lifecycle."""
+
+from __future__ import annotations
+
+from concurrent.futures import ThreadPoolExecutor
+
+from sqlalchemy import Engine, func, select, update
+
+from conversations.db import session_factory, transaction
+from conversations.ingest import ingest_committed
+from conversations.models import Conversation, Customer, Identity, Message
+from tests.factories import ingest_sms, sms
+
+
+def count(engine: Engine, model: type) -> int:
+    with session_factory(engine)() as s:
+        return s.scalar(select(func.count()).select_from(model)) or 0
+
+
+def test_same_provider_id_twice_is_one_message(db: Engine) -> None:
+    first = ingest_sms(db, "hi", sid="SM1")
+    again = ingest_sms(db, "hi", sid="SM1")
+    assert (again.duplicate, again.message_id, again.conversation_id) == (
+        True, first.message_id, first.conversation_id,
+    )  # fmt: skip
+    assert count(db, Message) == 1
+
+
+def test_concurrent_first_messages_from_one_address_converge(db: Engine) -> None:
+    """Ten webhooks at once from a new number: one customer, one conversation, ten messages."""
+    messages = [sms(f"message {i}", sender="+15555550177") for i in range(10)]
+    with ThreadPoolExecutor(max_workers=10) as pool:
+        results = list(pool.map(lambda m: ingest_committed(db, m, service="default"), messages))
+    assert len({r.conversation_id for r in results}) == 1
+    assert (count(db, Customer), count(db, Identity), count(db, Conversation)) == (1, 1, 1)
+    assert count(db, Message) == 10
+
+
+def test_concurrent_retries_of_one_webhook_store_it_once(db: Engine) -> None:
+    message = sms("retry storm", sid="SM-storm")
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        results = list(
+            pool.map(lambda _: ingest_committed(db, message, service="default"), range(8))
+        )
+    assert sum(not r.duplicate for r in results) == 1
+    assert count(db, Message) == 1
+
+
+def test_a_message_after_the_conversation_finished_opens_a_new_one(db: Engine) -> None:
+    first = ingest_sms(db, "hello").conversation_id
+    with transaction(db) as s:
+        s.execute(update(Conversation).values(status="finished", finish_reason="agent"))
+    second = ingest_sms(db, "hello again").conversation_id
+    assert second != first
+    with session_factory(db)() as s:
+        customers = s.scalars(select(Conversation.customer_id)).all()
+    assert len(set(customers)) == 1  # same customer, new conversation
+
+
+def test_different_numbers_are_different_customers(db: Engine) -> None:
+    a = ingest_sms(db, "a", sender="+15555550101").conversation_id
+    b = ingest_sms(db, "b", sender="+15555550102").conversation_id
+    assert a != b and count(db, Customer) == 2
