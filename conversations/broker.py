@@ -39,7 +39,8 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         # Well below the lease (so a turn ends before another may claim it) and the visibility
         # timeout (so Redis does not redeliver a turn that is still running).
         "task_time_limit": settings.turn_time_limit,
-        "task_soft_time_limit": max(1, settings.turn_time_limit - 10),
+        # The soft limit raises inside the turn, which then releases its lease cleanly.
+        "task_soft_time_limit": settings.turn_time_limit - min(10.0, settings.turn_time_limit / 5),
         # On connection loss late-ack messages are redelivered, possibly in parallel: stop
         # ours. The lease and its fencing token make a parallel copy harmless anyway.
         "worker_cancel_long_running_tasks_on_connection_loss": True,

@@ -11,7 +11,7 @@ import secrets
 from functools import lru_cache
 from pathlib import Path
 
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -54,6 +54,17 @@ class Settings(BaseSettings):
     delivery_reconcile_after: float = Field(60.0, gt=0)
     broker_visibility_timeout: int = Field(3600, gt=0)
     max_webhook_bytes: int = Field(64 * 1024, gt=0)
+
+    @model_validator(mode="after")
+    def _limits_nest(self) -> Settings:
+        # A turn must end (time limit) before its lease expires, and the lease before the
+        # broker would redeliver the message of a turn still running.
+        if not self.turn_time_limit < self.lease_seconds < self.broker_visibility_timeout:
+            raise ValueError(
+                "need TURN_TIME_LIMIT < LEASE_SECONDS < BROKER_VISIBILITY_TIMEOUT, got "
+                f"{self.turn_time_limit}, {self.lease_seconds}, {self.broker_visibility_timeout}"
+            )
+        return self
 
     @field_validator("data_dir")
     @classmethod

@@ -78,6 +78,19 @@ def _has_pending():  # type: ignore[no-untyped-def]
     )
 
 
+def has_pending(session: Session, conversation_id: uuid.UUID) -> bool:
+    return bool(
+        session.scalar(
+            select(Message.id)
+            .where(
+                Message.conversation_id == conversation_id,
+                Message.inbound_state == InboundState.PENDING,
+            )
+            .limit(1)
+        )
+    )
+
+
 def claim(
     session: Session,
     conversation_id: uuid.UUID,

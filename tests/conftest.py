@@ -157,6 +157,7 @@ def settings(migrated: Backend, fake_twilio: FakeTwilio) -> Settings:
         delivery_backoff_base=0.01,
         delivery_reconcile_after=0.01,
         lease_seconds=30,
+        turn_time_limit=20,
     )
 
 

@@ -123,9 +123,11 @@ def test_a_message_arriving_during_a_turn_is_answered_by_the_next_turn(
     db: Engine, settings: Settings, waker: CeleryWaker
 ) -> None:
     cid = ingest_sms(db, "first").conversation_id
-    # The late message's own wake-up finds the conversation running and does nothing; the
-    # re-check after release is what answers it.
-    assert run(db, cid, settings, waker, ArrivesDuringTurn(db, "second")) == 2
+    # The late message's own wake-up would find the conversation running and do nothing;
+    # the re-check after release queues the wake-up that answers it.
+    assert run(db, cid, settings, waker, ArrivesDuringTurn(db, "second")) == 1
+    assert queued(settings.effective_broker_url, TURN_QUEUE) == [(TURN_TASK, [str(cid)])]
+    assert run(db, cid, settings, waker) == 1
     inbound = [
         (m.body, m.inbound_state, m.turn) for m in messages(db, cid) if m.direction == "inbound"
     ]

@@ -25,10 +25,6 @@ from conversations.wakeup import Waker
 
 log = logging.getLogger(__name__)
 
-# Turns run back to back in one task for messages that arrived during the previous one;
-# past this the conversation is re-queued so one chatty customer cannot hold a worker.
-MAX_TURNS_PER_WAKEUP = 5
-
 
 def run_turns(
     conversation_id: uuid.UUID,
@@ -39,16 +35,18 @@ def run_turns(
     waker: Waker,
     clock: Callable[[], datetime] = utcnow,
 ) -> int:
-    """Run turns while the conversation has pending messages; return how many committed."""
-    committed = 0
-    for _ in range(MAX_TURNS_PER_WAKEUP):
-        if not _one_turn(conversation_id, engine, agent, settings, waker, clock):
-            return committed
-        committed += 1
-    # Re-check after the release: a message committed while we were releasing has a
-    # wake-up that found us running; this is the wake-up that is not lost.
-    waker.turn(conversation_id)
-    return committed
+    """Run one turn if the conversation has pending messages; return how many committed (0/1).
+
+    One turn per task, so the task time limit bounds one model call, not a chain of them.
+    """
+    if not _one_turn(conversation_id, engine, agent, settings, waker, clock):
+        return 0
+    # Re-check after the release: a message committed during the turn had a wake-up that
+    # found the conversation running and did nothing; this one is the wake-up not lost.
+    with session_factory(engine)() as session:
+        if turns.has_pending(session, conversation_id):
+            waker.turn(conversation_id)
+    return 1
 
 
 def _one_turn(

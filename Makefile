@@ -1,0 +1,37 @@
+# Two commands on a fresh machine: `make up` runs Dormouse, `make test` runs the tests.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: up test test-postgres test-sqlite lint install clean
+
+$(STAMP): pyproject.toml
+	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' \
+		|| { echo "Dormouse needs Python 3.11 or newer (PYTHON=$(PYTHON))"; exit 1; }
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[dev]'
+	@touch $@
+
+install: $(STAMP)
+
+## Run API, worker and beat with SQLite and an embedded broker under ./var (PORT to move it).
+up: $(STAMP)
+	$(BIN)/dormouse up
+
+## The whole suite on both backends: PostgreSQL + Redis, then SQLite + the embedded broker.
+test: test-postgres test-sqlite
+
+test-postgres: $(STAMP)
+	DORMOUSE_TEST_BACKEND=postgres $(BIN)/pytest
+
+test-sqlite: $(STAMP)
+	DORMOUSE_TEST_BACKEND=sqlite $(BIN)/pytest
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+clean:
+	rm -rf $(VENV) var .pytest_cache .ruff_cache *.egg-info
