@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -28,4 +29,8 @@ class TurnContext:
 class Agent(Protocol):
     def run_turn(self, context: TurnContext, tools: Toolbox) -> list[str]:
         """Return the replies to send. Side effects go through ``tools`` only."""
+        ...
+
+    def summarize(self, messages: Sequence[MessageView], finish_reason: str | None) -> str:
+        """A short summary of a finished conversation, for wrap-up and memory."""
         ...

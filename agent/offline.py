@@ -8,9 +8,12 @@ the persisted conversation can know.
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 
 from agent.base import TurnContext
+from agent.summary import extractive_summary
 from agent.tools import Toolbox
+from conversations.turns import MessageView
 
 GOODBYE_WORDS = {"bye", "goodbye"}
 HANDOFF_WORDS = {"human", "agent"}
@@ -21,6 +24,9 @@ def _words(text: str) -> set[str]:
 
 
 class OfflineAgent:
+    def summarize(self, messages: Sequence[MessageView], finish_reason: str | None) -> str:
+        return extractive_summary(messages, finish_reason)
+
     def run_turn(self, context: TurnContext, tools: Toolbox) -> list[str]:
         texts = [m.body for m in context.new_messages]
         words = set().union(*(_words(t) for t in texts)) if texts else set()

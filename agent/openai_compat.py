@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from typing import Any
 
 import httpx
 
 from agent.base import TurnContext
+from agent.summary import extractive_summary
 from agent.tools import Toolbox, ToolError
 from conversations.states import Direction
+from conversations.turns import MessageView
 
 MAX_TOOL_ROUNDS = 4
 
@@ -52,10 +55,26 @@ class OpenAICompatibleAgent:
                 )
         return replies
 
+    def summarize(self, messages: Sequence[MessageView], finish_reason: str | None) -> str:
+        transcript = "\n".join(f"{m.role}: {m.body}" for m in messages)
+        prompt = [
+            {"role": "system", "content": "Summarize this customer conversation in two or "
+             "three sentences: what the customer wanted and how it ended."},
+            {"role": "user", "content": f"{transcript}\n\n(ended: {finish_reason})"},
+        ]  # fmt: skip
+        try:
+            content = self._complete(prompt, [])["message"].get("content")
+        except (ModelError, KeyError):
+            content = None
+        # A summary is worth having even when the model is down: fall back to extraction.
+        return str(content) if content else extractive_summary(messages, finish_reason)
+
     def _complete(
         self, messages: list[dict[str, Any]], tools: list[dict[str, Any]]
     ) -> dict[str, Any]:
-        body = {"model": self.model, "messages": messages, "tools": tools}
+        body: dict[str, Any] = {"model": self.model, "messages": messages}
+        if tools:
+            body["tools"] = tools
         try:
             response = self.http.post("/chat/completions", json=body)
             response.raise_for_status()

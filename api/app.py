@@ -10,7 +10,7 @@ from sqlalchemy import Engine, text
 from sqlalchemy.exc import OperationalError
 from starlette.concurrency import run_in_threadpool
 
-from api import operator_routes, twilio_webhooks
+from api import conversation_actions, operator_routes, timeout_routes, twilio_webhooks
 from api.deps import AppState, state
 from conversations.broker import ping_broker
 from conversations.db import get_engine
@@ -34,6 +34,8 @@ def create_app(
     )
     app.include_router(twilio_webhooks.router)
     app.include_router(operator_routes.router)
+    app.include_router(conversation_actions.router)
+    app.include_router(timeout_routes.router)
 
     @app.exception_handler(WebhookRejected)
     async def _rejected(_: Request, exc: WebhookRejected) -> JSONResponse:

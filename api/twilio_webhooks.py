@@ -42,7 +42,11 @@ async def inbound_sms(request: Request) -> Response:
     params = await _verified_form(request, channel)
     message = channel.parse(params, request.headers)
     result = await run_in_threadpool(
-        ingest_committed, app.engine, message, service=app.settings.default_service
+        ingest_committed,
+        app.engine,
+        message,
+        service=app.settings.default_service,
+        defaults=app.settings.default_policies(),
     )
     if result.needs_turn:  # a retried webhook still pending re-wakes: harmless, and helps
         await run_in_threadpool(app.waker.turn, result.conversation_id)

@@ -236,6 +236,15 @@ def _ago(when: datetime) -> str:
     return f"{when:%Y-%m-%d %H:%M:%S}Z"
 
 
+def _register() -> None:
+    from cli.timeouts import timeouts
+
+    cli.add_command(timeouts)
+
+
+_register()
+
+
 def main() -> None:
     cli(prog_name="dormouse")
 

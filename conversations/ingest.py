@@ -7,6 +7,7 @@ hint, and the redrive sweep finds the message if that hint is lost.
 from __future__ import annotations
 
 import uuid
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -19,6 +20,8 @@ from conversations.db import transaction
 from conversations.envelope import InboundMessage
 from conversations.models import Conversation, Message
 from conversations.states import ConversationStatus, Direction, InboundState, Role
+from conversations.timeout_store import refresh_deadline
+from conversations.timeouts import Policy
 from conversations.types import utcnow
 
 # Channel → kind of identity its sender address is.
@@ -33,7 +36,14 @@ class IngestResult:
     needs_turn: bool
 
 
-def ingest(session: Session, msg: InboundMessage, *, service: str, now: datetime) -> IngestResult:
+def ingest(
+    session: Session,
+    msg: InboundMessage,
+    *,
+    service: str,
+    now: datetime,
+    defaults: Mapping[str, Policy],
+) -> IngestResult:
     """Store ``msg`` in its customer's open conversation for ``service`` (opening one if none).
 
     Idempotent on (channel, provider id): a redelivered webhook finds its message and changes
@@ -85,7 +95,9 @@ def ingest(session: Session, msg: InboundMessage, *, service: str, now: datetime
             updated_at=now,
             inbound_count=Conversation.inbound_count + 1,
         )
+        .execution_options(synchronize_session=False)
     )
+    refresh_deadline(session, conversation.id, defaults=defaults)
     return IngestResult(conversation.id, message.id, duplicate=False, needs_turn=not held)
 
 
@@ -125,13 +137,18 @@ def open_conversation(
 
 
 def ingest_committed(
-    engine: Engine, msg: InboundMessage, *, service: str, attempts: int = 3
+    engine: Engine,
+    msg: InboundMessage,
+    *,
+    service: str,
+    defaults: Mapping[str, Policy],
+    attempts: int = 3,
 ) -> IngestResult:
     """Run ``ingest`` as its own unit of work, retrying a lost race on a unique constraint."""
     for attempt in range(attempts):
         try:
             with transaction(engine) as session:
-                return ingest(session, msg, service=service, now=utcnow())
+                return ingest(session, msg, service=service, now=utcnow(), defaults=defaults)
         except IntegrityError:
             if attempt == attempts - 1:
                 raise

@@ -69,6 +69,15 @@ class Conversation(Base):
         ),
         # Redrive reads running conversations by lease expiry.
         Index("ix_conversations_status_lease", "status", "lease_expires_at"),
+        # The timeout sweep reads only what is due: an index range, never every open row.
+        Index("ix_conversations_status_expires", "status", "expires_at"),
+        Index("ix_conversations_status_nudge", "status", "nudge_due_at"),
+        Index(
+            "ix_conversations_wrapup_pending",
+            "finished_at",
+            postgresql_where=text("status = 'finished' AND wrapped_up_at IS NULL"),
+            sqlite_where=text("status = 'finished' AND wrapped_up_at IS NULL"),
+        ),
     )
 
     id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True, default=uuid.uuid4)
@@ -92,6 +101,81 @@ class Conversation(Base):
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    # Inactivity deadline: last activity + effective timeout; NULL = never (or paused in
+    # handoff). A stored, indexed column so the sweep reads only what is due.
+    expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    nudge_due_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    nudge_sent_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    # Per-conversation override of the inactivity timeout: set + NULL seconds = never.
+    timeout_override_set: Mapped[bool] = mapped_column(Boolean, default=False)
+    timeout_override_seconds: Mapped[int | None] = mapped_column(Integer)
+    summary: Mapped[str | None] = mapped_column(Text)
+    wrapped_up_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+
+class TimeoutPolicy(Base):
+    """An operator's inactivity policy for a scope; '' in a scope column means any."""
+
+    __tablename__ = "timeout_policies"
+    __table_args__ = (UniqueConstraint("service", "channel", name="uq_timeout_policies_scope"),)
+
+    id: Mapped[int] = mapped_column(BigIntPK, primary_key=True, autoincrement=True)
+    service: Mapped[str] = mapped_column(String(64), default="")
+    channel: Mapped[str] = mapped_column(String(16), default="")
+    inactivity_seconds: Mapped[int | None] = mapped_column(Integer)  # NULL = never
+    nudge_before_seconds: Mapped[int | None] = mapped_column(Integer)
+    nudge_message: Mapped[str | None] = mapped_column(Text)
+    closing_message: Mapped[str | None] = mapped_column(Text)
+    updated_by: Mapped[str] = mapped_column(String(128))
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class TimeoutPolicyChange(Base):
+    """Audit trail: who changed which scope when, old → new."""
+
+    __tablename__ = "timeout_policy_changes"
+
+    id: Mapped[int] = mapped_column(BigIntPK, primary_key=True, autoincrement=True)
+    service: Mapped[str] = mapped_column(String(64))
+    channel: Mapped[str] = mapped_column(String(16))
+    actor: Mapped[str] = mapped_column(String(128))
+    old: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    new: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    changed_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, index=True)
+
+
+class ConversationEvent(Base):
+    """Events about conversations (``conversation.finished``), stored for the event webhooks."""
+
+    __tablename__ = "conversation_events"
+    __table_args__ = (
+        # One event of a kind per conversation: a second wrap-up cannot record it twice.
+        UniqueConstraint("conversation_id", "kind", name="uq_conversation_events_kind"),
+    )
+
+    id: Mapped[int] = mapped_column(BigIntPK, primary_key=True, autoincrement=True)
+    conversation_id: Mapped[uuid.UUID] = mapped_column(
+        ForeignKey("conversations.id", ondelete="CASCADE")
+    )
+    kind: Mapped[str] = mapped_column(String(64))
+    payload: Mapped[dict[str, Any]] = mapped_column(JSON)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, index=True)
+
+
+class MemoryEntry(Base):
+    """A piece of a customer's history kept for the retention window (summaries for now)."""
+
+    __tablename__ = "memory_entries"
+    __table_args__ = (Index("ix_memory_entries_customer_created", "customer_id", "created_at"),)
+
+    id: Mapped[int] = mapped_column(BigIntPK, primary_key=True, autoincrement=True)
+    customer_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("customers.id", ondelete="CASCADE"))
+    conversation_id: Mapped[uuid.UUID | None] = mapped_column(
+        ForeignKey("conversations.id", ondelete="CASCADE")
+    )
+    kind: Mapped[str] = mapped_column(String(16))  # summary | fact | message
+    text: Mapped[str] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
 
 
 class Message(Base):

@@ -14,6 +14,8 @@ from pathlib import Path
 from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from conversations.timeouts import Policy, parse_duration
+
 
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="", case_sensitive=False, extra="ignore")
@@ -55,6 +57,13 @@ class Settings(BaseSettings):
     broker_visibility_timeout: int = Field(3600, gt=0)
     max_webhook_bytes: int = Field(64 * 1024, gt=0)
 
+    # Shipped inactivity timeouts, used where no operator policy applies ("never" allowed).
+    timeout_sms: str = "24h"
+    timeout_email: str = "72h"
+    timeout_chat: str = "30m"
+    timeout_default: str = "24h"
+    timeout_sweep_interval: float = Field(30.0, gt=0)
+
     @model_validator(mode="after")
     def _limits_nest(self) -> Settings:
         # A turn must end (time limit) before its lease expires, and the lease before the
@@ -65,6 +74,21 @@ class Settings(BaseSettings):
                 f"{self.turn_time_limit}, {self.lease_seconds}, {self.broker_visibility_timeout}"
             )
         return self
+
+    @field_validator("timeout_sms", "timeout_email", "timeout_chat", "timeout_default")
+    @classmethod
+    def _duration(cls, value: str) -> str:
+        parse_duration(value)
+        return value
+
+    def default_policies(self) -> dict[str, Policy]:
+        """Channel ('' for any other) → shipped policy."""
+        return {
+            "sms": Policy(parse_duration(self.timeout_sms)),
+            "email": Policy(parse_duration(self.timeout_email)),
+            "chat": Policy(parse_duration(self.timeout_chat)),
+            "": Policy(parse_duration(self.timeout_default)),
+        }
 
     @field_validator("data_dir")
     @classmethod

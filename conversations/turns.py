@@ -8,6 +8,7 @@ No transaction is held between claim and commit: the agent runs with none open.
 from __future__ import annotations
 
 import uuid
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
@@ -15,6 +16,7 @@ from sqlalchemy import and_, exists, or_, select, update
 from sqlalchemy.orm import Session
 
 from conversations.errors import LeaseLost
+from conversations.lifecycle import reopen_pending
 from conversations.models import Conversation, Message, OutboxRow
 from conversations.states import (
     ConversationStatus,
@@ -24,6 +26,8 @@ from conversations.states import (
     OutboxStatus,
     Role,
 )
+from conversations.timeout_store import refresh_deadline
+from conversations.timeouts import Policy
 
 # A burst larger than this is answered over several turns, oldest first.
 MAX_MESSAGES_PER_TURN = 50
@@ -168,6 +172,7 @@ def commit_turn(
     *,
     token: uuid.UUID,
     now: datetime,
+    defaults: Mapping[str, Policy],
 ) -> CommitResult:
     """Write the turn and release the lease in one transaction, or raise ``LeaseLost``."""
     status = ConversationStatus.SUSPENDED
@@ -197,11 +202,15 @@ def commit_turn(
             finish_reason=outcome.finish_reason,
             finished_at=now if finishing else None,
             handoff_reason=outcome.handoff_reason,
+            expires_at=None,
+            nudge_due_at=None,
         )
         .execution_options(synchronize_session=False)
     )
     if fenced.rowcount != 1:
         raise LeaseLost(f"lease on conversation {snapshot.conversation_id} was taken over")
+    if status == ConversationStatus.SUSPENDED:
+        refresh_deadline(session, snapshot.conversation_id, defaults=defaults)
 
     handled = [m.id for m in snapshot.new_messages]
     if handled:
@@ -227,7 +236,11 @@ def commit_turn(
         if text.strip()
     )
 
-    reopened = _reopen_for_late_messages(session, snapshot, now) if finishing else None
+    reopened = None
+    if finishing:
+        reopened = reopen_pending(
+            session, session.get_one(Conversation, snapshot.conversation_id), now
+        )
     return CommitResult(outbox_ids, status, reopened)
 
 
@@ -323,39 +336,6 @@ def quarantine(
         .execution_options(synchronize_session=False)
     )
     return True
-
-
-def _reopen_for_late_messages(
-    session: Session, snapshot: TurnSnapshot, now: datetime
-) -> uuid.UUID | None:
-    late = session.scalars(
-        select(Message.id).where(
-            Message.conversation_id == snapshot.conversation_id,
-            Message.inbound_state == InboundState.PENDING,
-        )
-    ).all()
-    if not late:
-        return None
-    conv = Conversation(
-        customer_id=snapshot.customer_id,
-        service=snapshot.service,
-        channel=snapshot.channel,
-        address=snapshot.address,
-        status=ConversationStatus.SUSPENDED,
-        inbound_count=len(late),
-        last_activity_at=now,
-        created_at=now,
-        updated_at=now,
-    )
-    session.add(conv)
-    session.flush()
-    session.execute(
-        update(Message)
-        .where(Message.id.in_(late))
-        .values(conversation_id=conv.id)
-        .execution_options(synchronize_session=False)
-    )
-    return conv.id
 
 
 def _view(m: Message) -> MessageView:

@@ -48,6 +48,11 @@ class ConversationSummary(BaseModel):
     created_at: datetime
     updated_at: datetime
     finished_at: datetime | None
+    expires_at: datetime | None
+    nudge_due_at: datetime | None
+    timeout_override_set: bool
+    timeout_override_seconds: int | None
+    summary: str | None
 
 
 class ConversationDetail(ConversationSummary):

@@ -24,6 +24,9 @@ TURN_TASK = "dormouse.turn"
 DELIVER_TASK = "dormouse.deliver"
 RECONCILE_TASK = "dormouse.reconcile"
 REDRIVE_TASK = "dormouse.redrive"
+WRAPUP_TASK = "dormouse.wrap_up"
+TIMEOUT_SWEEP_TASK = "dormouse.sweep_timeouts"
+RECOMPUTE_TASK = "dormouse.recompute_timeouts"
 
 TURN_QUEUE = "dormouse.turns"
 DELIVER_QUEUE = "dormouse.deliveries"
@@ -36,6 +39,8 @@ PUBLISH_RETRY_POLICY = {"max_retries": 1, "interval_start": 0, "interval_step": 
 class Waker(Protocol):
     def turn(self, conversation_id: uuid.UUID) -> bool: ...
     def deliver(self, outbox_id: int) -> bool: ...
+    def wrap_up(self, conversation_id: uuid.UUID) -> bool: ...
+    def recompute(self, service: str, channel: str) -> bool: ...
 
 
 class CeleryWaker:
@@ -58,6 +63,12 @@ class CeleryWaker:
 
     def deliver(self, outbox_id: int) -> bool:
         return self._send(DELIVER_TASK, [outbox_id], DELIVER_QUEUE)
+
+    def wrap_up(self, conversation_id: uuid.UUID) -> bool:
+        return self._send(WRAPUP_TASK, [str(conversation_id)], SWEEP_QUEUE)
+
+    def recompute(self, service: str, channel: str) -> bool:
+        return self._send(RECOMPUTE_TASK, [service, channel], SWEEP_QUEUE)
 
     def _send(self, name: str, args: list[object], queue: str) -> bool:
         try:

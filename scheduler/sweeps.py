@@ -22,6 +22,7 @@ class RedriveWork:
     turns: list[uuid.UUID]
     deliveries: list[int]
     reconciles: list[int]
+    wrap_ups: list[uuid.UUID]
 
 
 def conversations_to_wake(
@@ -79,6 +80,22 @@ def outbox_to_reconcile(
     return list(session.scalars(query))
 
 
+def conversations_to_wrap_up(
+    session: Session, *, now: datetime, grace: timedelta, limit: int
+) -> list[uuid.UUID]:
+    query = (
+        select(Conversation.id)
+        .where(
+            Conversation.status == ConversationStatus.FINISHED,
+            Conversation.wrapped_up_at.is_(None),
+            Conversation.finished_at <= now - grace,
+        )
+        .order_by(Conversation.finished_at)
+        .limit(limit)
+    )
+    return list(session.scalars(query))
+
+
 def find_redrive_work(
     session: Session, *, now: datetime, grace: timedelta, reconcile_after: timedelta, limit: int
 ) -> RedriveWork:
@@ -86,4 +103,5 @@ def find_redrive_work(
         turns=conversations_to_wake(session, now=now, grace=grace, limit=limit),
         deliveries=outbox_to_send(session, now=now, grace=grace, limit=limit),
         reconciles=outbox_to_reconcile(session, now=now, after=reconcile_after, limit=limit),
+        wrap_ups=conversations_to_wrap_up(session, now=now, grace=grace, limit=limit),
     )

@@ -1,21 +1,35 @@
-"""The periodic tasks beat sends."""
+"""The periodic tasks beat sends, and the tasks they fan out to."""
 
 from __future__ import annotations
 
 import logging
 from datetime import timedelta
 
-from conversations.db import get_engine, session_factory
+from conversations.db import get_engine, session_factory, transaction
 from conversations.settings import get_settings
+from conversations.timeout_store import recompute_batch
+from conversations.timeouts import Scope
 from conversations.types import utcnow
-from conversations.wakeup import RECONCILE_TASK, REDRIVE_TASK
+from conversations.wakeup import (
+    RECOMPUTE_TASK,
+    RECONCILE_TASK,
+    REDRIVE_TASK,
+    TIMEOUT_SWEEP_TASK,
+    WRAPUP_TASK,
+)
 from scheduler.sweeps import find_redrive_work
+from scheduler.timeouts import close_expired, send_due_nudges
 from workers.app import app
-from workers.tasks import waker
+from workers.tasks import agent, waker
+from workers.wrapup import wrap_up as run_wrap_up
 
 log = logging.getLogger(__name__)
 
 REDRIVE_BATCH = 500
+SWEEP_BATCH = 500
+# One sweep run handles at most this many batches; the next run (seconds later) continues.
+SWEEP_MAX_BATCHES = 200
+RECOMPUTE_BATCH = 1000
 
 
 @app.task(name=REDRIVE_TASK)
@@ -36,11 +50,66 @@ def redrive() -> dict[str, int]:
         w.deliver(outbox_id)
     for outbox_id in work.reconciles:
         app.send_task(RECONCILE_TASK, args=[outbox_id])
+    for conversation_id in work.wrap_ups:
+        w.wrap_up(conversation_id)
     counts = {
         "turns": len(work.turns),
         "deliveries": len(work.deliveries),
         "reconciles": len(work.reconciles),
+        "wrap_ups": len(work.wrap_ups),
     }
     if any(counts.values()):
         log.info("redrive: %s", counts)
     return counts
+
+
+@app.task(name=TIMEOUT_SWEEP_TASK)
+def sweep_timeouts() -> dict[str, int]:
+    return sweep_once(get_engine(), defaults=get_settings().default_policies())
+
+
+def sweep_once(engine, *, defaults, now=None) -> dict[str, int]:  # type: ignore[no-untyped-def]
+    """Nudge and close everything due, batch by batch; wake deliveries and wrap-ups."""
+    now = now or utcnow()
+    w = waker()
+    nudged = closed = 0
+    for step in (send_due_nudges, close_expired):
+        for _ in range(SWEEP_MAX_BATCHES):
+            with transaction(engine) as session:
+                result = step(session, now=now, limit=SWEEP_BATCH, defaults=defaults)
+            for outbox_id in result.outbox_ids:
+                w.deliver(outbox_id)
+            if step is close_expired:
+                closed += len(result.closed)
+                for conversation_id in result.closed:
+                    w.wrap_up(conversation_id)
+            else:
+                nudged += len(result.closed)
+            if not result.closed:
+                break
+    if nudged or closed:
+        log.info("timeouts: nudged %d, closed %d", nudged, closed)
+    return {"nudged": nudged, "closed": closed}
+
+
+@app.task(name=WRAPUP_TASK)
+def wrap_up(conversation_id: str) -> bool:
+    import uuid
+
+    return run_wrap_up(uuid.UUID(conversation_id), engine=get_engine(), agent=agent())
+
+
+@app.task(name=RECOMPUTE_TASK)
+def recompute_timeouts(service: str, channel: str) -> int:
+    engine, defaults = get_engine(), get_settings().default_policies()
+    after, total = None, 0
+    while True:
+        with transaction(engine) as session:
+            progress = recompute_batch(
+                session, Scope(service, channel), after=after, batch=RECOMPUTE_BATCH,
+                defaults=defaults,
+            )  # fmt: skip
+        total += progress.processed
+        if progress.last_id is None:
+            return total
+        after = progress.last_id

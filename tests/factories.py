@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import itertools
 import uuid
 
 from sqlalchemy import Engine
@@ -10,9 +9,10 @@ from sqlalchemy import Engine
 from conversations.db import transaction
 from conversations.envelope import InboundMessage
 from conversations.ingest import IngestResult, ingest
+from conversations.settings import Settings
 from conversations.types import utcnow
 
-_counter = itertools.count(1)
+DEFAULTS = Settings().default_policies()
 
 
 def sms(text: str, sender: str = "+15555550100", sid: str | None = None) -> InboundMessage:
@@ -29,4 +29,6 @@ def ingest_sms(
     engine: Engine, text: str, sender: str = "+15555550100", sid: str | None = None
 ) -> IngestResult:
     with transaction(engine) as session:
-        return ingest(session, sms(text, sender, sid), service="default", now=utcnow())
+        return ingest(
+            session, sms(text, sender, sid), service="default", now=utcnow(), defaults=DEFAULTS
+        )

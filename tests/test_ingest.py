@@ -9,7 +9,7 @@ from sqlalchemy import Engine, func, select, update
 from conversations.db import session_factory, transaction
 from conversations.ingest import ingest_committed
 from conversations.models import Conversation, Customer, Identity, Message
-from tests.factories import ingest_sms, sms
+from tests.factories import DEFAULTS, ingest_sms, sms
 
 
 def count(engine: Engine, model: type) -> int:
@@ -30,7 +30,11 @@ def test_concurrent_first_messages_from_one_address_converge(db: Engine) -> None
     """Ten webhooks at once from a new number: one customer, one conversation, ten messages."""
     messages = [sms(f"message {i}", sender="+15555550177") for i in range(10)]
     with ThreadPoolExecutor(max_workers=10) as pool:
-        results = list(pool.map(lambda m: ingest_committed(db, m, service="default"), messages))
+        results = list(
+            pool.map(
+                lambda m: ingest_committed(db, m, service="default", defaults=DEFAULTS), messages
+            )
+        )
     assert len({r.conversation_id for r in results}) == 1
     assert (count(db, Customer), count(db, Identity), count(db, Conversation)) == (1, 1, 1)
     assert count(db, Message) == 10
@@ -40,7 +44,10 @@ def test_concurrent_retries_of_one_webhook_store_it_once(db: Engine) -> None:
     message = sms("retry storm", sid="SM-storm")
     with ThreadPoolExecutor(max_workers=8) as pool:
         results = list(
-            pool.map(lambda _: ingest_committed(db, message, service="default"), range(8))
+            pool.map(
+                lambda _: ingest_committed(db, message, service="default", defaults=DEFAULTS),
+                range(8),
+            )
         )
     assert sum(not r.duplicate for r in results) == 1
     assert count(db, Message) == 1

@@ -19,7 +19,7 @@ from conversations.settings import Settings
 from conversations.types import utcnow
 from conversations.wakeup import TURN_QUEUE, TURN_TASK, CeleryWaker
 from tests.conftest import queued
-from tests.factories import ingest_sms
+from tests.factories import DEFAULTS, ingest_sms
 from workers.turn import run_turns
 
 
@@ -91,11 +91,21 @@ def test_a_zombie_whose_lease_expired_cannot_commit(db: Engine, settings: Settin
         assert turns.claim(s, cid, token=successor, now=later, lease_seconds=5) == 2
     with pytest.raises(LeaseLost), transaction(db) as s:
         turns.commit_turn(
-            s, snapshot, turns.TurnOutcome(["from the zombie"]), token=zombie, now=later
+            s,
+            snapshot,
+            turns.TurnOutcome(["from the zombie"]),
+            token=zombie,
+            now=later,
+            defaults=DEFAULTS,
         )
     with transaction(db) as s:
         turns.commit_turn(
-            s, snapshot, turns.TurnOutcome(["from the successor"]), token=successor, now=later
+            s,
+            snapshot,
+            turns.TurnOutcome(["from the successor"]),
+            token=successor,
+            now=later,
+            defaults=DEFAULTS,
         )
 
     bodies = [m.body for m in messages(db, cid) if m.direction == "outbound"]

@@ -9,11 +9,14 @@ from conversations.settings import Settings, get_settings
 from conversations.wakeup import (
     DELIVER_QUEUE,
     DELIVER_TASK,
+    RECOMPUTE_TASK,
     RECONCILE_TASK,
     REDRIVE_TASK,
     SWEEP_QUEUE,
+    TIMEOUT_SWEEP_TASK,
     TURN_QUEUE,
     TURN_TASK,
+    WRAPUP_TASK,
 )
 
 QUEUES = (TURN_QUEUE, DELIVER_QUEUE, SWEEP_QUEUE)
@@ -28,6 +31,9 @@ def create_celery(settings: Settings) -> Celery:
         DELIVER_TASK: {"queue": DELIVER_QUEUE},
         RECONCILE_TASK: {"queue": DELIVER_QUEUE},
         REDRIVE_TASK: {"queue": SWEEP_QUEUE},
+        WRAPUP_TASK: {"queue": SWEEP_QUEUE},
+        TIMEOUT_SWEEP_TASK: {"queue": SWEEP_QUEUE},
+        RECOMPUTE_TASK: {"queue": SWEEP_QUEUE},
     }
     interval = settings.redrive_interval
     app.conf.beat_schedule = {
@@ -36,7 +42,12 @@ def create_celery(settings: Settings) -> Celery:
             "schedule": interval,
             # A backlog of sweeps is useless: the next one does the same work.
             "options": {"expires": max(1.0, interval), "queue": SWEEP_QUEUE},
-        }
+        },
+        "timeouts": {
+            "task": TIMEOUT_SWEEP_TASK,
+            "schedule": settings.timeout_sweep_interval,
+            "options": {"expires": max(1.0, settings.timeout_sweep_interval), "queue": SWEEP_QUEUE},
+        },
     }
     return app
 

@@ -21,7 +21,7 @@ MAX_HINT_SECONDS = 300
 
 
 @lru_cache(maxsize=1)
-def _agent() -> Agent:
+def agent() -> Agent:
     return build_agent(get_settings())
 
 
@@ -35,7 +35,7 @@ def turn(conversation_id: str) -> int:
     return run_turns(
         uuid.UUID(conversation_id),
         engine=get_engine(),
-        agent=_agent(),
+        agent=agent(),
         settings=get_settings(),
         waker=waker(),
     )

@@ -86,13 +86,22 @@ def _one_turn(
 
     try:
         with transaction(engine) as session:
-            result = turns.commit_turn(session, snapshot, outcome, token=token, now=clock())
+            result = turns.commit_turn(
+                session,
+                snapshot,
+                outcome,
+                token=token,
+                now=clock(),
+                defaults=settings.default_policies(),
+            )
     except LeaseLost:
         log.warning("turn of conversation %s lost its lease; discarded", conversation_id)
         return False
 
     for outbox_id in result.outbox_ids:
         waker.deliver(outbox_id)
+    if result.status == "finished":
+        waker.wrap_up(conversation_id)
     if result.reopened_conversation_id is not None:
         waker.turn(result.reopened_conversation_id)
     return True

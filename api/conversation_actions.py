@@ -1,0 +1,143 @@
+"""Operator actions on one conversation: finish, handoff, hand back, reply, override timeout."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Annotated, Literal
+
+from fastapi import APIRouter, Body, Depends, HTTPException, Request
+from pydantic import BaseModel, Field, field_validator
+from starlette.concurrency import run_in_threadpool
+
+from api.deps import require_api_key, state
+from api.timeout_routes import Duration, override_from
+from conversations import lifecycle
+from conversations.db import session_factory, transaction
+from conversations.states import FinishReason
+from conversations.timeouts import parse_duration
+from conversations.types import utcnow
+from conversations.views import ConversationDetail, conversation_detail
+
+router = APIRouter(
+    prefix="/v1/conversations", dependencies=[Depends(require_api_key)], tags=["operators"]
+)
+
+
+class FinishIn(BaseModel):
+    reason: Literal["api", "operator"] = "api"
+
+
+class HandoffIn(BaseModel):
+    reason: str = Field("operator took over", max_length=500)
+
+
+class MessageIn(BaseModel):
+    text: str = Field(..., min_length=1, max_length=1600)
+
+    @field_validator("text")
+    @classmethod
+    def _not_blank(cls, value: str) -> str:
+        if not value.strip():
+            raise ValueError("text is blank")
+        return value
+
+
+class PatchIn(BaseModel):
+    inactivity: Duration = Field(..., description='duration, null (never) or "default"')
+
+    @field_validator("inactivity", mode="before")
+    @classmethod
+    def _valid(cls, value: Duration) -> Duration:
+        if not (isinstance(value, str) and value.strip().lower() == "default"):
+            parse_duration(value)
+        return value
+
+
+def _run(engine, fn):  # type: ignore[no-untyped-def]
+    """Run one transition in its own transaction; map refusals to HTTP answers."""
+    try:
+        with transaction(engine) as session:
+            return fn(session)
+    except lifecycle.ConversationNotFound as exc:
+        raise HTTPException(404, str(exc)) from None
+    except lifecycle.TransitionRefused as exc:
+        raise HTTPException(409, str(exc)) from None
+
+
+def _detail(engine, conversation_id: uuid.UUID) -> ConversationDetail:  # type: ignore[no-untyped-def]
+    with session_factory(engine)() as session:
+        found = conversation_detail(session, conversation_id)
+    assert found is not None
+    return found
+
+
+@router.post("/{conversation_id}/finish", response_model=ConversationDetail)
+async def finish(
+    request: Request, conversation_id: uuid.UUID, body: Annotated[FinishIn | None, Body()] = None
+) -> ConversationDetail:
+    app = state(request)
+    reason = FinishReason((body or FinishIn()).reason)
+    done = await run_in_threadpool(
+        _run, app.engine,
+        lambda s: lifecycle.finish(s, conversation_id, reason=reason, now=utcnow()),
+    )  # fmt: skip
+    await run_in_threadpool(app.waker.wrap_up, conversation_id)
+    if done.reopened_conversation_id is not None:
+        await run_in_threadpool(app.waker.turn, done.reopened_conversation_id)
+    return await run_in_threadpool(_detail, app.engine, conversation_id)
+
+
+@router.post("/{conversation_id}/handoff", response_model=ConversationDetail)
+async def handoff(
+    request: Request, conversation_id: uuid.UUID, body: Annotated[HandoffIn | None, Body()] = None
+) -> ConversationDetail:
+    app = state(request)
+    reason = (body or HandoffIn()).reason
+    await run_in_threadpool(
+        _run, app.engine,
+        lambda s: lifecycle.handoff(s, conversation_id, reason=reason, now=utcnow()),
+    )  # fmt: skip
+    return await run_in_threadpool(_detail, app.engine, conversation_id)
+
+
+@router.post("/{conversation_id}/handback", response_model=ConversationDetail)
+async def handback(request: Request, conversation_id: uuid.UUID) -> ConversationDetail:
+    app = state(request)
+    defaults = app.settings.default_policies()
+    await run_in_threadpool(
+        _run, app.engine,
+        lambda s: lifecycle.handback(s, conversation_id, now=utcnow(), defaults=defaults),
+    )  # fmt: skip
+    return await run_in_threadpool(_detail, app.engine, conversation_id)
+
+
+@router.post("/{conversation_id}/messages", status_code=201)
+async def operator_message(
+    request: Request, conversation_id: uuid.UUID, body: MessageIn
+) -> dict[str, object]:
+    app = state(request)
+    defaults = app.settings.default_policies()
+    outbox_id = await run_in_threadpool(
+        _run, app.engine,
+        lambda s: lifecycle.operator_reply(
+            s, conversation_id, text=body.text, now=utcnow(), defaults=defaults
+        ),
+    )  # fmt: skip
+    await run_in_threadpool(app.waker.deliver, outbox_id)
+    return {"outbox_id": outbox_id, "conversation_id": str(conversation_id), "text": body.text}
+
+
+@router.patch("/{conversation_id}", response_model=ConversationDetail)
+async def patch_conversation(
+    request: Request, conversation_id: uuid.UUID, body: PatchIn
+) -> ConversationDetail:
+    app = state(request)
+    defaults = app.settings.default_policies()
+    override = override_from(body.inactivity)
+    await run_in_threadpool(
+        _run, app.engine,
+        lambda s: lifecycle.set_timeout_override(
+            s, conversation_id, override=override, defaults=defaults
+        ),
+    )  # fmt: skip
+    return await run_in_threadpool(_detail, app.engine, conversation_id)

@@ -1,0 +1,139 @@
+"""``dormouse timeouts list|set|unset|history|recompute``."""
+
+from __future__ import annotations
+
+import getpass
+
+import click
+from pydantic import ValidationError
+
+from api.timeout_routes import PolicyIn, scope_view
+from conversations.db import session_factory, transaction
+from conversations.settings import get_settings
+from conversations.timeout_store import (
+    delete_policy,
+    history,
+    load_policies,
+    recompute_batch,
+    set_policy,
+)
+from conversations.timeouts import KNOWN_CHANNELS, Scope, format_duration
+from conversations.types import utcnow
+
+RECOMPUTE_BATCH = 1000
+
+
+def _actor() -> str:
+    return f"cli:{getpass.getuser()}"
+
+
+@click.group()
+def timeouts() -> None:
+    """Inactivity timeout policies (durations like 90s, 30m, 24h, 7d, or never)."""
+
+
+@timeouts.command("list")
+def list_() -> None:
+    settings = get_settings()
+    with session_factory()() as session:
+        policies = load_policies(session)
+    click.echo("shipped defaults: " + ", ".join(
+        f"{ch or 'other'} {format_duration(p.inactivity)}"
+        for ch, p in settings.default_policies().items()
+    ))  # fmt: skip
+    if not policies:
+        click.echo("no operator policies")
+    for scope, policy in sorted(policies.items(), key=lambda i: (i[0].service, i[0].channel)):
+        v = scope_view(scope, policy)
+        extra = ""
+        if v["nudge_before"]:
+            extra += f", nudge {v['nudge_before']} before: {v['nudge_message']!r}"
+        if v["closing_message"]:
+            extra += f", closing message: {v['closing_message']!r}"
+        click.echo(f"{v['scope']}: {v['inactivity']}{extra}")
+
+
+@timeouts.command("set")
+@click.argument("inactivity")
+@click.option("--service", default=None, help="scope: one service (agent)")
+@click.option(
+    "--channel", type=click.Choice(KNOWN_CHANNELS), default=None, help="scope: one channel"
+)
+@click.option("--nudge-before", default=None, help="send a nudge this long before closing")
+@click.option("--nudge-message", default=None)
+@click.option("--closing-message", default=None, help="sent when closing for inactivity")
+def set_(
+    inactivity: str,
+    service: str | None,
+    channel: str | None,
+    nudge_before: str | None,
+    nudge_message: str | None,
+    closing_message: str | None,
+) -> None:
+    """Set INACTIVITY for a scope (no --service/--channel: the global default)."""
+    try:
+        body = PolicyIn(
+            service=service, channel=channel, inactivity=inactivity, nudge_before=nudge_before,
+            nudge_message=nudge_message, closing_message=closing_message,
+        )  # fmt: skip
+    except ValidationError as exc:
+        raise click.BadParameter("; ".join(e["msg"] for e in exc.errors())) from None
+    scope, policy = body.scope(), body.policy()
+    with transaction() as session:
+        old = set_policy(session, scope, policy, actor=_actor(), now=utcnow())
+    before = format_duration(old.inactivity) if old else "unset"
+    click.echo(f"{scope.describe()}: {before} → {format_duration(policy.inactivity)}")
+    _recompute(scope)
+
+
+@timeouts.command("unset")
+@click.option("--service", default=None)
+@click.option("--channel", type=click.Choice(KNOWN_CHANNELS), default=None)
+def unset(service: str | None, channel: str | None) -> None:
+    """Remove the policy of a scope; the next less specific one applies."""
+    scope = Scope(service or "", channel or "")
+    with transaction() as session:
+        old = delete_policy(session, scope, actor=_actor(), now=utcnow())
+    if old is None:
+        raise click.ClickException(f"no timeout policy for {scope.describe()}")
+    click.echo(f"{scope.describe()}: {format_duration(old.inactivity)} → unset")
+    _recompute(scope)
+
+
+@timeouts.command("history")
+@click.option("--limit", type=int, default=50, show_default=True)
+def history_(limit: int) -> None:
+    with session_factory()() as session:
+        changes = history(session, limit)
+    if not changes:
+        click.echo("no changes recorded")
+    for c in changes:
+        old = (c.old or {}).get("inactivity", "unset")
+        new = (c.new or {}).get("inactivity", "unset")
+        when = f"{c.changed_at:%Y-%m-%d %H:%M:%S}Z"
+        click.echo(f"{when}  {c.actor:16}  {Scope(c.service, c.channel).describe()}: {old} → {new}")
+
+
+@timeouts.command("recompute")
+@click.option("--service", default=None)
+@click.option("--channel", type=click.Choice(KNOWN_CHANNELS), default=None)
+def recompute(service: str | None, channel: str | None) -> None:
+    """Recompute the deadlines of the open conversations a scope governs (default: all)."""
+    _recompute(Scope(service or "", channel or ""))
+
+
+def _recompute(scope: Scope) -> None:
+    defaults = get_settings().default_policies()
+    after, total = None, 0
+    while True:
+        with transaction() as session:
+            progress = recompute_batch(
+                session, scope, after=after, batch=RECOMPUTE_BATCH, defaults=defaults
+            )
+        total += progress.processed
+        if progress.processed:
+            click.echo(f"\rrecomputing deadlines: {total} open conversation(s)", nl=False)
+        if progress.last_id is None:
+            break
+        after = progress.last_id
+    click.echo(f"\rrecomputed deadlines of {total} open conversation(s) ({scope.describe()})")

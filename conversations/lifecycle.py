@@ -1,0 +1,198 @@
+"""Lifecycle transitions outside a turn: finish, handoff, hand back, operator replies.
+
+Every transition is a conditional update on the status it starts from, so two callers at
+once (two operators, an operator and the sweep) cannot both apply it.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import datetime
+
+from sqlalchemy import select, update
+from sqlalchemy.orm import Session
+
+from conversations.models import Conversation, Message
+from conversations.states import ConversationStatus, FinishReason, InboundState, Role
+from conversations.timeout_store import refresh_deadline
+from conversations.timeouts import Policy
+
+
+class TransitionRefused(Exception):
+    """The conversation is not in a state that allows this; ``status`` is what it is in."""
+
+    def __init__(self, status: str, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+class ConversationNotFound(LookupError):
+    pass
+
+
+@dataclass(frozen=True, slots=True)
+class Finished:
+    conversation_id: uuid.UUID
+    reopened_conversation_id: uuid.UUID | None
+
+
+def _current(session: Session, conversation_id: uuid.UUID) -> Conversation:
+    conv = session.get(Conversation, conversation_id, with_for_update=True, populate_existing=True)
+    if conv is None:
+        raise ConversationNotFound(f"no conversation {conversation_id}")
+    return conv
+
+
+def finish(
+    session: Session, conversation_id: uuid.UUID, *, reason: FinishReason, now: datetime
+) -> Finished:
+    """End an open conversation. A turn running on it can no longer commit (fenced)."""
+    conv = _current(session, conversation_id)
+    if conv.status == ConversationStatus.FINISHED:
+        raise TransitionRefused(conv.status, f"conversation {conversation_id} is already finished")
+    session.execute(
+        update(Conversation)
+        .where(
+            Conversation.id == conversation_id, Conversation.status != ConversationStatus.FINISHED
+        )
+        .values(
+            status=ConversationStatus.FINISHED,
+            finish_reason=reason,
+            finished_at=now,
+            updated_at=now,
+            lease_token=None,
+            lease_expires_at=None,
+            expires_at=None,
+            nudge_due_at=None,
+        )
+        .execution_options(synchronize_session=False)
+    )
+    return Finished(conversation_id, reopen_pending(session, conv, now))
+
+
+def reopen_pending(session: Session, conv: Conversation, now: datetime) -> uuid.UUID | None:
+    """Move messages still waiting for a turn on a now-finished conversation into a new one.
+
+    "A message after a conversation finished opens a new one": these arrived while it was
+    finishing, so they get the same treatment instead of being stranded.
+    """
+    pending = session.scalars(
+        select(Message.id).where(
+            Message.conversation_id == conv.id, Message.inbound_state == InboundState.PENDING
+        )
+    ).all()
+    if not pending:
+        return None
+    fresh = Conversation(
+        customer_id=conv.customer_id,
+        service=conv.service,
+        channel=conv.channel,
+        address=conv.address,
+        status=ConversationStatus.SUSPENDED,
+        inbound_count=len(pending),
+        last_activity_at=now,
+        created_at=now,
+        updated_at=now,
+    )
+    session.add(fresh)
+    session.flush()
+    session.execute(
+        update(Message)
+        .where(Message.id.in_(pending))
+        .values(conversation_id=fresh.id)
+        .execution_options(synchronize_session=False)
+    )
+    return fresh.id
+
+
+def handoff(session: Session, conversation_id: uuid.UUID, *, reason: str, now: datetime) -> None:
+    """A human takes over: the agent goes silent and the inactivity timer pauses."""
+    conv = _current(session, conversation_id)
+    if conv.status not in (ConversationStatus.SUSPENDED, ConversationStatus.RUNNING):
+        raise TransitionRefused(conv.status, f"conversation {conversation_id} is {conv.status}")
+    session.execute(
+        update(Conversation)
+        .where(Conversation.id == conversation_id)
+        .values(
+            status=ConversationStatus.HANDOFF,
+            handoff_reason=reason,
+            lease_token=None,
+            lease_expires_at=None,
+            expires_at=None,
+            nudge_due_at=None,
+            updated_at=now,
+        )
+        .execution_options(synchronize_session=False)
+    )
+    # What the customer wrote is for the human now: shown, not answered by the agent.
+    session.execute(
+        update(Message)
+        .where(
+            Message.conversation_id == conversation_id,
+            Message.inbound_state == InboundState.PENDING,
+        )
+        .values(inbound_state=InboundState.HELD)
+        .execution_options(synchronize_session=False)
+    )
+
+
+def handback(
+    session: Session, conversation_id: uuid.UUID, *, now: datetime, defaults: Mapping[str, Policy]
+) -> None:
+    """The agent takes over again; the inactivity timer restarts from now."""
+    conv = _current(session, conversation_id)
+    if conv.status != ConversationStatus.HANDOFF:
+        raise TransitionRefused(conv.status, f"conversation {conversation_id} is not in handoff")
+    conv.status = ConversationStatus.SUSPENDED
+    conv.handoff_reason = None
+    conv.last_activity_at = conv.updated_at = now
+    session.flush()
+    refresh_deadline(session, conversation_id, defaults=defaults)
+
+
+def operator_reply(
+    session: Session,
+    conversation_id: uuid.UUID,
+    *,
+    text: str,
+    now: datetime,
+    defaults: Mapping[str, Policy],
+) -> int:
+    """A human's message, sent on the conversation's channel through the outbox."""
+    from conversations.turns import enqueue_reply  # turns imports this module
+
+    conv = _current(session, conversation_id)
+    if conv.status == ConversationStatus.FINISHED:
+        raise TransitionRefused(conv.status, f"conversation {conversation_id} is finished")
+    outbox_id = enqueue_reply(
+        session,
+        conversation_id=conv.id,
+        channel=conv.channel,
+        to=conv.address,
+        text=text,
+        role=Role.OPERATOR,
+        turn=None,
+        now=now,
+    )
+    conv.last_activity_at = conv.updated_at = now
+    session.flush()
+    refresh_deadline(session, conversation_id, defaults=defaults)
+    return outbox_id
+
+
+def set_timeout_override(
+    session: Session,
+    conversation_id: uuid.UUID,
+    *,
+    override: tuple[bool, int | None],
+    defaults: Mapping[str, Policy],
+) -> None:
+    """(set, seconds): (True, None) = never, (False, _) = back to the policies."""
+    conv = _current(session, conversation_id)
+    if conv.status == ConversationStatus.FINISHED:
+        raise TransitionRefused(conv.status, f"conversation {conversation_id} is finished")
+    conv.timeout_override_set, conv.timeout_override_seconds = override
+    session.flush()
+    refresh_deadline(session, conversation_id, defaults=defaults)

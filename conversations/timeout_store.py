@@ -1,0 +1,203 @@
+"""Timeout policies in the database, their audit trail, and conversation deadlines.
+
+Callers own the transaction. Deadlines are recomputed on every activity and on every
+policy change, so the sweep never has to evaluate a policy: it reads ``expires_at``.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import select, update
+from sqlalchemy.orm import Session
+
+from conversations.models import Conversation, TimeoutPolicy, TimeoutPolicyChange
+from conversations.states import ConversationStatus
+from conversations.timeouts import (
+    Override,
+    Policy,
+    Scope,
+    deadlines,
+    effective_policy,
+    format_duration,
+)
+
+
+def load_policies(session: Session) -> dict[Scope, Policy]:
+    """All operator policies. A handful of rows: one read serves a whole sweep batch."""
+    return {Scope(p.service, p.channel): _policy(p) for p in session.scalars(select(TimeoutPolicy))}
+
+
+def _policy(row: TimeoutPolicy) -> Policy:
+    return Policy(
+        inactivity=_td(row.inactivity_seconds),
+        nudge_before=_td(row.nudge_before_seconds),
+        nudge_message=row.nudge_message,
+        closing_message=row.closing_message,
+    )
+
+
+def _td(seconds: int | None) -> timedelta | None:
+    return None if seconds is None else timedelta(seconds=seconds)
+
+
+def policy_for(
+    conv: Conversation, policies: Mapping[Scope, Policy], defaults: Mapping[str, Policy]
+) -> Policy:
+    override = None
+    if conv.timeout_override_set:
+        override = Override(_td(conv.timeout_override_seconds))
+    return effective_policy(
+        policies, service=conv.service, channel=conv.channel, defaults=defaults, override=override
+    )
+
+
+def refresh_deadline(
+    session: Session,
+    conversation_id: uuid.UUID,
+    *,
+    defaults: Mapping[str, Policy],
+    policies: Mapping[Scope, Policy] | None = None,
+) -> None:
+    """Recompute expires_at / nudge_due_at from last activity; paused (NULL) unless suspended
+    or running. A new deadline also re-arms the nudge."""
+    conv = session.get_one(Conversation, conversation_id, populate_existing=True)
+    expires, nudge = None, None
+    if conv.status in (ConversationStatus.SUSPENDED, ConversationStatus.RUNNING):
+        policy = policy_for(
+            conv, load_policies(session) if policies is None else policies, defaults
+        )
+        expires, nudge = deadlines(policy, conv.last_activity_at)
+    conv.expires_at, conv.nudge_due_at, conv.nudge_sent_at = expires, nudge, None
+    session.flush()
+
+
+def policy_as_dict(p: Policy | None) -> dict[str, Any] | None:
+    if p is None:
+        return None
+    return {
+        "inactivity": format_duration(p.inactivity),
+        "nudge_before": format_duration(p.nudge_before) if p.nudge_before else None,
+        "nudge_message": p.nudge_message,
+        "closing_message": p.closing_message,
+    }
+
+
+def set_policy(
+    session: Session, scope: Scope, policy: Policy, *, actor: str, now: datetime
+) -> Policy | None:
+    """Create or replace the policy of ``scope``; record the change. Returns the old one."""
+    row = session.scalar(
+        select(TimeoutPolicy)
+        .where(TimeoutPolicy.service == scope.service, TimeoutPolicy.channel == scope.channel)
+        .with_for_update()
+    )
+    old = _policy(row) if row else None
+    if row is None:
+        row = TimeoutPolicy(service=scope.service, channel=scope.channel)
+        session.add(row)
+    row.inactivity_seconds = _seconds(policy.inactivity)
+    row.nudge_before_seconds = _seconds(policy.nudge_before)
+    row.nudge_message = policy.nudge_message
+    row.closing_message = policy.closing_message
+    row.updated_by, row.updated_at = actor, now
+    _audit(session, scope, actor, old, policy, now)
+    session.flush()
+    return old
+
+
+def delete_policy(session: Session, scope: Scope, *, actor: str, now: datetime) -> Policy | None:
+    row = session.scalar(
+        select(TimeoutPolicy)
+        .where(TimeoutPolicy.service == scope.service, TimeoutPolicy.channel == scope.channel)
+        .with_for_update()
+    )
+    if row is None:
+        return None
+    old = _policy(row)
+    session.delete(row)
+    _audit(session, scope, actor, old, None, now)
+    session.flush()
+    return old
+
+
+def _audit(
+    session: Session,
+    scope: Scope,
+    actor: str,
+    old: Policy | None,
+    new: Policy | None,
+    now: datetime,
+) -> None:
+    session.add(
+        TimeoutPolicyChange(
+            service=scope.service,
+            channel=scope.channel,
+            actor=actor,
+            old=policy_as_dict(old),
+            new=policy_as_dict(new),
+            changed_at=now,
+        )
+    )
+
+
+def _seconds(value: timedelta | None) -> int | None:
+    return None if value is None else int(value.total_seconds())
+
+
+def history(session: Session, limit: int = 100) -> list[TimeoutPolicyChange]:
+    return list(
+        session.scalars(
+            select(TimeoutPolicyChange).order_by(TimeoutPolicyChange.id.desc()).limit(limit)
+        )
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class RecomputeProgress:
+    processed: int
+    last_id: uuid.UUID | None
+
+
+def recompute_batch(
+    session: Session,
+    scope: Scope,
+    *,
+    after: uuid.UUID | None,
+    batch: int,
+    defaults: Mapping[str, Policy],
+) -> RecomputeProgress:
+    """Recompute the deadlines of one batch of the open conversations ``scope`` governs.
+
+    Keyset pagination on the primary key: each batch is its own short transaction, and
+    conversations that become active meanwhile get their deadline from that activity.
+    """
+    query = (
+        select(Conversation)
+        .where(Conversation.status.in_((ConversationStatus.SUSPENDED, ConversationStatus.RUNNING)))
+        .order_by(Conversation.id)
+        .limit(batch)
+    )
+    if scope.service:
+        query = query.where(Conversation.service == scope.service)
+    if scope.channel:
+        query = query.where(Conversation.channel == scope.channel)
+    if after is not None:
+        query = query.where(Conversation.id > after)
+    rows = session.scalars(query).all()
+    policies = load_policies(session)
+    for conv in rows:
+        expires, nudge = deadlines(policy_for(conv, policies, defaults), conv.last_activity_at)
+        session.execute(
+            update(Conversation)
+            .where(
+                Conversation.id == conv.id, Conversation.last_activity_at == conv.last_activity_at
+            )
+            .values(expires_at=expires, nudge_due_at=nudge if conv.nudge_sent_at is None else None)
+            .execution_options(synchronize_session=False)
+        )
+    return RecomputeProgress(len(rows), rows[-1].id if rows else None)

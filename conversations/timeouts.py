@@ -1,0 +1,123 @@
+"""Inactivity timeouts as data: parse durations, pick the effective policy, compute deadlines.
+
+Pure functions; the store functions that read and write policies are in ``timeout_store``.
+Most specific wins: conversation override → (service, channel) → channel → service →
+global → the shipped default for the channel.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, replace
+from datetime import datetime, timedelta
+
+KNOWN_CHANNELS = ("sms", "email", "chat")
+NEVER = "never"
+
+_HUMAN = re.compile(r"^\s*(-?\d+(?:\.\d+)?)\s*(s|sec|m|min|h|d|w)?\s*$", re.IGNORECASE)
+_ISO = re.compile(
+    r"^P(?:(?P<w>\d+)W)?(?:(?P<d>\d+)D)?(?:T(?:(?P<h>\d+)H)?(?:(?P<m>\d+)M)?(?:(?P<s>\d+(?:\.\d+)?)S)?)?$",
+    re.IGNORECASE,
+)
+_UNIT_SECONDS = {"s": 1, "sec": 1, "m": 60, "min": 60, "h": 3600, "d": 86400, "w": 604800}
+
+
+@dataclass(frozen=True, slots=True)
+class Scope:
+    service: str = ""
+    channel: str = ""
+
+    def describe(self) -> str:
+        if self.service and self.channel:
+            return f"service {self.service!r} on {self.channel}"
+        if self.service:
+            return f"service {self.service!r}"
+        if self.channel:
+            return f"channel {self.channel}"
+        return "global default"
+
+
+@dataclass(frozen=True, slots=True)
+class Policy:
+    inactivity: timedelta | None  # None: never closes for inactivity
+    nudge_before: timedelta | None = None
+    nudge_message: str | None = None
+    closing_message: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Override:
+    """A conversation's own inactivity timeout; ``inactivity=None`` means never."""
+
+    inactivity: timedelta | None
+
+
+def parse_duration(value: str | int | float | None) -> timedelta | None:
+    """``90s``, ``30m``, ``24h``, ``7d``, ISO 8601 (``PT2H``), seconds, or never/None.
+
+    Raises ``ValueError`` naming what is wrong; zero and negative durations are refused.
+    """
+    if value is None:
+        return None
+    if isinstance(value, bool):
+        raise ValueError("a duration cannot be true/false")
+    if isinstance(value, int | float):
+        seconds = float(value)
+    else:
+        text = value.strip()
+        if text.lower() == NEVER:
+            return None
+        human, iso = _HUMAN.match(text), _ISO.match(text)
+        if human:
+            seconds = float(human.group(1)) * _UNIT_SECONDS[(human.group(2) or "s").lower()]
+        elif iso and any(iso.groupdict().values()):
+            g = {k: float(v) if v else 0.0 for k, v in iso.groupdict().items()}
+            seconds = g["w"] * 604800 + g["d"] * 86400 + g["h"] * 3600 + g["m"] * 60 + g["s"]
+        else:
+            raise ValueError(f"{value!r} is not a duration (try 90s, 30m, 24h, 7d, PT2H or never)")
+    if seconds <= 0:
+        raise ValueError(f"{value!r}: a duration must be positive")
+    if seconds > 365 * 86400:
+        raise ValueError(f"{value!r}: longer than a year; use never instead")
+    return timedelta(seconds=seconds)
+
+
+def format_duration(value: timedelta | None) -> str:
+    if value is None:
+        return NEVER
+    seconds = int(value.total_seconds())
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds >= size and seconds % size == 0:
+            return f"{seconds // size}{unit}"
+    return f"{seconds}s"
+
+
+def effective_policy(
+    policies: Mapping[Scope, Policy],
+    *,
+    service: str,
+    channel: str,
+    defaults: Mapping[str, Policy],
+    override: Override | None = None,
+) -> Policy:
+    for scope in (Scope(service, channel), Scope("", channel), Scope(service, ""), Scope()):
+        if scope in policies:
+            policy = policies[scope]
+            break
+    else:
+        policy = defaults.get(channel) or defaults[""]
+    if override is not None:
+        policy = replace(policy, inactivity=override.inactivity)
+    return policy
+
+
+def deadlines(policy: Policy, last_activity: datetime) -> tuple[datetime | None, datetime | None]:
+    """(expires_at, nudge_due_at) for a conversation last active at ``last_activity``."""
+    if policy.inactivity is None:
+        return None, None
+    expires = last_activity + policy.inactivity
+    nudge = None
+    if policy.nudge_before and policy.nudge_message and policy.nudge_before < policy.inactivity:
+        nudge = expires - policy.nudge_before
+    return expires, nudge

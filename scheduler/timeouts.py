@@ -1,0 +1,131 @@
+"""The inactivity sweep: nudge, then close, what is due — exactly once, in batches.
+
+Reads only due rows through (status, expires_at) / (status, nudge_due_at). On PostgreSQL
+the batch is claimed with FOR UPDATE SKIP LOCKED, so two sweeps split the work instead of
+queueing behind each other; on both backends the write is a conditional update
+(``WHERE status = 'suspended' AND expires_at <= :now``) that a second sweep finds already
+done. A conversation with a pending inbound message is never closed under it.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import datetime
+
+from sqlalchemy import exists, select, update
+from sqlalchemy.orm import Session
+
+from conversations.models import Conversation, Message
+from conversations.states import ConversationStatus, FinishReason, InboundState, Role
+from conversations.timeout_store import load_policies, policy_for
+from conversations.timeouts import Policy
+from conversations.turns import enqueue_reply
+
+
+@dataclass(frozen=True, slots=True)
+class SweepResult:
+    closed: list[uuid.UUID]
+    outbox_ids: list[int]
+
+
+def _no_pending():  # type: ignore[no-untyped-def]
+    return ~exists().where(
+        Message.conversation_id == Conversation.id,
+        Message.inbound_state == InboundState.PENDING,
+    )
+
+
+def _claim_batch(session: Session, column, *, now: datetime, limit: int) -> list[uuid.UUID]:  # type: ignore[no-untyped-def]
+    query = (
+        select(Conversation.id)
+        .where(Conversation.status == ConversationStatus.SUSPENDED, column <= now)
+        .order_by(column)
+        .limit(limit)
+    )
+    if session.get_bind().dialect.name == "postgresql":
+        query = query.with_for_update(skip_locked=True)
+    return list(session.scalars(query))
+
+
+def send_due_nudges(
+    session: Session, *, now: datetime, limit: int, defaults: Mapping[str, Policy]
+) -> SweepResult:
+    ids = _claim_batch(session, Conversation.nudge_due_at, now=now, limit=limit)
+    if not ids:
+        return SweepResult([], [])
+    nudged = session.scalars(
+        update(Conversation)
+        .where(
+            Conversation.id.in_(ids),
+            Conversation.status == ConversationStatus.SUSPENDED,
+            Conversation.nudge_due_at <= now,
+            Conversation.nudge_sent_at.is_(None),
+            _no_pending(),
+        )
+        .values(nudge_sent_at=now, nudge_due_at=None)
+        .returning(Conversation.id)
+        .execution_options(synchronize_session=False)
+    ).all()
+    outbox_ids = _send(session, list(nudged), lambda p: p.nudge_message, now, defaults)
+    return SweepResult(list(nudged), outbox_ids)
+
+
+def close_expired(
+    session: Session, *, now: datetime, limit: int, defaults: Mapping[str, Policy]
+) -> SweepResult:
+    ids = _claim_batch(session, Conversation.expires_at, now=now, limit=limit)
+    if not ids:
+        return SweepResult([], [])
+    closed = session.scalars(
+        update(Conversation)
+        .where(
+            Conversation.id.in_(ids),
+            Conversation.status == ConversationStatus.SUSPENDED,
+            Conversation.expires_at <= now,
+            _no_pending(),
+        )
+        .values(
+            status=ConversationStatus.FINISHED,
+            finish_reason=FinishReason.TIMEOUT,
+            finished_at=now,
+            updated_at=now,
+            expires_at=None,
+            nudge_due_at=None,
+        )
+        .returning(Conversation.id)
+        .execution_options(synchronize_session=False)
+    ).all()
+    outbox_ids = _send(session, list(closed), lambda p: p.closing_message, now, defaults)
+    return SweepResult(list(closed), outbox_ids)
+
+
+def _send(
+    session: Session,
+    ids: list[uuid.UUID],
+    pick,  # type: ignore[no-untyped-def]
+    now: datetime,
+    defaults: Mapping[str, Policy],
+) -> list[int]:
+    """Queue the policy's nudge or closing message, in the transaction that decided it."""
+    if not ids:
+        return []
+    policies = load_policies(session)
+    outbox_ids = []
+    for conv in session.scalars(select(Conversation).where(Conversation.id.in_(ids))):
+        text = pick(policy_for(conv, policies, defaults))
+        if text:
+            outbox_ids.append(
+                enqueue_reply(
+                    session,
+                    conversation_id=conv.id,
+                    channel=conv.channel,
+                    to=conv.address,
+                    text=text,
+                    role=Role.AGENT,
+                    turn=None,
+                    now=now,
+                )
+            )
+    return outbox_ids
