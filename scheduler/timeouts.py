@@ -14,7 +14,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import exists, select, update
+from sqlalchemy import Select, exists, select, update
 from sqlalchemy.orm import Session
 
 from conversations.models import Conversation, Message
@@ -37,16 +37,21 @@ def _no_pending():  # type: ignore[no-untyped-def]
     )
 
 
-def _claim_batch(session: Session, column, *, now: datetime, limit: int) -> list[uuid.UUID]:  # type: ignore[no-untyped-def]
+def due_query(column, *, now: datetime, limit: int, skip_locked: bool) -> Select:  # type: ignore[no-untyped-def,type-arg]
+    """Suspended conversations whose ``column`` deadline passed: an index range scan."""
     query = (
         select(Conversation.id)
         .where(Conversation.status == ConversationStatus.SUSPENDED, column <= now)
         .order_by(column)
         .limit(limit)
     )
-    if session.get_bind().dialect.name == "postgresql":
-        query = query.with_for_update(skip_locked=True)
-    return list(session.scalars(query))
+    return query.with_for_update(skip_locked=True) if skip_locked else query
+
+
+def _claim_batch(session: Session, column, *, now: datetime, limit: int) -> list[uuid.UUID]:  # type: ignore[no-untyped-def]
+    # SKIP LOCKED: a second sweep takes the next rows instead of waiting for these.
+    skip_locked = session.get_bind().dialect.name == "postgresql"
+    return list(session.scalars(due_query(column, now=now, limit=limit, skip_locked=skip_locked)))
 
 
 def send_due_nudges(

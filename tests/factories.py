@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import uuid
+from datetime import datetime
 
 from sqlalchemy import Engine
 
@@ -26,9 +27,16 @@ def sms(text: str, sender: str = "+15555550100", sid: str | None = None) -> Inbo
 
 
 def ingest_sms(
-    engine: Engine, text: str, sender: str = "+15555550100", sid: str | None = None
+    engine: Engine,
+    text: str,
+    sender: str = "+15555550100",
+    sid: str | None = None,
+    *,
+    now: datetime | None = None,
+    service: str = "default",
 ) -> IngestResult:
     with transaction(engine) as session:
         return ingest(
-            session, sms(text, sender, sid), service="default", now=utcnow(), defaults=DEFAULTS
-        )
+            session, sms(text, sender, sid), service=service, now=now or utcnow(),
+            defaults=DEFAULTS,
+        )  # fmt: skip
