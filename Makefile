@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: up test test-postgres test-sqlite lint install clean
+.PHONY: up test test-postgres test-sqlite lint install clean bench-timeouts
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' \
@@ -35,3 +35,7 @@ lint: $(STAMP)
 
 clean:
 	rm -rf $(VENV) var .pytest_cache .ruff_cache *.egg-info
+
+## Benchmarks (PostgreSQL on 127.0.0.1; results are written into benchmarks/README.md).
+bench-timeouts: $(STAMP)
+	$(BIN)/python -m benchmarks.timeout_sweep

@@ -21,7 +21,7 @@ from conversations.models import Conversation, Message
 from conversations.states import ConversationStatus, FinishReason, InboundState, Role
 from conversations.timeout_store import load_policies, policy_for
 from conversations.timeouts import Policy
-from conversations.turns import enqueue_reply
+from conversations.turns import Reply, enqueue_replies
 
 
 @dataclass(frozen=True, slots=True)
@@ -117,20 +117,9 @@ def _send(
     if not ids:
         return []
     policies = load_policies(session)
-    outbox_ids = []
+    replies = []
     for conv in session.scalars(select(Conversation).where(Conversation.id.in_(ids))):
         text = pick(policy_for(conv, policies, defaults))
         if text:
-            outbox_ids.append(
-                enqueue_reply(
-                    session,
-                    conversation_id=conv.id,
-                    channel=conv.channel,
-                    to=conv.address,
-                    text=text,
-                    role=Role.AGENT,
-                    turn=None,
-                    now=now,
-                )
-            )
-    return outbox_ids
+            replies.append(Reply(conv.id, conv.channel, conv.address, text))
+    return enqueue_replies(session, replies, role=Role.AGENT, now=now)
