@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Protocol
 
 from agent.tools import Toolbox
 from conversations.turns import MessageView
+from memory.store import Memory
 
 
 @dataclass(frozen=True, slots=True)
@@ -24,6 +25,19 @@ class TurnContext:
     instructions: str
     history: tuple[MessageView, ...]
     new_messages: tuple[MessageView, ...]
+    earlier: tuple[MessageView, ...] = ()  # opening of a long conversation, beyond history
+    memory: tuple[Memory, ...] = ()  # the customer's window, newest first
+    customer_name: str | None = None
+    customer_attributes: dict[str, object] = field(default_factory=dict)
+    context: dict[str, object] = field(default_factory=dict)  # given by the outbound API
+    opening: bool = False  # write the first message of an outbound conversation
+
+    def remembered(self, prefix: str) -> str | None:
+        """The newest remembered fact starting with ``prefix`` (e.g. "name: ")."""
+        for entry in self.memory:
+            if entry.kind == "fact" and entry.text.startswith(prefix):
+                return entry.text[len(prefix) :].strip() or None
+        return None
 
 
 class Agent(Protocol):

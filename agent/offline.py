@@ -16,6 +16,7 @@ from agent.tools import Toolbox
 from conversations.turns import MessageView
 
 GOODBYE_WORDS = {"bye", "goodbye"}
+NAME = re.compile(r"\bmy name is ([A-Za-z][\w'-]{0,40})", re.IGNORECASE)
 HANDOFF_WORDS = {"human", "agent"}
 
 
@@ -30,8 +31,17 @@ class OfflineAgent:
     def run_turn(self, context: TurnContext, tools: Toolbox) -> list[str]:
         texts = [m.body for m in context.new_messages]
         words = set().union(*(_words(t) for t in texts)) if texts else set()
-        greeting = f"Hi! You're talking to the {context.service} assistant. "
+        name = context.remembered("name: ") or context.customer_name
+        for text in texts:
+            if said := NAME.search(text):
+                name = said.group(1).capitalize()
+                tools.call("remember", {"fact": f"name: {name}"})
+        hello = f"Hi {name}!" if name else "Hi!"
+        greeting = f"{hello} You're talking to the {context.service} assistant. "
         opener = greeting if context.turn_number == 1 else ""
+        if context.opening:
+            about = context.context.get("reason") or context.context.get("topic")
+            return [greeting.strip() + (f" I'm writing about {about}." if about else "")]
 
         if words & GOODBYE_WORDS:
             tools.call("end_conversation", {"reason": "customer said goodbye"})

@@ -98,7 +98,22 @@ def _chat_message(direction: str, body: str) -> dict[str, str]:
 
 
 def _system_prompt(context: TurnContext) -> str:
-    return (
-        f"{context.instructions}\n\nService: {context.service}. Channel: {context.channel}. "
-        f"This is turn {context.turn_number} of the conversation."
-    )
+    parts = [
+        context.instructions,
+        f"Service: {context.service}. Channel: {context.channel}. "
+        f"This is turn {context.turn_number} of the conversation.",
+    ]
+    if context.customer_name or context.customer_attributes:
+        parts.append(f"Customer: {context.customer_name or 'unknown name'}; "
+                     f"attributes: {json.dumps(context.customer_attributes)}")  # fmt: skip
+    if context.memory:
+        parts.append("What you remember of this customer (newest first):\n" + "\n".join(
+            f"- [{m.kind} {m.created_at:%Y-%m-%d}] {m.text}" for m in context.memory))  # fmt: skip
+    if context.earlier:
+        parts.append("How this conversation began:\n" + "\n".join(
+            f"- {m.role}: {m.body}" for m in context.earlier))  # fmt: skip
+    if context.context:
+        parts.append(f"Context from the business: {json.dumps(context.context)}")
+    if context.opening:
+        parts.append("Write the first message of this conversation to the customer.")
+    return "\n\n".join(parts)

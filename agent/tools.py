@@ -25,6 +25,7 @@ from conversations.states import FinishReason
 class TurnEffects:
     finish_reason: FinishReason | None = None
     handoff_reason: str | None = None
+    facts: list[str] = field(default_factory=list)
 
 
 @dataclass(frozen=True, slots=True)
@@ -104,7 +105,18 @@ def handoff_to_human(ctx: ToolContext, reason: str) -> str:
     return "a human operator will take over after this reply"
 
 
-BUILTIN_TOOLS: tuple[Tool, ...] = (end_conversation, handoff_to_human)
+@tool(timeout=1.0)
+def remember(ctx: ToolContext, fact: str) -> str:
+    """Remember a fact about the customer for later conversations (kept two weeks)."""
+    fact = fact.strip()
+    if not fact:
+        raise ToolError("nothing to remember")
+    if fact not in ctx.effects.facts:  # a retried turn may call twice
+        ctx.effects.facts.append(fact)
+    return "remembered"
+
+
+BUILTIN_TOOLS: tuple[Tool, ...] = (end_conversation, handoff_to_human, remember)
 
 
 class Toolbox:

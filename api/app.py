@@ -10,7 +10,14 @@ from sqlalchemy import Engine, text
 from sqlalchemy.exc import OperationalError
 from starlette.concurrency import run_in_threadpool
 
-from api import conversation_actions, operator_routes, timeout_routes, twilio_webhooks
+from api import (
+    conversation_actions,
+    customer_routes,
+    operator_routes,
+    outbound_routes,
+    timeout_routes,
+    twilio_webhooks,
+)
 from api.deps import AppState, state
 from conversations.broker import ping_broker
 from conversations.db import get_engine
@@ -36,6 +43,8 @@ def create_app(
     app.include_router(operator_routes.router)
     app.include_router(conversation_actions.router)
     app.include_router(timeout_routes.router)
+    app.include_router(outbound_routes.router)
+    app.include_router(customer_routes.router)
 
     @app.exception_handler(WebhookRejected)
     async def _rejected(_: Request, exc: WebhookRejected) -> JSONResponse:

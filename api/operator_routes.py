@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import uuid
-from typing import Annotated
+from typing import Annotated, Literal
 
 from fastapi import APIRouter, Depends, HTTPException, Query, Request
 from starlette.concurrency import run_in_threadpool
@@ -39,7 +39,7 @@ def normalize_address(address: str, region: str) -> str:
 async def get_conversations(
     request: Request,
     status: ConversationStatus | None = None,
-    channel: str | None = None,
+    channel: Literal["sms", "email", "chat"] | None = None,
     address: str | None = None,
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
 ) -> list[ConversationSummary]:

@@ -22,6 +22,9 @@ EMPTY_TWIML = '<?xml version="1.0" encoding="UTF-8"?><Response/>'
 
 async def _verified_form(request: Request, channel: SmsChannel) -> dict[str, str]:
     settings = state(request).settings
+    if not request.headers.get("x-twilio-signature"):
+        # Cheap and first: an unsigned request learns nothing about what we would accept.
+        raise WebhookRejected(403, "missing X-Twilio-Signature header")
     raw = await read_body(request, settings.max_webhook_bytes)
     content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
     if content_type != "application/x-www-form-urlencoded":
@@ -47,9 +50,14 @@ async def inbound_sms(request: Request) -> Response:
         message,
         service=app.settings.default_service,
         defaults=app.settings.default_policies(),
+        help_text=app.settings.help_text,
     )
     if result.needs_turn:  # a retried webhook still pending re-wakes: harmless, and helps
         await run_in_threadpool(app.waker.turn, result.conversation_id)
+    for outbox_id in result.outbox_ids:
+        await run_in_threadpool(app.waker.deliver, outbox_id)
+    if result.finished:
+        await run_in_threadpool(app.waker.wrap_up, result.conversation_id)
     return Response(EMPTY_TWIML, media_type="application/xml")
 
 

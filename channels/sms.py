@@ -44,6 +44,22 @@ PERMANENT_ERROR_CODES = {
 
 MAX_BODY_CHARS = 1600  # Twilio refuses longer bodies
 
+# Twilio's default opt-out handling words; alone in a message, in any case.
+OPT_OUT_WORDS = {"STOP", "STOPALL", "UNSUBSCRIBE", "CANCEL", "END", "QUIT", "REVOKE", "OPTOUT"}
+OPT_IN_WORDS = {"START", "YES", "UNSTOP"}
+HELP_WORDS = {"HELP", "INFO"}
+
+
+def control_word(text: str) -> str | None:
+    word = text.strip().strip(".!").upper()
+    if word in OPT_OUT_WORDS:
+        return "opt_out"
+    if word in OPT_IN_WORDS:
+        return "opt_in"
+    if word in HELP_WORDS:
+        return "help"
+    return None
+
 
 class _RebasedHttpClient(TwilioHttpClient):
     """Sends the SDK's requests to ``TWILIO_API_URL`` (a Twilio-compatible gateway, or tests)."""
@@ -101,6 +117,7 @@ class SmsChannel(Channel):
             media=media,
             idempotency_token=headers.get("i-twilio-idempotency-token"),
             metadata={k: params[k] for k in ("FromCountry", "To") if params.get(k)},
+            control=control_word(params["Body"]),
         )
 
     # --- outbound ------------------------------------------------------------------------

@@ -19,6 +19,8 @@ from conversations.states import ConversationStatus, OutboxStatus
 @click.option("--log-level", default="INFO", show_default=True, envvar="LOG_LEVEL")
 def cli(log_level: str) -> None:
     """Dormouse: asynchronous AI conversations over SMS, email and chat."""
+    logging.getLogger("httpx").setLevel(logging.WARNING)
+    logging.getLogger("alembic.runtime.plugins").setLevel(logging.WARNING)
     logging.basicConfig(
         level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
@@ -106,7 +108,7 @@ def conversations() -> None:
 @click.option("--status", type=click.Choice([s.value for s in ConversationStatus]))
 @click.option("--channel")
 @click.option("--address")
-@click.option("--limit", type=int, default=50, show_default=True)
+@click.option("--limit", type=click.IntRange(1, 500), default=50, show_default=True)
 @click.option("--json", "as_json", is_flag=True)
 def conversations_list(
     status: str | None, channel: str | None, address: str | None, limit: int, as_json: bool
@@ -132,12 +134,12 @@ def conversations_list(
     if not rows:
         click.echo("no conversations")
         return
-    click.echo(f"{'id':36}  {'status':9}  {'channel':7}  {'address':16}  {'msgs':>4}  updated")
+    click.echo(f"{'id':36}  {'status':18}  {'channel':7}  {'address':16}  {'inbound':>7}  updated")
     for r in rows:
         status_text = r.status + (f"/{r.finish_reason}" if r.finish_reason else "")
         click.echo(
-            f"{r.id!s:36}  {status_text:9}  {r.channel:7}  {r.address:16}  "
-            f"{r.inbound_count:>4}  {_ago(r.updated_at)}"
+            f"{r.id!s:36}  {status_text:18}  {r.channel:7}  {r.address:16}  "
+            f"{r.inbound_count:>7}  {_ago(r.updated_at)}"
         )
 
 
@@ -176,7 +178,7 @@ def conversations_show(conversation_id: uuid.UUID, as_json: bool) -> None:
 
 @cli.command()
 @click.option("--status", type=click.Choice([s.value for s in OutboxStatus]))
-@click.option("--limit", type=int, default=20, show_default=True)
+@click.option("--limit", type=click.IntRange(1, 500), default=20, show_default=True)
 def outbox(status: str | None, limit: int) -> None:
     """Show outgoing messages, newest first (dev-sink deliveries are marked)."""
     from conversations.db import session_factory
@@ -197,6 +199,46 @@ def outbox(status: str | None, limit: int) -> None:
             click.echo(f"    error: {r.last_error}")
 
 
+@cli.command()
+@click.option("--service", required=True)
+@click.option("--channel", type=click.Choice(["sms", "email", "chat"]), required=True)
+@click.option("--to", "to", required=True, help="the customer's address on that channel")
+@click.option("--message", default=None, help="sent as written; without it the agent writes one")
+@click.option("--context", default="{}", help="JSON given to the agent")
+def send(service: str, channel: str, to: str, message: str | None, context: str) -> None:
+    """Start an outbound conversation (like POST /v1/conversations)."""
+    from conversations.db import transaction
+    from conversations.outbound import OutboundRefused, start_outbound
+    from conversations.types import utcnow
+    from conversations.wakeup import CeleryWaker
+
+    settings = get_settings()
+    try:
+        parsed = json.loads(context)
+    except ValueError as exc:
+        raise click.BadParameter(f"not JSON: {exc}", param_hint="--context") from None
+    if not isinstance(parsed, dict):
+        raise click.BadParameter("must be a JSON object", param_hint="--context")
+    try:
+        with transaction() as session:
+            started = start_outbound(
+                session, service=service, channel=channel, to=to, customer_id=None,
+                context=parsed, message=message, now=utcnow(),
+                defaults=settings.default_policies(), region=settings.default_region,
+            )  # fmt: skip
+    except OutboundRefused as exc:
+        raise click.ClickException(exc.reason) from None
+    waker = CeleryWaker(settings=settings)
+    woken = (
+        waker.deliver(started.outbox_id)
+        if started.outbox_id is not None
+        else waker.turn(started.conversation_id)
+    )
+    click.echo(f"started conversation {started.conversation_id}")
+    if not woken:
+        click.echo("broker unreachable: the message goes out when the redrive sweep runs", err=True)
+
+
 @cli.group()
 def simulate() -> None:
     """Send a provider webhook to a running Dormouse, signed as the provider would."""
@@ -211,8 +253,11 @@ def simulate_sms(sender: str, recipient: str, url: str | None, text: str) -> Non
     """Post TEXT as an inbound SMS, signed like Twilio with the webhook auth token."""
     from twilio.request_validator import RequestValidator
 
+    from cli.supervisor import _read_state
+
     settings = get_settings()
-    base = (url or f"http://127.0.0.1:{settings.port}").rstrip("/")
+    running = _read_state(settings) or {}
+    base = (url or running.get("api") or f"http://127.0.0.1:{settings.port}").rstrip("/")
     path = "/webhooks/twilio/sms"
     params = {
         "MessageSid": "SM" + uuid.uuid4().hex,
@@ -222,11 +267,20 @@ def simulate_sms(sender: str, recipient: str, url: str | None, text: str) -> Non
         "Body": text,
         "NumMedia": "0",
     }
-    signed_url = settings.public_url.rstrip("/") + path if url is None else base + path
+    # Sign the URL the server verifies: PUBLIC_URL, which `dormouse up` sets to its own address.
+    public = running.get("public_url") or (base if url else settings.public_url)
+    signed_url = public.rstrip("/") + path
     signature = RequestValidator(settings.webhook_auth_token()).compute_signature(
         signed_url, params
     )
-    response = httpx.post(base + path, data=params, headers={"X-Twilio-Signature": signature})
+    try:
+        response = httpx.post(
+            base + path, data=params, headers={"X-Twilio-Signature": signature}, timeout=15
+        )
+    except httpx.ConnectError:
+        raise click.ClickException(
+            f"nothing answers at {base}: is Dormouse running (`make up`)? Use --url otherwise."
+        ) from None
     click.echo(f"{response.status_code} {response.text}")
     if response.status_code >= 400:
         sys.exit(1)

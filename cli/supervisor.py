@@ -4,13 +4,17 @@ and beat as child processes in the foreground. Ctrl-C stops them all; if one die
 
 from __future__ import annotations
 
+import fcntl
+import json
 import os
 import signal
 import socket
 import subprocess
 import sys
 import time
+from pathlib import Path
 from types import FrameType
+from typing import TextIO
 
 import click
 
@@ -29,10 +33,39 @@ def port_is_free(port: int, host: str = "127.0.0.1") -> bool:
     return True
 
 
-def run_up(settings: Settings, host: str, port: int, concurrency: int) -> int:
-    if not port_is_free(port, host):
-        raise click.ClickException(f"port {port} is in use: choose another with --port or PORT")
+def _hold_data_dir(settings: Settings) -> TextIO:
+    """One ``dormouse up`` per DATA_DIR: a second would replace the first one's broker socket."""
     settings.data_dir.mkdir(parents=True, exist_ok=True)
+    lock = (settings.data_dir / "up.lock").open("w")
+    try:
+        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        lock.close()
+        running = _read_state(settings)
+        where = f" (API on {running['api']})" if running else ""
+        raise click.ClickException(
+            f"another `dormouse up` is running with DATA_DIR={settings.data_dir}{where}; "
+            "stop it, or set DATA_DIR to run a second one"
+        ) from None
+    return lock
+
+
+def state_file(settings: Settings) -> Path:
+    return settings.data_dir / "up.json"
+
+
+def _read_state(settings: Settings) -> dict[str, str] | None:
+    try:
+        return json.loads(state_file(settings).read_text())  # type: ignore[no-any-return]
+    except (OSError, ValueError):
+        return None
+
+
+def run_up(settings: Settings, host: str, port: int, concurrency: int) -> int:
+    lock = _hold_data_dir(settings)
+    if not port_is_free(port, host):
+        lock.close()
+        raise click.ClickException(f"port {port} is in use: choose another with --port or PORT")
     broker: EmbeddedBroker | None = None
     env = dict(os.environ, DATA_DIR=str(settings.data_dir), PORT=str(port))
     if settings.uses_embedded_broker:
@@ -55,12 +88,18 @@ def run_up(settings: Settings, host: str, port: int, concurrency: int) -> int:
         for name, argv in commands.items():
             # Own session: Ctrl-C reaches only us, and we stop the children in order.
             children.append((name, subprocess.Popen(argv, env=env, start_new_session=True)))
+        # `dormouse simulate` reads where this instance listens and what URL it verifies.
+        state_file(settings).write_text(
+            json.dumps({"api": f"http://{host}:{port}", "public_url": env["PUBLIC_URL"]})
+        )
         _banner(settings, host, port, env["PUBLIC_URL"], broker)
         return _wait(children)
     finally:
         _stop(children)
         if broker is not None:
             broker.stop()
+        state_file(settings).unlink(missing_ok=True)
+        lock.close()
 
 
 def _banner(
@@ -80,6 +119,7 @@ def _banner(
         "",
         "Try it (in another terminal):",
         '  .venv/bin/dormouse simulate sms --from +15555550100 "hello there"',
+        '  .venv/bin/dormouse simulate sms --from +15555550100 "my name is Ada"',
         "  .venv/bin/dormouse conversations list",
         "  .venv/bin/dormouse outbox",
         f'  curl -H "Authorization: Bearer {key}" http://{host}:{port}/v1/conversations',

@@ -6,13 +6,33 @@ import phonenumbers
 
 from conversations.errors import InvalidAddress
 
+KINDS = ("phone", "email", "chat")
+
 
 def normalize_phone(raw: str, default_region: str = "US") -> str:
     """E.164 (``+14155550100``) or ``InvalidAddress`` naming what is wrong."""
     try:
         number = phonenumbers.parse(raw.strip(), default_region)
     except phonenumbers.NumberParseException as exc:
-        raise InvalidAddress(f"{raw!r} is not a phone number: {exc}") from None
+        reason = str(exc).split(") ", 1)[-1]  # drop the library's "(1) " error number
+        raise InvalidAddress(f"{raw!r} is not a phone number: {reason}") from None
     if not phonenumbers.is_possible_number(number):
         raise InvalidAddress(f"{raw!r} is not a possible phone number")
     return phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164)
+
+
+def normalize_address(kind: str, address: str, region: str) -> str:
+    """One spelling per address, or ``InvalidAddress`` naming what is wrong."""
+    if kind == "phone":
+        return normalize_phone(address, region)
+    if kind == "email":
+        address = address.strip().lower()
+        local, at, domain = address.partition("@")
+        if not at or not local or "." not in domain or " " in address:
+            raise InvalidAddress(f"{address!r} is not an email address")
+        return address
+    if kind == "chat":
+        if not address.strip():
+            raise InvalidAddress("a chat user id cannot be blank")
+        return address.strip()
+    raise InvalidAddress(f"unknown address kind {kind!r}; known: {', '.join(KINDS)}")

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import uuid
+from datetime import datetime
 
-from sqlalchemy import select
+from sqlalchemy import select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -38,4 +39,23 @@ def resolve_customer(session: Session, kind: str, address: str) -> uuid.UUID:
 def _customer_id(session: Session, kind: str, address: str) -> uuid.UUID | None:
     return session.scalar(
         select(Identity.customer_id).where(Identity.kind == kind, Identity.address == address)
+    )
+
+
+def set_opt_out(session: Session, kind: str, address: str, at: datetime | None) -> bool:
+    """Opt an address out (``at``) or back in (None). Returns whether an identity changed."""
+    result = session.execute(
+        update(Identity)
+        .where(Identity.kind == kind, Identity.address == address)
+        .values(opted_out_at=at)
+        .execution_options(synchronize_session=False)
+    )
+    return result.rowcount > 0
+
+
+def is_opted_out(session: Session, kind: str, address: str) -> bool:
+    return bool(
+        session.scalar(
+            select(Identity.opted_out_at).where(Identity.kind == kind, Identity.address == address)
+        )
     )

@@ -19,6 +19,8 @@ class InboundMessage:
     media: tuple[str, ...] = ()
     idempotency_token: str | None = None
     metadata: dict[str, Any] = field(default_factory=dict)
+    # A channel's control word, already recognized by the channel: opt_out, opt_in or help.
+    control: str | None = None
 
 
 @dataclass(frozen=True, slots=True)

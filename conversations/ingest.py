@@ -15,17 +15,20 @@ from sqlalchemy import Engine, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from conversations.customers import resolve_customer
+from conversations.customers import resolve_customer, set_opt_out
 from conversations.db import transaction
 from conversations.envelope import InboundMessage
+from conversations.lifecycle import finish
 from conversations.models import Conversation, Message
-from conversations.states import ConversationStatus, Direction, InboundState, Role
+from conversations.replies import enqueue_reply
+from conversations.states import ConversationStatus, Direction, FinishReason, InboundState, Role
 from conversations.timeout_store import refresh_deadline
 from conversations.timeouts import Policy
 from conversations.types import utcnow
 
 # Channel → kind of identity its sender address is.
 IDENTITY_KIND = {"sms": "phone", "email": "email", "chat": "chat"}
+DEFAULT_HELP = "Reply STOP to stop messages, START to resume."
 
 
 @dataclass(frozen=True, slots=True)
@@ -34,6 +37,8 @@ class IngestResult:
     message_id: int
     duplicate: bool
     needs_turn: bool
+    outbox_ids: tuple[int, ...] = ()
+    finished: bool = False  # the message ended the conversation (opt-out): wrap it up
 
 
 def ingest(
@@ -43,6 +48,7 @@ def ingest(
     service: str,
     now: datetime,
     defaults: Mapping[str, Policy],
+    help_text: str = DEFAULT_HELP,
 ) -> IngestResult:
     """Store ``msg`` in its customer's open conversation for ``service`` (opening one if none).
 
@@ -59,6 +65,9 @@ def ingest(
         session, customer_id, service=service, channel=msg.channel, address=msg.sender, now=now
     )
     held = conversation.status == ConversationStatus.HANDOFF
+    state = InboundState.HELD if held else InboundState.PENDING
+    if msg.control:
+        state = InboundState.DONE  # answered by the rules below, never by the agent
     message = Message(
         conversation_id=conversation.id,
         direction=Direction.INBOUND,
@@ -70,7 +79,7 @@ def ingest(
         meta=dict(msg.metadata),
         provider_id=msg.provider_id,
         idempotency_token=msg.idempotency_token,
-        inbound_state=InboundState.HELD if held else InboundState.PENDING,
+        inbound_state=state,
         created_at=now,
     )
     try:
@@ -98,7 +107,40 @@ def ingest(
         .execution_options(synchronize_session=False)
     )
     refresh_deadline(session, conversation.id, defaults=defaults)
+    if msg.control:
+        return _control(session, msg, conversation, message.id, now=now, help_text=help_text)
     return IngestResult(conversation.id, message.id, duplicate=False, needs_turn=not held)
+
+
+def _control(
+    session: Session,
+    msg: InboundMessage,
+    conversation: Conversation,
+    message_id: int,
+    *,
+    now: datetime,
+    help_text: str,
+) -> IngestResult:
+    """Opt-out, opt-in and help words: handled by rule, the same way on every channel."""
+    kind = IDENTITY_KIND.get(msg.channel, msg.channel)
+    if msg.control == "opt_out":
+        set_opt_out(session, kind, msg.sender, now)
+        finish(session, conversation.id, reason=FinishReason.OPT_OUT, now=now)
+        return IngestResult(conversation.id, message_id, False, False, finished=True)
+    if msg.control == "opt_in":
+        set_opt_out(session, kind, msg.sender, None)
+        return IngestResult(conversation.id, message_id, False, False)
+    outbox_id = enqueue_reply(
+        session,
+        conversation_id=conversation.id,
+        channel=msg.channel,
+        to=msg.sender,
+        text=help_text,
+        role=Role.AGENT,
+        turn=None,
+        now=now,
+    )
+    return IngestResult(conversation.id, message_id, False, False, outbox_ids=(outbox_id,))
 
 
 def open_conversation(
@@ -142,13 +184,17 @@ def ingest_committed(
     *,
     service: str,
     defaults: Mapping[str, Policy],
+    help_text: str = DEFAULT_HELP,
     attempts: int = 3,
 ) -> IngestResult:
     """Run ``ingest`` as its own unit of work, retrying a lost race on a unique constraint."""
     for attempt in range(attempts):
         try:
             with transaction(engine) as session:
-                return ingest(session, msg, service=service, now=utcnow(), defaults=defaults)
+                return ingest(
+                    session, msg, service=service, now=utcnow(), defaults=defaults,
+                    help_text=help_text,
+                )  # fmt: skip
         except IntegrityError:
             if attempt == attempts - 1:
                 raise

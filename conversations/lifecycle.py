@@ -15,6 +15,7 @@ from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
 from conversations.models import Conversation, Message
+from conversations.replies import enqueue_reply
 from conversations.states import ConversationStatus, FinishReason, InboundState, Role
 from conversations.timeout_store import refresh_deadline
 from conversations.timeouts import Policy
@@ -161,8 +162,6 @@ def operator_reply(
     defaults: Mapping[str, Policy],
 ) -> int:
     """A human's message, sent on the conversation's channel through the outbox."""
-    from conversations.turns import enqueue_reply  # turns imports this module
-
     conv = _current(session, conversation_id)
     if conv.status == ConversationStatus.FINISHED:
         raise TransitionRefused(conv.status, f"conversation {conversation_id} is finished")

@@ -29,8 +29,12 @@ class Base(DeclarativeBase):
 
 class Customer(Base):
     __tablename__ = "customers"
+    __table_args__ = (UniqueConstraint("external_id", name="uq_customers_external_id"),)
 
     id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True, default=uuid.uuid4)
+    external_id: Mapped[str | None] = mapped_column(String(128))
+    name: Mapped[str | None] = mapped_column(String(200))
+    attributes: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
 
     identities: Mapped[list[Identity]] = relationship(
@@ -50,6 +54,8 @@ class Identity(Base):
     )
     kind: Mapped[str] = mapped_column(String(16))
     address: Mapped[str] = mapped_column(String(320))
+    # Set by an inbound STOP (or Twilio error 21610): nothing is ever sent to it until START.
+    opted_out_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
 
     customer: Mapped[Customer] = relationship(back_populates="identities")
@@ -72,6 +78,8 @@ class Conversation(Base):
         # The timeout sweep reads only what is due: an index range, never every open row.
         Index("ix_conversations_status_expires", "status", "expires_at"),
         Index("ix_conversations_status_nudge", "status", "nudge_due_at"),
+        # The retention purge reads finished conversations by age.
+        Index("ix_conversations_status_finished", "status", "finished_at"),
         Index(
             "ix_conversations_wrapup_pending",
             "finished_at",
@@ -111,6 +119,9 @@ class Conversation(Base):
     timeout_override_seconds: Mapped[int | None] = mapped_column(Integer)
     summary: Mapped[str | None] = mapped_column(Text)
     wrapped_up_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    # An outbound conversation whose opening message the agent writes: a turn with no inbound.
+    wants_turn: Mapped[bool] = mapped_column(Boolean, default=False)
+    context: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
 
 
 class TimeoutPolicy(Base):
@@ -166,7 +177,10 @@ class MemoryEntry(Base):
     """A piece of a customer's history kept for the retention window (summaries for now)."""
 
     __tablename__ = "memory_entries"
-    __table_args__ = (Index("ix_memory_entries_customer_created", "customer_id", "created_at"),)
+    __table_args__ = (
+        Index("ix_memory_entries_customer_created", "customer_id", "created_at"),
+        Index("ix_memory_entries_created", "created_at"),  # the retention purge
+    )
 
     id: Mapped[int] = mapped_column(BigIntPK, primary_key=True, autoincrement=True)
     customer_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("customers.id", ondelete="CASCADE"))
@@ -176,6 +190,36 @@ class MemoryEntry(Base):
     kind: Mapped[str] = mapped_column(String(16))  # summary | fact | message
     text: Mapped[str] = mapped_column(Text)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class CustomerMerge(Base):
+    """An explicit merge of one customer into another (never by guess), kept for audit."""
+
+    __tablename__ = "customer_merges"
+
+    id: Mapped[int] = mapped_column(BigIntPK, primary_key=True, autoincrement=True)
+    into_customer_id: Mapped[uuid.UUID] = mapped_column(
+        ForeignKey("customers.id", ondelete="CASCADE"), index=True
+    )
+    merged_customer_id: Mapped[uuid.UUID] = mapped_column(Uuid)
+    actor: Mapped[str] = mapped_column(String(128))
+    detail: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class IdempotencyKey(Base):
+    """The first answer to a request made with an ``Idempotency-Key`` header, per API key."""
+
+    __tablename__ = "idempotency_keys"
+    __table_args__ = (UniqueConstraint("owner", "key", name="uq_idempotency_keys_owner_key"),)
+
+    id: Mapped[int] = mapped_column(BigIntPK, primary_key=True, autoincrement=True)
+    owner: Mapped[str] = mapped_column(String(128))
+    key: Mapped[str] = mapped_column(String(255))
+    request_hash: Mapped[str] = mapped_column(String(64))
+    status_code: Mapped[int | None] = mapped_column(Integer)
+    response: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, index=True)
 
 
 class Message(Base):

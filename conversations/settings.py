@@ -8,6 +8,7 @@ embedded Redis-compatible server under ``DATA_DIR``, no outside service needed.
 from __future__ import annotations
 
 import secrets
+from datetime import timedelta
 from functools import lru_cache
 from pathlib import Path
 
@@ -64,6 +65,10 @@ class Settings(BaseSettings):
     timeout_default: str = "24h"
     timeout_sweep_interval: float = Field(30.0, gt=0)
 
+    memory_retention: str = "14d"
+    purge_interval: float = Field(3600.0, gt=0)
+    help_text: str = "Reply STOP to stop messages, START to resume. Write to us any time for help."
+
     @model_validator(mode="after")
     def _limits_nest(self) -> Settings:
         # A turn must end (time limit) before its lease expires, and the lease before the
@@ -74,6 +79,19 @@ class Settings(BaseSettings):
                 f"{self.turn_time_limit}, {self.lease_seconds}, {self.broker_visibility_timeout}"
             )
         return self
+
+    @field_validator("memory_retention")
+    @classmethod
+    def _retention(cls, value: str) -> str:
+        if parse_duration(value) is None:
+            raise ValueError("MEMORY_RETENTION cannot be never: it is the erasure window")
+        return value
+
+    @property
+    def memory_retention_delta(self) -> timedelta:
+        retention = parse_duration(self.memory_retention)
+        assert retention is not None
+        return retention
 
     @field_validator("timeout_sms", "timeout_email", "timeout_chat", "timeout_default")
     @classmethod

@@ -36,6 +36,7 @@ class Role(StrEnum):
     CUSTOMER = "customer"
     AGENT = "agent"
     OPERATOR = "operator"
+    API = "api"  # written by the business's developer through the outbound API
 
 
 class InboundState(StrEnum):

@@ -12,18 +12,17 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
-from sqlalchemy import and_, exists, insert, or_, select, update
+from sqlalchemy import and_, exists, or_, select, update
 from sqlalchemy.orm import Session
 
 from conversations.errors import LeaseLost
 from conversations.lifecycle import reopen_pending
-from conversations.models import Conversation, Message, OutboxRow
+from conversations.models import Conversation, Customer, MemoryEntry, Message
+from conversations.replies import enqueue_reply
 from conversations.states import (
     ConversationStatus,
-    Direction,
     FinishReason,
     InboundState,
-    OutboxStatus,
     Role,
 )
 from conversations.timeout_store import refresh_deadline
@@ -31,6 +30,7 @@ from conversations.timeouts import Policy
 
 # A burst larger than this is answered over several turns, oldest first.
 MAX_MESSAGES_PER_TURN = 50
+EARLIER_MESSAGES = 4
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,6 +56,11 @@ class TurnSnapshot:
     inbound_count: int
     new_messages: tuple[MessageView, ...]
     history: tuple[MessageView, ...]
+    earlier: tuple[MessageView, ...] = ()  # the opening of a long conversation, outside history
+    customer_name: str | None = None
+    customer_attributes: dict[str, object] = field(default_factory=dict)
+    context: dict[str, object] = field(default_factory=dict)
+    opening: bool = False  # an outbound conversation whose first message the agent writes
 
 
 @dataclass(slots=True)
@@ -65,6 +70,7 @@ class TurnOutcome:
     replies: list[str] = field(default_factory=list)
     finish_reason: FinishReason | None = None
     handoff_reason: str | None = None
+    facts: list[str] = field(default_factory=list)
 
 
 @dataclass(frozen=True, slots=True)
@@ -75,22 +81,21 @@ class CommitResult:
     reopened_conversation_id: uuid.UUID | None = None
 
 
-def _has_pending():  # type: ignore[no-untyped-def]
-    return exists().where(
-        Message.conversation_id == Conversation.id,
-        Message.inbound_state == InboundState.PENDING,
+def _has_work():  # type: ignore[no-untyped-def]
+    return or_(
+        Conversation.wants_turn.is_(True),
+        exists().where(
+            Message.conversation_id == Conversation.id,
+            Message.inbound_state == InboundState.PENDING,
+        ),
     )
 
 
 def has_pending(session: Session, conversation_id: uuid.UUID) -> bool:
+    """Whether the conversation has work a turn would claim."""
     return bool(
         session.scalar(
-            select(Message.id)
-            .where(
-                Message.conversation_id == conversation_id,
-                Message.inbound_state == InboundState.PENDING,
-            )
-            .limit(1)
+            select(Conversation.id).where(Conversation.id == conversation_id, _has_work())
         )
     )
 
@@ -111,7 +116,7 @@ def claim(
         update(Conversation)
         .where(
             Conversation.id == conversation_id,
-            _has_pending(),
+            _has_work(),
             or_(
                 Conversation.status == ConversationStatus.SUSPENDED,
                 and_(
@@ -152,6 +157,18 @@ def rehydrate(session: Session, conversation_id: uuid.UUID, *, window: int) -> T
     if first_new is not None:
         history_query = history_query.where(Message.id < first_new)
     history = session.scalars(history_query.order_by(Message.id.desc()).limit(window)).all()
+    earlier: list[Message] = []
+    if len(history) == window:
+        # A long conversation: its opening stands in for the part outside the window.
+        earlier = list(
+            session.scalars(
+                select(Message)
+                .where(Message.conversation_id == conversation_id, Message.id < history[-1].id)
+                .order_by(Message.id)
+                .limit(EARLIER_MESSAGES)
+            )
+        )
+    customer = session.get_one(Customer, conv.customer_id)
     return TurnSnapshot(
         conversation_id=conv.id,
         customer_id=conv.customer_id,
@@ -162,6 +179,11 @@ def rehydrate(session: Session, conversation_id: uuid.UUID, *, window: int) -> T
         inbound_count=conv.inbound_count,
         new_messages=tuple(_view(m) for m in new),
         history=tuple(_view(m) for m in reversed(history)),
+        earlier=tuple(_view(m) for m in earlier),
+        customer_name=customer.name,
+        customer_attributes=dict(customer.attributes or {}),
+        context=dict(conv.context or {}),
+        opening=conv.wants_turn and not new,
     )
 
 
@@ -204,6 +226,7 @@ def commit_turn(
             handoff_reason=outcome.handoff_reason,
             expires_at=None,
             nudge_due_at=None,
+            wants_turn=False,
         )
         .execution_options(synchronize_session=False)
     )
@@ -236,90 +259,23 @@ def commit_turn(
         if text.strip()
     )
 
+    for fact in outcome.facts:
+        session.add(
+            MemoryEntry(
+                customer_id=snapshot.customer_id,
+                conversation_id=snapshot.conversation_id,
+                kind="fact",
+                text=fact[:1000],
+                created_at=now,
+            )
+        )
+
     reopened = None
     if finishing:
         reopened = reopen_pending(
             session, session.get_one(Conversation, snapshot.conversation_id), now
         )
     return CommitResult(outbox_ids, status, reopened)
-
-
-def enqueue_reply(
-    session: Session,
-    *,
-    conversation_id: uuid.UUID,
-    channel: str,
-    to: str,
-    text: str,
-    role: Role,
-    turn: int | None,
-    now: datetime,
-) -> int:
-    """Write an outbound message and its outbox row; delivery happens after commit."""
-    message = Message(
-        conversation_id=conversation_id,
-        direction=Direction.OUTBOUND,
-        role=role,
-        channel=channel,
-        address=to,
-        body=text,
-        turn=turn,
-        delivery_status="pending",
-        created_at=now,
-    )
-    session.add(message)
-    session.flush()
-    row = OutboxRow(
-        message_id=message.id,
-        conversation_id=conversation_id,
-        channel=channel,
-        to_address=to,
-        body=text,
-        status=OutboxStatus.PENDING,
-        next_attempt_at=now,
-        created_at=now,
-        updated_at=now,
-    )
-    session.add(row)
-    session.flush()
-    return row.id
-
-
-@dataclass(frozen=True, slots=True)
-class Reply:
-    conversation_id: uuid.UUID
-    channel: str
-    to: str
-    text: str
-
-
-def enqueue_replies(
-    session: Session, replies: list[Reply], *, role: Role, now: datetime
-) -> list[int]:
-    """``enqueue_reply`` for many at once: two multi-row INSERTs, for sweeps over batches."""
-    if not replies:
-        return []
-    message_ids = session.scalars(
-        insert(Message).returning(Message.id, sort_by_parameter_order=True),
-        [
-            {"conversation_id": r.conversation_id, "direction": Direction.OUTBOUND, "role": role,
-             "channel": r.channel, "address": r.to, "body": r.text, "media": [], "meta": {},
-             "delivery_status": "pending", "created_at": now}
-            for r in replies
-        ],
-    ).all()  # fmt: skip
-    return list(
-        session.scalars(
-            insert(OutboxRow).returning(OutboxRow.id, sort_by_parameter_order=True),
-            [
-                {"message_id": mid, "conversation_id": r.conversation_id, "channel": r.channel,
-                 "to_address": r.to, "body": r.text, "status": OutboxStatus.PENDING,
-                 "attempts": 0, "next_attempt_at": now, "idempotency_key": uuid.uuid4(),
-                 "via_sink": False, "created_at": now, "updated_at": now}
-                for mid, r in zip(message_ids, replies, strict=True)
-            ],
-        ).all()
-    )  # fmt: skip
 
 
 def release_after_error(

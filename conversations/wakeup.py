@@ -27,6 +27,7 @@ REDRIVE_TASK = "dormouse.redrive"
 WRAPUP_TASK = "dormouse.wrap_up"
 TIMEOUT_SWEEP_TASK = "dormouse.sweep_timeouts"
 RECOMPUTE_TASK = "dormouse.recompute_timeouts"
+PURGE_TASK = "dormouse.purge_memory"
 
 TURN_QUEUE = "dormouse.turns"
 DELIVER_QUEUE = "dormouse.deliveries"

@@ -51,7 +51,26 @@ def conversations_to_wake(
         .distinct()
         .limit(limit)
     )
-    return list(session.scalars(query))
+    found = list(session.scalars(query))
+    # Outbound conversations whose opening the agent has yet to write (no inbound message).
+    openings = (
+        select(Conversation.id)
+        .where(
+            Conversation.wants_turn.is_(True),
+            or_(
+                and_(
+                    Conversation.status == ConversationStatus.SUSPENDED,
+                    Conversation.updated_at <= now - grace,
+                ),
+                and_(
+                    Conversation.status == ConversationStatus.RUNNING,
+                    Conversation.lease_expires_at < now,
+                ),
+            ),
+        )
+        .limit(limit)
+    )
+    return list(dict.fromkeys(found + list(session.scalars(openings))))
 
 
 def outbox_to_send(session: Session, *, now: datetime, grace: timedelta, limit: int) -> list[int]:

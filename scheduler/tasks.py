@@ -11,12 +11,14 @@ from conversations.timeout_store import recompute_batch
 from conversations.timeouts import Scope
 from conversations.types import utcnow
 from conversations.wakeup import (
+    PURGE_TASK,
     RECOMPUTE_TASK,
     RECONCILE_TASK,
     REDRIVE_TASK,
     TIMEOUT_SWEEP_TASK,
     WRAPUP_TASK,
 )
+from memory.store import purge_expired
 from scheduler.sweeps import find_redrive_work
 from scheduler.timeouts import close_expired, send_due_nudges
 from workers.app import app
@@ -30,6 +32,8 @@ SWEEP_BATCH = 500
 # One sweep run handles at most this many batches; the next run (seconds later) continues.
 SWEEP_MAX_BATCHES = 200
 RECOMPUTE_BATCH = 1000
+PURGE_BATCH = 500
+PURGE_MAX_BATCHES = 200
 
 
 @app.task(name=REDRIVE_TASK)
@@ -90,6 +94,25 @@ def sweep_once(engine, *, defaults, now=None) -> dict[str, int]:  # type: ignore
     if nudged or closed:
         log.info("timeouts: nudged %d, closed %d", nudged, closed)
     return {"nudged": nudged, "closed": closed}
+
+
+@app.task(name=PURGE_TASK)
+def purge_memory() -> dict[str, int]:
+    """Delete, batch by batch, what fell out of the retention window."""
+    engine, settings = get_engine(), get_settings()
+    totals = {"memory_entries": 0, "conversations": 0}
+    for _ in range(PURGE_MAX_BATCHES):
+        with transaction(engine) as session:
+            purged = purge_expired(
+                session, now=utcnow(), retention=settings.memory_retention_delta, batch=PURGE_BATCH
+            )
+        totals["memory_entries"] += purged.memory_entries
+        totals["conversations"] += purged.conversations
+        if not (purged.memory_entries or purged.conversations):
+            break
+    if any(totals.values()):
+        log.info("purge: %s", totals)
+    return totals
 
 
 @app.task(name=WRAPUP_TASK)

@@ -18,10 +18,10 @@ from sqlalchemy import Select, exists, select, update
 from sqlalchemy.orm import Session
 
 from conversations.models import Conversation, Message
+from conversations.replies import Reply, enqueue_replies
 from conversations.states import ConversationStatus, FinishReason, InboundState, Role
 from conversations.timeout_store import load_policies, policy_for
 from conversations.timeouts import Policy
-from conversations.turns import Reply, enqueue_replies
 
 
 @dataclass(frozen=True, slots=True)

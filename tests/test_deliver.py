@@ -6,7 +6,7 @@ from datetime import timedelta
 
 from sqlalchemy import Engine, select
 
-from conversations import turns
+from conversations import replies
 from conversations.db import session_factory, transaction
 from conversations.models import Message, OutboxRow
 from conversations.settings import Settings
@@ -23,7 +23,7 @@ CUSTOMER = "+15555550100"
 def reply(engine: Engine, text: str = "your order shipped") -> int:
     cid = ingest_sms(engine, "where is my order?").conversation_id
     with transaction(engine) as s:
-        return turns.enqueue_reply(
+        return replies.enqueue_reply(
             s, conversation_id=cid, channel="sms", to=CUSTOMER, text=text,
             role=Role.AGENT, turn=1, now=utcnow(),
         )  # fmt: skip

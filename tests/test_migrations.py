@@ -21,3 +21,13 @@ def test_downgrade_to_base_and_upgrade_to_head(migrated: Backend) -> None:
     migrate(settings)
     assert set(Base.metadata.tables) <= set(inspect(engine).get_table_names())
     engine.dispose()
+
+
+def test_migrations_create_exactly_what_the_models_declare(migrated: Backend) -> None:
+    from alembic.autogenerate import compare_metadata
+    from alembic.migration import MigrationContext
+
+    engine = make_engine(migrated.database_url)
+    with engine.connect() as conn:
+        assert compare_metadata(MigrationContext.configure(conn), Base.metadata) == []
+    engine.dispose()

@@ -123,15 +123,17 @@ def test_unparseable_sender_number_is_400_naming_it(client: TestClient, db: Engi
     assert count(db, Conversation) == 0
 
 
-def test_non_form_body_is_refused_before_anything_else(client: TestClient, db: Engine) -> None:
-    response = client.post(
-        "/webhooks/twilio/sms",
-        content=b"\xff\xfe",
-        headers={"Content-Type": "application/x-www-form-urlencoded"},
-    )
-    assert response.status_code == 400
-    response = client.post("/webhooks/twilio/sms", json={"Body": "x"})
-    assert response.status_code == 415
+def test_unsigned_requests_are_403_whatever_the_body(client: TestClient, db: Engine) -> None:
+    for kwargs in ({"content": b"\xff\xfe"}, {"json": {"Body": "x"}}, {"content": b""}):
+        assert client.post("/webhooks/twilio/sms", **kwargs).status_code == 403
+    assert count(db, Message) == 0
+
+
+def test_signed_but_unreadable_bodies_are_400_or_415(client: TestClient, db: Engine) -> None:
+    sig = {"X-Twilio-Signature": "c2lnbmVk"}
+    form = {"Content-Type": "application/x-www-form-urlencoded", **sig}
+    assert client.post("/webhooks/twilio/sms", content=b"\xff\xfe", headers=form).status_code == 400
+    assert client.post("/webhooks/twilio/sms", json={"Body": "x"}, headers=sig).status_code == 415
     assert count(db, Message) == 0
 
 
@@ -166,20 +168,21 @@ def test_database_down_answers_503_so_twilio_retries(settings: Settings, db: Eng
 def test_status_callbacks_are_deduplicated_and_never_move_backwards(
     client: TestClient, db: Engine
 ) -> None:
-    from conversations import turns
+    from conversations import replies
     from conversations.db import transaction
+    from conversations.states import Role
     from conversations.types import utcnow
     from tests.factories import ingest_sms
 
     conversation_id = ingest_sms(db, "hi").conversation_id
     with transaction(db) as s:
-        turns.enqueue_reply(
+        replies.enqueue_reply(
             s,
             conversation_id=conversation_id,
             channel="sms",
             to="+15555550100",
             text="reply",
-            role=turns.Role.AGENT,
+            role=Role.AGENT,
             turn=1,
             now=utcnow(),
         )

@@ -9,6 +9,7 @@ from conversations.settings import Settings, get_settings
 from conversations.wakeup import (
     DELIVER_QUEUE,
     DELIVER_TASK,
+    PURGE_TASK,
     RECOMPUTE_TASK,
     RECONCILE_TASK,
     REDRIVE_TASK,
@@ -34,6 +35,7 @@ def create_celery(settings: Settings) -> Celery:
         WRAPUP_TASK: {"queue": SWEEP_QUEUE},
         TIMEOUT_SWEEP_TASK: {"queue": SWEEP_QUEUE},
         RECOMPUTE_TASK: {"queue": SWEEP_QUEUE},
+        PURGE_TASK: {"queue": SWEEP_QUEUE},
     }
     interval = settings.redrive_interval
     app.conf.beat_schedule = {
@@ -47,6 +49,11 @@ def create_celery(settings: Settings) -> Celery:
             "task": TIMEOUT_SWEEP_TASK,
             "schedule": settings.timeout_sweep_interval,
             "options": {"expires": max(1.0, settings.timeout_sweep_interval), "queue": SWEEP_QUEUE},
+        },
+        "purge": {
+            "task": PURGE_TASK,
+            "schedule": settings.purge_interval,
+            "options": {"expires": max(1.0, settings.purge_interval), "queue": SWEEP_QUEUE},
         },
     }
     return app

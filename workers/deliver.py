@@ -15,7 +15,8 @@ from sqlalchemy import Engine
 from channels.devsink import sink_send
 from channels.registry import get_channel
 from conversations import outbox
-from conversations.db import transaction
+from conversations.customers import is_opted_out, set_opt_out
+from conversations.db import session_factory, transaction
 from conversations.envelope import OutboundMessage, SendResult
 from conversations.errors import (
     AmbiguousProviderError,
@@ -23,11 +24,14 @@ from conversations.errors import (
     ProviderError,
     TransientProviderError,
 )
+from conversations.ingest import IDENTITY_KIND
 from conversations.models import OutboxRow
 from conversations.settings import Settings
 from conversations.types import utcnow
 
 log = logging.getLogger(__name__)
+
+OPTED_OUT_CODE = 21610  # Twilio: the recipient replied STOP
 
 
 def deliver(
@@ -44,10 +48,18 @@ def deliver(
         return "skipped"
     channel = get_channel(row.channel, settings)
     message = _outbound(row)
+    kind = IDENTITY_KIND.get(row.channel, row.channel)
+    with session_factory(engine)() as session:
+        opted_out = is_opted_out(session, kind, row.to_address)
+    if opted_out:
+        return _fail(engine, row, "recipient opted out (STOP): never sent", clock)
     via_sink = not channel.can_send
     try:
         result = sink_send(message) if via_sink else channel.send(message)
     except PermanentProviderError as exc:
+        if exc.code == OPTED_OUT_CODE:
+            with transaction(engine) as session:
+                set_opt_out(session, kind, row.to_address, clock())
         return _fail(engine, row, str(exc), clock)
     except TransientProviderError as exc:
         return _retry_or_fail(engine, row, str(exc), settings, clock)

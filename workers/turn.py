@@ -22,6 +22,7 @@ from conversations.errors import LeaseLost
 from conversations.settings import Settings
 from conversations.types import utcnow
 from conversations.wakeup import Waker
+from memory.store import Memory, recall
 
 log = logging.getLogger(__name__)
 
@@ -72,10 +73,13 @@ def _one_turn(
 
     with session_factory(engine)() as session:
         snapshot = turns.rehydrate(session, conversation_id, window=settings.history_window)
+        memory = recall(
+            session, snapshot.customer_id, now=clock(), retention=settings.memory_retention_delta
+        )
 
     # No transaction is open from here to the commit: the model may take seconds.
     try:
-        outcome = _decide(snapshot, agent, settings)
+        outcome = _decide(snapshot, memory, agent, settings)
     except Exception as exc:
         with transaction(engine) as session:
             turns.release_after_error(
@@ -107,7 +111,9 @@ def _one_turn(
     return True
 
 
-def _decide(snapshot: turns.TurnSnapshot, agent: Agent, settings: Settings) -> turns.TurnOutcome:
+def _decide(
+    snapshot: turns.TurnSnapshot, memory: list[Memory], agent: Agent, settings: Settings
+) -> turns.TurnOutcome:
     context = TurnContext(
         conversation_id=snapshot.conversation_id,
         customer_id=snapshot.customer_id,
@@ -118,6 +124,12 @@ def _decide(snapshot: turns.TurnSnapshot, agent: Agent, settings: Settings) -> t
         instructions=settings.agent_instructions,
         history=snapshot.history,
         new_messages=snapshot.new_messages,
+        earlier=snapshot.earlier,
+        memory=tuple(memory),
+        customer_name=snapshot.customer_name,
+        customer_attributes=snapshot.customer_attributes,
+        context=snapshot.context,
+        opening=snapshot.opening,
     )
     tool_ctx = ToolContext(
         conversation_id=snapshot.conversation_id,
@@ -130,4 +142,5 @@ def _decide(snapshot: turns.TurnSnapshot, agent: Agent, settings: Settings) -> t
         replies=[channel.shape(r) for r in replies],
         finish_reason=tool_ctx.effects.finish_reason,
         handoff_reason=tool_ctx.effects.handoff_reason,
+        facts=list(tool_ctx.effects.facts),
     )

@@ -1,0 +1,194 @@
+"""Customers: create, read, link addresses (explicit merges), erase, and their memory."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+from typing import Annotated, Any, Literal
+
+from fastapi import APIRouter, Depends, HTTPException, Request
+from pydantic import BaseModel, Field
+from sqlalchemy import select
+from starlette.concurrency import run_in_threadpool
+
+from api.deps import require_api_key, state
+from conversations.addresses import normalize_address
+from conversations.db import session_factory, transaction
+from conversations.errors import InvalidAddress
+from conversations.models import Customer, Identity
+from conversations.types import utcnow
+from memory.identities import (
+    AddressTaken,
+    ExternalIdTaken,
+    create_customer,
+    erase_customer,
+    link_address,
+)
+from memory.store import recall
+
+router = APIRouter(prefix="/v1/customers", tags=["customers"])
+
+
+class CustomerIn(BaseModel):
+    external_id: str | None = Field(None, max_length=128)
+    name: str | None = Field(None, max_length=200)
+    phones: list[str] = Field(default_factory=list, max_length=20)
+    emails: list[str] = Field(default_factory=list, max_length=20)
+    attributes: dict[str, Any] = Field(default_factory=dict)
+
+
+class IdentityIn(BaseModel):
+    kind: Literal["phone", "email", "chat"]
+    address: str = Field(..., min_length=1, max_length=320)
+    merge: bool = False
+
+
+class IdentityView(BaseModel):
+    kind: str
+    address: str
+    opted_out_at: datetime | None
+
+
+class CustomerView(BaseModel):
+    id: uuid.UUID
+    external_id: str | None
+    name: str | None
+    attributes: dict[str, Any]
+    identities: list[IdentityView]
+    created_at: datetime
+
+
+def _view(session, customer_id: uuid.UUID) -> CustomerView | None:  # type: ignore[no-untyped-def]
+    customer = session.get(Customer, customer_id)
+    if customer is None:
+        return None
+    identities = session.scalars(
+        select(Identity).where(Identity.customer_id == customer_id).order_by(Identity.id)
+    )
+    return CustomerView(
+        id=customer.id, external_id=customer.external_id, name=customer.name,
+        attributes=customer.attributes or {}, created_at=customer.created_at,
+        identities=[IdentityView(kind=i.kind, address=i.address, opted_out_at=i.opted_out_at)
+                    for i in identities],
+    )  # fmt: skip
+
+
+def _normalized(kind: str, field: str, values: list[str], region: str) -> list[tuple[str, str]]:
+    out = []
+    for i, value in enumerate(values):
+        try:
+            out.append((kind, normalize_address(kind, value, region)))
+        except InvalidAddress as exc:
+            raise HTTPException(422, f"{field}[{i}]: {exc}") from None
+    return out
+
+
+@router.post("", status_code=201, response_model=CustomerView)
+async def create(
+    request: Request, body: CustomerIn, _: Annotated[str, Depends(require_api_key)]
+) -> CustomerView:
+    app = state(request)
+    region = app.settings.default_region
+    addresses = _normalized("phone", "phones", body.phones, region) + _normalized(
+        "email", "emails", body.emails, region
+    )
+
+    def write() -> CustomerView:
+        try:
+            with transaction(app.engine) as session:
+                customer = create_customer(
+                    session, external_id=body.external_id, name=body.name,
+                    attributes=body.attributes, addresses=addresses,
+                )  # fmt: skip
+                view = _view(session, customer.id)
+        except (AddressTaken, ExternalIdTaken) as exc:
+            raise HTTPException(409, {"message": str(exc), "customer_id": str(exc.owner)}) from None
+        assert view is not None
+        return view
+
+    return await run_in_threadpool(write)
+
+
+@router.get("/{customer_id}", response_model=CustomerView)
+async def read(
+    request: Request, customer_id: uuid.UUID, _: Annotated[str, Depends(require_api_key)]
+) -> CustomerView:
+    app = state(request)
+
+    def get() -> CustomerView | None:
+        with session_factory(app.engine)() as session:
+            return _view(session, customer_id)
+
+    found = await run_in_threadpool(get)
+    if found is None:
+        raise HTTPException(404, f"no customer {customer_id}")
+    return found
+
+
+@router.post("/{customer_id}/identities", status_code=201)
+async def add_identity(
+    request: Request,
+    customer_id: uuid.UUID,
+    body: IdentityIn,
+    actor: Annotated[str, Depends(require_api_key)],
+) -> dict[str, Any]:
+    app = state(request)
+    try:
+        address = normalize_address(body.kind, body.address, app.settings.default_region)
+    except InvalidAddress as exc:
+        raise HTTPException(422, f"address: {exc}") from None
+
+    def write() -> dict[str, Any]:
+        try:
+            with transaction(app.engine) as session:
+                if session.get(Customer, customer_id) is None:
+                    raise HTTPException(404, f"no customer {customer_id}")
+                linked = link_address(
+                    session, customer_id, kind=body.kind, address=address, merge=body.merge,
+                    actor=actor, now=utcnow(),
+                )  # fmt: skip
+                view = _view(session, customer_id)
+        except AddressTaken as exc:
+            raise HTTPException(409, {"message": str(exc), "customer_id": str(exc.owner)}) from None
+        merged = str(linked.merged_customer_id) if linked.merged_customer_id else None
+        return {"customer": view.model_dump(mode="json") if view else None, "merged": merged}
+
+    return await run_in_threadpool(write)
+
+
+@router.delete("/{customer_id}", status_code=204)
+async def erase(
+    request: Request, customer_id: uuid.UUID, _: Annotated[str, Depends(require_api_key)]
+) -> None:
+    app = state(request)
+
+    def write() -> bool:
+        with transaction(app.engine) as session:
+            return erase_customer(session, customer_id)
+
+    if not await run_in_threadpool(write):
+        raise HTTPException(404, f"no customer {customer_id}")
+
+
+@router.get("/{customer_id}/memory")
+async def memory(
+    request: Request, customer_id: uuid.UUID, _: Annotated[str, Depends(require_api_key)]
+) -> dict[str, Any]:
+    app = state(request)
+    retention = app.settings.memory_retention_delta
+
+    def read() -> list[dict[str, Any]] | None:
+        with session_factory(app.engine)() as session:
+            if session.get(Customer, customer_id) is None:
+                return None
+            return [
+                {"kind": m.kind, "text": m.text, "created_at": m.created_at.isoformat(),
+                 "conversation_id": str(m.conversation_id) if m.conversation_id else None}
+                for m in recall(session, customer_id, now=utcnow(), retention=retention)
+            ]  # fmt: skip
+
+    entries = await run_in_threadpool(read)
+    if entries is None:
+        raise HTTPException(404, f"no customer {customer_id}")
+    return {"customer_id": str(customer_id), "retention": app.settings.memory_retention,
+            "entries": entries}  # fmt: skip

@@ -1,0 +1,69 @@
+"""POST /v1/conversations: the business starts a conversation."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Annotated, Any, Literal
+
+from fastapi import APIRouter, Depends, Header, HTTPException, Request
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel, Field
+from starlette.concurrency import run_in_threadpool
+
+from api.deps import require_api_key, state
+from api.idempotency import run_once
+from conversations.outbound import OutboundRefused, start_outbound
+from conversations.types import utcnow
+from conversations.views import conversation_detail
+
+router = APIRouter(prefix="/v1", tags=["outbound"])
+
+
+class StartIn(BaseModel):
+    service: str = Field(..., min_length=1, max_length=64)
+    channel: Literal["sms", "email", "chat"]
+    to: str | None = Field(None, max_length=320)
+    customer_id: uuid.UUID | None = None
+    context: dict[str, Any] = Field(default_factory=dict)
+    message: str | None = Field(None, min_length=1, max_length=1600)
+
+
+@router.post("/conversations", status_code=201)
+async def start_conversation(
+    request: Request,
+    body: StartIn,
+    actor: Annotated[str, Depends(require_api_key)],
+    idempotency_key: Annotated[str | None, Header()] = None,
+) -> JSONResponse:
+    app = state(request)
+    settings = app.settings
+
+    def work(session) -> tuple[int, dict[str, Any]]:  # type: ignore[no-untyped-def]
+        try:
+            started = start_outbound(
+                session, service=body.service, channel=body.channel, to=body.to,
+                customer_id=body.customer_id, context=body.context, message=body.message,
+                now=utcnow(), defaults=settings.default_policies(), region=settings.default_region,
+            )  # fmt: skip
+        except OutboundRefused as exc:
+            detail: Any = exc.reason
+            if exc.conversation_id is not None:
+                detail = {"message": exc.reason, "conversation_id": str(exc.conversation_id)}
+            raise HTTPException(exc.status, detail) from None
+        session.flush()
+        view = conversation_detail(session, started.conversation_id)
+        assert view is not None
+        return 201, view.model_dump(mode="json") | {"outbox_id": started.outbox_id}
+
+    status, payload, replayed = await run_in_threadpool(
+        run_once, app.engine, owner=actor, key=idempotency_key,
+        body=body.model_dump(mode="json"), work=work,
+    )  # fmt: skip
+    if not replayed:
+        conversation_id = uuid.UUID(payload["id"])
+        if payload.get("outbox_id"):
+            await run_in_threadpool(app.waker.deliver, payload["outbox_id"])
+        else:
+            await run_in_threadpool(app.waker.turn, conversation_id)
+    headers = {"Idempotent-Replayed": "true"} if replayed else {}
+    return JSONResponse(payload, status_code=status, headers=headers)

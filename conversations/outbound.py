@@ -1,0 +1,120 @@
+"""Outbound conversations started by the business (the outbound API and ``dormouse send``)."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from conversations.addresses import normalize_address
+from conversations.customers import is_opted_out, resolve_customer
+from conversations.errors import DormouseError, InvalidAddress
+from conversations.ingest import IDENTITY_KIND
+from conversations.models import Conversation, Customer, Identity
+from conversations.replies import enqueue_reply
+from conversations.states import OPEN_STATUSES, ConversationStatus, Role
+from conversations.timeout_store import refresh_deadline
+from conversations.timeouts import Policy
+
+
+class OutboundRefused(DormouseError):
+    """``status`` is the HTTP answer; ``conversation_id`` names the open one on a 409."""
+
+    def __init__(self, status: int, reason: str, conversation_id: uuid.UUID | None = None) -> None:
+        super().__init__(reason)
+        self.status, self.reason, self.conversation_id = status, reason, conversation_id
+
+
+@dataclass(frozen=True, slots=True)
+class Started:
+    conversation_id: uuid.UUID
+    outbox_id: int | None  # the message as written, or None when the agent writes it
+
+
+def start_outbound(
+    session: Session,
+    *,
+    service: str,
+    channel: str,
+    to: str | None,
+    customer_id: uuid.UUID | None,
+    context: dict[str, Any],
+    message: str | None,
+    now: datetime,
+    defaults: Mapping[str, Policy],
+    region: str,
+) -> Started:
+    kind = IDENTITY_KIND.get(channel)
+    if kind is None:
+        raise OutboundRefused(422, f"channel: unknown channel {channel!r}")
+    if (to is None) == (customer_id is None):
+        raise OutboundRefused(422, "give exactly one of to and customer_id")
+    if to is not None:
+        try:
+            address = normalize_address(kind, to, region)
+        except InvalidAddress as exc:
+            raise OutboundRefused(422, f"to: {exc}") from None
+        customer = resolve_customer(session, kind, address)
+    else:
+        if session.get(Customer, customer_id) is None:
+            raise OutboundRefused(404, f"no customer {customer_id}")
+        found = session.scalar(
+            select(Identity.address)
+            .where(Identity.customer_id == customer_id, Identity.kind == kind)
+            .order_by(Identity.id.desc())
+            .limit(1)
+        )
+        if found is None:
+            raise OutboundRefused(422, f"customer_id: customer has no {kind} address")
+        customer, address = customer_id, found  # type: ignore[assignment]
+    if is_opted_out(session, kind, address):
+        raise OutboundRefused(409, f"{address} opted out (STOP); nothing is sent to it")
+
+    conversation = Conversation(
+        customer_id=customer,
+        service=service,
+        channel=channel,
+        address=address,
+        status=ConversationStatus.SUSPENDED,
+        context=context,
+        wants_turn=message is None,
+        last_activity_at=now,
+        created_at=now,
+        updated_at=now,
+    )
+    try:
+        with session.begin_nested():
+            session.add(conversation)
+            session.flush()
+    except IntegrityError:
+        conversation_id = _open_id(session, customer, service)
+        raise OutboundRefused(
+            409,
+            f"customer already has open conversation {conversation_id} for service {service!r};"
+            " resume it or finish it first",
+            conversation_id,
+        ) from None
+    outbox_id = None
+    if message is not None:
+        outbox_id = enqueue_reply(
+            session, conversation_id=conversation.id, channel=channel, to=address, text=message,
+            role=Role.API, turn=None, now=now,
+        )  # fmt: skip
+    refresh_deadline(session, conversation.id, defaults=defaults)
+    return Started(conversation.id, outbox_id)
+
+
+def _open_id(session: Session, customer_id: uuid.UUID, service: str) -> uuid.UUID | None:
+    return session.scalar(
+        select(Conversation.id).where(
+            Conversation.customer_id == customer_id,
+            Conversation.service == service,
+            Conversation.status.in_(OPEN_STATUSES),
+        )
+    )

@@ -1,0 +1,88 @@
+"""The memory store: what a customer's last two weeks leave for the agent.
+
+Entries are summaries (from wrap-up) and facts (from the remember tool); the customer's own
+messages stay in their conversations. Reads ignore anything older than the retention window
+even before the purge deletes it, and are bounded: newest first, a row limit and a size
+budget, through the (customer_id, created_at) index.
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from sqlalchemy import delete, select
+from sqlalchemy.orm import Session
+
+from conversations.models import Conversation, MemoryEntry
+from conversations.states import ConversationStatus
+
+MAX_ENTRIES = 50
+BUDGET_CHARS = 4000
+
+
+@dataclass(frozen=True, slots=True)
+class Memory:
+    kind: str
+    text: str
+    created_at: datetime
+    conversation_id: uuid.UUID | None
+
+
+def recall(
+    session: Session,
+    customer_id: uuid.UUID,
+    *,
+    now: datetime,
+    retention: timedelta,
+    limit: int = MAX_ENTRIES,
+    budget: int = BUDGET_CHARS,
+) -> list[Memory]:
+    """Entries in the window, newest first, cut at ``budget`` characters."""
+    rows = session.scalars(
+        select(MemoryEntry)
+        .where(MemoryEntry.customer_id == customer_id, MemoryEntry.created_at >= now - retention)
+        .order_by(MemoryEntry.created_at.desc(), MemoryEntry.id.desc())
+        .limit(limit)
+    )
+    out: list[Memory] = []
+    used = 0
+    for row in rows:
+        used += len(row.text)
+        if used > budget and out:
+            break
+        out.append(Memory(row.kind, row.text, row.created_at, row.conversation_id))
+    return out
+
+
+@dataclass(frozen=True, slots=True)
+class Purged:
+    memory_entries: int
+    conversations: int
+
+
+def purge_expired(session: Session, *, now: datetime, retention: timedelta, batch: int) -> Purged:
+    """Delete one batch of what fell out of the window: memory entries, and finished
+    conversations (with their messages, by cascade). Open conversations are kept whole."""
+    cutoff = now - retention
+    old_entries = select(MemoryEntry.id).where(MemoryEntry.created_at < cutoff).limit(batch)
+    entries = session.execute(
+        delete(MemoryEntry)
+        .where(MemoryEntry.id.in_(old_entries.scalar_subquery()))
+        .execution_options(synchronize_session=False)
+    ).rowcount
+    old_conversations = (
+        select(Conversation.id)
+        .where(
+            Conversation.status == ConversationStatus.FINISHED,
+            Conversation.finished_at < cutoff,
+        )
+        .limit(batch)
+    )
+    conversations = session.execute(
+        delete(Conversation)
+        .where(Conversation.id.in_(old_conversations.scalar_subquery()))
+        .execution_options(synchronize_session=False)
+    ).rowcount
+    return Purged(entries, conversations)
