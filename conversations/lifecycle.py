@@ -47,9 +47,18 @@ def _current(session: Session, conversation_id: uuid.UUID) -> Conversation:
 
 
 def finish(
-    session: Session, conversation_id: uuid.UUID, *, reason: FinishReason, now: datetime
+    session: Session,
+    conversation_id: uuid.UUID,
+    *,
+    reason: FinishReason,
+    now: datetime,
+    answer_pending: bool = True,
 ) -> Finished:
-    """End an open conversation. A turn running on it can no longer commit (fenced)."""
+    """End an open conversation. A turn running on it can no longer commit (fenced).
+
+    Messages still waiting for a turn open a new conversation, unless ``answer_pending`` is
+    False (the customer opted out: nothing more is sent to them).
+    """
     conv = _current(session, conversation_id)
     if conv.status == ConversationStatus.FINISHED:
         raise TransitionRefused(conv.status, f"conversation {conversation_id} is already finished")
@@ -70,6 +79,17 @@ def finish(
         )
         .execution_options(synchronize_session=False)
     )
+    if not answer_pending:
+        session.execute(
+            update(Message)
+            .where(
+                Message.conversation_id == conversation_id,
+                Message.inbound_state == InboundState.PENDING,
+            )
+            .values(inbound_state=InboundState.DONE)
+            .execution_options(synchronize_session=False)
+        )
+        return Finished(conversation_id, None)
     return Finished(conversation_id, reopen_pending(session, conv, now))
 
 
