@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: up test test-postgres test-sqlite lint install clean bench-timeouts
+.PHONY: up test test-postgres test-sqlite lint install clean bench-timeouts bench-turns
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' \
@@ -39,3 +39,7 @@ clean:
 ## Benchmarks (PostgreSQL on 127.0.0.1; results are written into benchmarks/README.md).
 bench-timeouts: $(STAMP)
 	$(BIN)/python -m benchmarks.timeout_sweep
+
+bench-turns: $(STAMP)
+	$(BIN)/pip install --quiet -e '.[dev,bench]'
+	$(BIN)/python -m benchmarks.turn_cost

@@ -8,6 +8,7 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 from sqlalchemy import Engine, text
 from sqlalchemy.exc import OperationalError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 from starlette.concurrency import run_in_threadpool
 
 from api import (
@@ -51,7 +52,8 @@ def create_app(
         return JSONResponse({"detail": exc.reason}, status_code=exc.status)
 
     @app.exception_handler(OperationalError)
-    async def _database_down(_: Request, exc: OperationalError) -> JSONResponse:
+    @app.exception_handler(PoolTimeout)
+    async def _database_down(_: Request, exc: Exception) -> JSONResponse:
         # Nothing was committed: 503 makes Twilio (and any client) retry later.
         log.error("database unavailable: %s", exc)
         return JSONResponse(

@@ -69,6 +69,8 @@ async def delivery_status(request: Request) -> Response:
     sid, status = params.get("MessageSid"), params.get("MessageStatus")
     if not sid or not status:
         raise WebhookRejected(400, "missing form field(s): MessageSid and MessageStatus")
+    if len(sid) > 128 or len(status) > 32 or len(params.get("ErrorCode") or "") > 16:
+        raise WebhookRejected(400, "MessageSid, MessageStatus or ErrorCode is too long")
 
     def record() -> None:
         with transaction(app.engine) as session:

@@ -30,8 +30,9 @@ class Channel(ABC):
         """Send; raise a Transient/Permanent/Ambiguous ``ProviderError`` on failure."""
 
     @abstractmethod
-    def find_sent(self, message: OutboundMessage, since: datetime) -> SendResult | None:
-        """Look up whether an ambiguous send reached the provider (reconcile before resend)."""
+    def find_sent(self, message: OutboundMessage, since: datetime) -> list[SendResult]:
+        """Messages at the provider that may be this ambiguous send: same recipient and text,
+        created since ``since``, newest first (reconcile looks before it ever resends)."""
 
     @abstractmethod
     def shape(self, text: str) -> str:

@@ -43,6 +43,7 @@ PERMANENT_ERROR_CODES = {
 }
 
 MAX_BODY_CHARS = 1600  # Twilio refuses longer bodies
+CLOCK_SKEW = timedelta(seconds=5)
 
 # Twilio's default opt-out handling words; alone in a message, in any case.
 OPT_OUT_WORDS = {"STOP", "STOPALL", "UNSUBSCRIBE", "CANCEL", "END", "QUIT", "REVOKE", "OPTOUT"}
@@ -154,23 +155,25 @@ class SmsChannel(Channel):
             raise _classify_transport_error(exc) from exc
         return SendResult(provider_id=str(sent.sid), status=str(sent.status or "queued"))
 
-    def find_sent(self, message: OutboundMessage, since: datetime) -> SendResult | None:
+    def find_sent(self, message: OutboundMessage, since: datetime) -> list[SendResult]:
         s = self.settings
         try:
-            recent = self.client.messages.list(
-                to=message.to,
-                from_=s.twilio_from_number or None,
-                date_sent_after=since - timedelta(minutes=5),
-                limit=50,
-            )
+            # Not filtered on DateSent: a message Twilio accepted but still queues has none.
+            # With a messaging service Twilio picks the sender: only the recipient is known.
+            sender = None if s.twilio_messaging_service_sid else (s.twilio_from_number or None)
+            recent = self.client.messages.list(to=message.to, from_=sender, limit=50)
         except TwilioRestException as exc:
             raise _classify_rest_error(exc) from exc
         except requests.RequestException as exc:
             raise TransientProviderError(f"lookup failed: {exc}") from exc
-        for candidate in recent:
-            if (candidate.body or "") == message.text:
-                return SendResult(provider_id=str(candidate.sid), status=str(candidate.status))
-        return None
+        # A little slack for clock skew between us and Twilio, never minutes of it.
+        earliest = since - CLOCK_SKEW
+        return [
+            SendResult(provider_id=str(c.sid), status=str(c.status))
+            for c in recent
+            if (c.body or "") == message.text
+            and (c.date_created is None or c.date_created >= earliest)
+        ]
 
     def shape(self, text: str) -> str:
         return shape_sms(text)

@@ -125,9 +125,7 @@ def _control(
     kind = IDENTITY_KIND.get(msg.channel, msg.channel)
     if msg.control == "opt_out":
         set_opt_out(session, kind, msg.sender, now)
-        finish(
-            session, conversation.id, reason=FinishReason.OPT_OUT, now=now, answer_pending=False
-        )
+        finish(session, conversation.id, reason=FinishReason.OPT_OUT, now=now, answer_pending=False)
         return IngestResult(conversation.id, message_id, False, False, finished=True)
     if msg.control == "opt_in":
         set_opt_out(session, kind, msg.sender, None)

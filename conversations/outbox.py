@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta
 
-from sqlalchemy import select, update
+from sqlalchemy import select, text, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -66,8 +66,9 @@ def mark_sent(
     delivery_status: str,
     via_sink: bool,
     now: datetime,
-) -> None:
-    session.execute(
+) -> bool:
+    lock_provider_id(session, row.channel, provider_id)
+    moved = session.execute(
         update(OutboxRow)
         .where(OutboxRow.id == row.id, OutboxRow.status == OutboxStatus.SENDING)
         .values(
@@ -79,6 +80,8 @@ def mark_sent(
         )
         .execution_options(synchronize_session=False)
     )
+    if moved.rowcount != 1:
+        return False  # settled meanwhile (reconciled, or failed): leave the message alone
     # A status callback can beat this commit (Twilio calls back as soon as it queues): keep
     # the most advanced status seen for this provider id.
     seen = session.scalars(
@@ -93,6 +96,31 @@ def mark_sent(
         .values(provider_id=provider_id, delivery_status=best)
         .execution_options(synchronize_session=False)
     )
+    return True
+
+
+def provider_ids_taken(session: Session, channel: str, provider_ids: list[str]) -> set[str]:
+    if not provider_ids:
+        return set()
+    return set(
+        session.scalars(
+            select(OutboxRow.provider_id).where(
+                OutboxRow.channel == channel, OutboxRow.provider_id.in_(provider_ids)
+            )
+        )
+    )
+
+
+def lock_provider_id(session: Session, channel: str, provider_id: str) -> None:
+    """Serialize a status callback with the commit that records the same provider id.
+
+    Under READ COMMITTED each could otherwise miss the other's uncommitted row and leave the
+    delivery status behind. SQLite's BEGIN IMMEDIATE already serializes writers.
+    """
+    if session.get_bind().dialect.name == "postgresql":
+        session.execute(
+            text("SELECT pg_advisory_xact_lock(hashtext(:k))"), {"k": f"{channel}:{provider_id}"}
+        )
 
 
 def mark_retry(
@@ -176,6 +204,7 @@ def record_delivery_status(
 
     Returns False for a duplicate (same provider id and status seen before).
     """
+    lock_provider_id(session, channel, provider_id)
     try:
         with session.begin_nested():
             session.add(

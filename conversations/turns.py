@@ -270,12 +270,43 @@ def commit_turn(
             )
         )
 
+    if status == ConversationStatus.HANDOFF:
+        # Arrived during this turn: for the human now, like lifecycle.handoff does.
+        session.execute(
+            update(Message)
+            .where(
+                Message.conversation_id == snapshot.conversation_id,
+                Message.inbound_state == InboundState.PENDING,
+            )
+            .values(inbound_state=InboundState.HELD)
+            .execution_options(synchronize_session=False)
+        )
+
     reopened = None
     if finishing:
         reopened = reopen_pending(
             session, session.get_one(Conversation, snapshot.conversation_id), now
         )
     return CommitResult(outbox_ids, status, reopened)
+
+
+def release_idle(
+    session: Session, conversation_id: uuid.UUID, *, token: uuid.UUID, now: datetime
+) -> bool:
+    """Give back a lease that found no work (its claim raced a commit): not a failed attempt."""
+    result = session.execute(
+        update(Conversation)
+        .where(Conversation.id == conversation_id, Conversation.lease_token == token)
+        .values(
+            status=ConversationStatus.SUSPENDED,
+            lease_token=None,
+            lease_expires_at=None,
+            claim_attempts=Conversation.claim_attempts - 1,
+            updated_at=now,
+        )
+        .execution_options(synchronize_session=False)
+    )
+    return result.rowcount == 1
 
 
 def release_after_error(

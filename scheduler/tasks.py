@@ -22,6 +22,7 @@ from memory.store import purge_expired
 from scheduler.sweeps import find_redrive_work
 from scheduler.timeouts import close_expired, send_due_nudges
 from workers.app import app
+from workers.deliver import reconcile_after
 from workers.tasks import agent, waker
 from workers.wrapup import wrap_up as run_wrap_up
 
@@ -44,7 +45,7 @@ def redrive() -> dict[str, int]:
             session,
             now=utcnow(),
             grace=timedelta(seconds=settings.redrive_interval),
-            reconcile_after=timedelta(seconds=settings.delivery_reconcile_after),
+            reconcile_after=timedelta(seconds=reconcile_after(settings)),
             limit=REDRIVE_BATCH,
         )
     w = waker()

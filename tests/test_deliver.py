@@ -39,7 +39,7 @@ def outbound(engine: Engine) -> Message:
         return s.scalars(select(Message).where(Message.direction == "outbound")).one()
 
 
-def later(seconds: float = 5) -> object:
+def later(seconds: float = 10) -> object:
     return lambda: utcnow() + timedelta(seconds=seconds)
 
 
@@ -108,7 +108,7 @@ def test_server_error_before_queueing_is_reconciled_then_sent_once(
     oid = reply(db)
     assert deliver(oid, engine=db, settings=settings) == "sending"
     assert reconcile(oid, engine=db, settings=settings, clock=later()) == "pending"
-    assert deliver(oid, engine=db, settings=settings, clock=later(10)) == "sent"
+    assert deliver(oid, engine=db, settings=settings, clock=later(20)) == "sent"
     assert len(fake_twilio.messages) == 1 and fake_twilio.create_attempts == 2
 
 
@@ -159,3 +159,34 @@ def test_status_callback_that_beats_the_send_commit_is_kept(
     oid = reply(db)
     assert deliver(oid, engine=db, settings=settings) == "sent"
     assert (outbound(db).provider_id, outbound(db).delivery_status) == (sid, "delivered")
+
+
+def test_reconcile_never_takes_the_twilio_id_of_another_row_with_the_same_text(
+    db: Engine, settings: Settings, fake_twilio: FakeTwilio
+) -> None:
+    first = reply(db, "Thanks!")
+    assert deliver(first, engine=db, settings=settings) == "sent"
+    with session_factory(db)() as s:
+        cid = s.get_one(OutboxRow, first).conversation_id
+    with transaction(db) as s:
+        second = replies.enqueue_reply(
+            s, conversation_id=cid, channel="sms", to=CUSTOMER, text="Thanks!",
+            role=Role.AGENT, turn=2, now=utcnow(),
+        )  # fmt: skip
+    fake_twilio.script = ["500"]  # the second send never reached Twilio
+    assert deliver(second, engine=db, settings=settings) == "sending"
+    assert reconcile(second, engine=db, settings=settings, clock=later(60)) == "pending"
+    assert deliver(second, engine=db, settings=settings, clock=later(120)) == "sent"
+    assert [m.body for m in fake_twilio.messages] == ["Thanks!", "Thanks!"]
+    assert row(db, first).provider_id != row(db, second).provider_id
+
+
+def test_reconcile_waits_until_the_deliver_task_cannot_still_be_running(
+    db: Engine, settings: Settings, fake_twilio: FakeTwilio
+) -> None:
+    fake_twilio.script = ["timeout-after-create"]
+    oid = reply(db)
+    assert deliver(oid, engine=db, settings=settings) == "sending"
+    # 3 x TWILIO_HTTP_TIMEOUT (1 s here) + 5 s must pass, whatever DELIVERY_RECONCILE_AFTER.
+    assert reconcile(oid, engine=db, settings=settings, clock=later(2)) == "skipped"
+    assert reconcile(oid, engine=db, settings=settings, clock=later(9)) == "sent"

@@ -11,11 +11,12 @@ from sqlalchemy import Engine, select
 from agent.base import TurnContext
 from agent.offline import OfflineAgent
 from agent.tools import Toolbox
-from conversations import turns
+from conversations import lifecycle, turns
 from conversations.db import session_factory, transaction
 from conversations.errors import LeaseLost
 from conversations.models import Conversation, Message, OutboxRow
 from conversations.settings import Settings
+from conversations.states import FinishReason
 from conversations.types import utcnow
 from conversations.wakeup import TURN_QUEUE, TURN_TASK, CeleryWaker
 from tests.conftest import queued
@@ -172,6 +173,19 @@ def test_asking_for_a_human_hands_off_and_the_agent_stays_silent(
     assert run(db, cid, settings, waker) == 0
     held = messages(db, cid)[-1]
     assert (held.body, held.inbound_state) == ("hello? anyone?", "held")
+
+
+def test_a_message_arriving_during_a_turn_that_hands_off_is_held_for_the_human(
+    db: Engine, settings: Settings, waker: CeleryWaker
+) -> None:
+    cid = ingest_sms(db, "get me a human").conversation_id
+    run(db, cid, settings, waker, ArrivesDuringTurn(db, "are you there?"))
+    assert conversation(db, cid).status == "handoff"
+    inbound = [(m.body, m.inbound_state) for m in messages(db, cid) if m.direction == "inbound"]
+    assert inbound == [("get me a human", "done"), ("are you there?", "held")]
+    with transaction(db) as s:  # an operator closing it later does not wake the agent on it
+        finished = lifecycle.finish(s, cid, reason=FinishReason.OPERATOR, now=utcnow())
+    assert finished.reopened_conversation_id is None
 
 
 class Broken:

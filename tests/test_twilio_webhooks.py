@@ -204,6 +204,20 @@ def test_status_callbacks_are_deduplicated_and_never_move_backwards(
             == "delivered"
         )
 
+    # Statuses we do not rank are recorded, not refused, and never a 500.
+    partial = {"MessageSid": "SM" + "b" * 32, "MessageStatus": "partially_delivered"}
+    assert (
+        client.post(
+            "/webhooks/twilio/status", data=partial, headers=signed(partial, url)
+        ).status_code
+        == 200
+    )
+    long = {"MessageSid": "SM" + "b" * 32, "MessageStatus": "x" * 40}
+    assert (
+        client.post("/webhooks/twilio/status", data=long, headers=signed(long, url)).status_code
+        == 400
+    )
+
     bad = {"MessageSid": "SM" + "b" * 32, "MessageStatus": "failed"}
     assert client.post("/webhooks/twilio/status", data=bad).status_code == 403
 

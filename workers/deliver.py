@@ -81,7 +81,8 @@ def reconcile(
 ) -> str:
     """Settle a row stuck in ``sending``: sent if the provider has it, else retry the send."""
     now = clock()
-    stale_before = now - timedelta(seconds=settings.delivery_reconcile_after)
+    # Never reconcile a send whose deliver task may still be running (it would resend).
+    stale_before = now - timedelta(seconds=reconcile_after(settings))
     with transaction(engine) as session:
         row = outbox.claim_for_reconcile(session, outbox_id, stale_before=stale_before, now=now)
     if row is None:
@@ -91,15 +92,30 @@ def reconcile(
         _sent(engine, row, sink_send(_outbound(row)), True, clock)
         return "sent"
     try:
-        found = channel.find_sent(_outbound(row), since=row.sending_started_at or row.created_at)
+        candidates = channel.find_sent(
+            _outbound(row), since=row.sending_started_at or row.created_at
+        )
     except ProviderError as exc:
         log.warning("outbox %s: reconcile lookup failed, will try again: %s", row.id, exc)
         return "sending"
+    # Another row with the same text ("Thanks!") may own a candidate: never claim its id.
+    with session_factory(engine)() as session:
+        taken = outbox.provider_ids_taken(session, row.channel, [c.provider_id for c in candidates])
+    found = next((c for c in candidates if c.provider_id not in taken), None)
     if found is not None:
         _sent(engine, row, found, False, clock)
         return "sent"
     # The provider never got it: sending again cannot duplicate.
     return _retry_or_fail(engine, row, row.last_error or "not found at provider", settings, clock)
+
+
+def deliver_time_limit(settings: Settings) -> float:
+    """Hard limit of one deliver task: at most a provider call and a lookup, with margin."""
+    return 3 * settings.twilio_http_timeout
+
+
+def reconcile_after(settings: Settings) -> float:
+    return max(settings.delivery_reconcile_after, deliver_time_limit(settings) + 5)
 
 
 def _outbound(row: OutboxRow) -> OutboundMessage:

@@ -13,6 +13,7 @@ from conversations.types import utcnow
 from conversations.wakeup import DELIVER_TASK, RECONCILE_TASK, TURN_TASK, CeleryWaker
 from workers import deliver as delivery
 from workers.app import app
+from workers.deliver import deliver_time_limit
 from workers.turn import run_turns
 
 # Countdown hints for retries stay far below the visibility timeout; the redrive sweep, not
@@ -41,18 +42,18 @@ def turn(conversation_id: str) -> int:
     )
 
 
-@app.task(name=DELIVER_TASK)
+@app.task(name=DELIVER_TASK, time_limit=deliver_time_limit(get_settings()))
 def deliver(outbox_id: int) -> str:
     settings = get_settings()
     status = delivery.deliver(outbox_id, engine=get_engine(), settings=settings)
     if status == "pending":
         _hint(DELIVER_TASK, outbox_id, settings.delivery_backoff_base)
     elif status == "sending":
-        _hint(RECONCILE_TASK, outbox_id, settings.delivery_reconcile_after + 1)
+        _hint(RECONCILE_TASK, outbox_id, delivery.reconcile_after(settings) + 1)
     return status
 
 
-@app.task(name=RECONCILE_TASK)
+@app.task(name=RECONCILE_TASK, time_limit=deliver_time_limit(get_settings()))
 def reconcile(outbox_id: int) -> str:
     return delivery.reconcile(outbox_id, engine=get_engine(), settings=get_settings())
 

@@ -77,6 +77,13 @@ def _one_turn(
             session, snapshot.customer_id, now=clock(), retention=settings.memory_retention_delta
         )
 
+    if not snapshot.new_messages and not snapshot.opening:
+        # The claim raced the previous holder's commit on PostgreSQL (its WHERE was re-checked
+        # on the new row, not the new messages): nothing to answer, so no agent call.
+        with transaction(engine) as session:
+            turns.release_idle(session, conversation_id, token=token, now=clock())
+        return False
+
     # No transaction is open from here to the commit: the model may take seconds.
     try:
         outcome = _decide(snapshot, memory, agent, settings)

@@ -167,11 +167,15 @@ class FakeTwilio:
     def _list(self, req: BaseHTTPRequestHandler, query: dict[str, list[str]]) -> None:
         to = query.get("To", [None])[0]
         from_ = query.get("From", [None])[0]
+        # Like Twilio: DateSent filters on the send date, which a queued message lacks.
+        sent_filter = next((k for k in query if k.startswith("DateSent")), None)
         with self.lock:
             found = [
                 m
                 for m in self.messages
-                if (to is None or m.to == to) and (from_ is None or m.from_ == from_)
+                if (to is None or m.to == to)
+                and (from_ is None or m.from_ == from_)
+                and (sent_filter is None or m.status not in ("queued", "accepted"))
             ]
         body = {
             "messages": [self._resource(m) for m in reversed(found)],
