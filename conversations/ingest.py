@@ -11,7 +11,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import Engine, select, update
+from sqlalchemy import Engine, Insert, select, update
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -22,7 +23,7 @@ from conversations.lifecycle import finish
 from conversations.models import Conversation, Message
 from conversations.replies import enqueue_reply
 from conversations.states import ConversationStatus, Direction, FinishReason, InboundState, Role
-from conversations.timeout_store import refresh_deadline
+from conversations.timeout_store import deadline_values, load_policies
 from conversations.timeouts import Policy
 from conversations.types import utcnow
 
@@ -68,32 +69,35 @@ def ingest(
     state = InboundState.HELD if held else InboundState.PENDING
     if msg.control:
         state = InboundState.DONE  # answered by the rules below, never by the agent
-    message = Message(
-        conversation_id=conversation.id,
-        direction=Direction.INBOUND,
-        role=Role.CUSTOMER,
-        channel=msg.channel,
-        address=msg.sender,
-        body=msg.text,
-        media=list(msg.media),
-        meta=dict(msg.metadata),
-        provider_id=msg.provider_id,
-        idempotency_token=msg.idempotency_token,
-        inbound_state=state,
-        created_at=now,
+    values = {
+        "conversation_id": conversation.id,
+        "direction": Direction.INBOUND,
+        "role": Role.CUSTOMER,
+        "channel": msg.channel,
+        "address": msg.sender,
+        "body": msg.text,
+        "media": list(msg.media),
+        "meta": dict(msg.metadata),
+        "provider_id": msg.provider_id,
+        "idempotency_token": msg.idempotency_token,
+        "inbound_state": state,
+        "created_at": now,
+    }
+    # ON CONFLICT DO NOTHING: a concurrent delivery of the same webhook that wins the unique
+    # constraint leaves us no row, without aborting the transaction.
+    message_id = session.scalar(
+        dialect_insert(session, Message)
+        .values(**values)
+        .on_conflict_do_nothing(index_elements=["channel", "provider_id"])
+        .returning(Message.id)
     )
-    try:
-        with session.begin_nested():
-            session.add(message)
-            session.flush()
-    except IntegrityError:
-        # A concurrent delivery of the same webhook won the unique constraint.
+    if message_id is None:
         existing = _by_provider_id(session, msg.channel, msg.provider_id)
         if existing is None:
-            raise
+            raise LookupError(f"message {msg.provider_id} conflicted but cannot be read")
         return _duplicate(existing)
 
-    # The reply goes back on the channel the customer used last.
+    # The reply goes back on the channel the customer used last; the deadline moves.
     session.execute(
         update(Conversation)
         .where(Conversation.id == conversation.id)
@@ -103,13 +107,23 @@ def ingest(
             last_activity_at=now,
             updated_at=now,
             inbound_count=Conversation.inbound_count + 1,
+            **deadline_values(
+                conversation, status=conversation.status, last_activity=now,
+                policies=load_policies(session), defaults=defaults, channel=msg.channel,
+            ),
         )
         .execution_options(synchronize_session=False)
-    )
-    refresh_deadline(session, conversation.id, defaults=defaults)
+    )  # fmt: skip
     if msg.control:
-        return _control(session, msg, conversation, message.id, now=now, help_text=help_text)
-    return IngestResult(conversation.id, message.id, duplicate=False, needs_turn=not held)
+        return _control(session, msg, conversation, message_id, now=now, help_text=help_text)
+    return IngestResult(conversation.id, message_id, duplicate=False, needs_turn=not held)
+
+
+def dialect_insert(session: Session, model: type) -> Insert:  # type: ignore[type-arg]
+    """INSERT with ON CONFLICT support on both backends."""
+    if session.get_bind().dialect.name == "postgresql":
+        return postgresql.insert(model)
+    return sqlite.insert(model)
 
 
 def _control(

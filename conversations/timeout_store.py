@@ -10,7 +10,7 @@ import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, Protocol
 
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
@@ -45,15 +45,51 @@ def _td(seconds: int | None) -> timedelta | None:
     return None if seconds is None else timedelta(seconds=seconds)
 
 
+class Governed(Protocol):
+    """What picks a conversation's policy: a row, or a turn's snapshot of it."""
+
+    service: str
+    channel: str
+    timeout_override_set: bool
+    timeout_override_seconds: int | None
+
+
 def policy_for(
-    conv: Conversation, policies: Mapping[Scope, Policy], defaults: Mapping[str, Policy]
+    conv: Governed,
+    policies: Mapping[Scope, Policy],
+    defaults: Mapping[str, Policy],
+    *,
+    channel: str | None = None,
 ) -> Policy:
+    """``channel``: the channel the conversation is moving to, if not its stored one."""
     override = None
     if conv.timeout_override_set:
         override = Override(_td(conv.timeout_override_seconds))
     return effective_policy(
-        policies, service=conv.service, channel=conv.channel, defaults=defaults, override=override
+        policies,
+        service=conv.service,
+        channel=channel or conv.channel,
+        defaults=defaults,
+        override=override,
     )
+
+
+def deadline_values(
+    conv: Governed,
+    *,
+    status: str,
+    last_activity: datetime,
+    policies: Mapping[Scope, Policy],
+    defaults: Mapping[str, Policy],
+    channel: str | None = None,
+) -> dict[str, datetime | None]:
+    """Column values for a conversation about to be ``status``, last active ``last_activity``:
+    to fold into the UPDATE that changes it instead of a read and a write of their own."""
+    expires, nudge = None, None
+    if status in (ConversationStatus.SUSPENDED, ConversationStatus.RUNNING):
+        policy = policy_for(conv, policies, defaults, channel=channel)
+        expires, nudge = deadlines(policy, last_activity)
+    return {"expires_at": expires, "nudge_due_at": nudge, "nudge_sent_at": None}
 
 
 def refresh_deadline(

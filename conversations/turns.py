@@ -25,7 +25,7 @@ from conversations.states import (
     InboundState,
     Role,
 )
-from conversations.timeout_store import refresh_deadline
+from conversations.timeout_store import deadline_values, load_policies
 from conversations.timeouts import Policy
 
 # A burst larger than this is answered over several turns, oldest first.
@@ -61,6 +61,8 @@ class TurnSnapshot:
     customer_attributes: dict[str, object] = field(default_factory=dict)
     context: dict[str, object] = field(default_factory=dict)
     opening: bool = False  # an outbound conversation whose first message the agent writes
+    timeout_override_set: bool = False
+    timeout_override_seconds: int | None = None
 
 
 @dataclass(slots=True)
@@ -79,6 +81,9 @@ class CommitResult:
     status: ConversationStatus
     # Messages that arrived during a turn that finished the conversation open a new one.
     reopened_conversation_id: uuid.UUID | None = None
+    # Messages arrived during the turn and wait for the next one (checked under the row lock
+    # this commit holds, so a concurrent ingest is either seen here or wakes after us).
+    more_pending: bool = False
 
 
 def _has_work():  # type: ignore[no-untyped-def]
@@ -112,7 +117,7 @@ def claim(
 
     Returns the claim attempt count (deliveries of this turn so far), or None if not claimed.
     """
-    result = session.execute(
+    attempts = session.scalar(
         update(Conversation)
         .where(
             Conversation.id == conversation_id,
@@ -132,13 +137,10 @@ def claim(
             claim_attempts=Conversation.claim_attempts + 1,
             updated_at=now,
         )
+        .returning(Conversation.claim_attempts)
         .execution_options(synchronize_session=False)
     )
-    if result.rowcount != 1:
-        return None
-    return session.scalar(
-        select(Conversation.claim_attempts).where(Conversation.id == conversation_id)
-    )
+    return attempts
 
 
 def rehydrate(session: Session, conversation_id: uuid.UUID, *, window: int) -> TurnSnapshot:
@@ -184,6 +186,8 @@ def rehydrate(session: Session, conversation_id: uuid.UUID, *, window: int) -> T
         customer_attributes=dict(customer.attributes or {}),
         context=dict(conv.context or {}),
         opening=conv.wants_turn and not new,
+        timeout_override_set=conv.timeout_override_set,
+        timeout_override_seconds=conv.timeout_override_seconds,
     )
 
 
@@ -203,6 +207,13 @@ def commit_turn(
     elif outcome.handoff_reason is not None:
         status = ConversationStatus.HANDOFF
     finishing = status == ConversationStatus.FINISHED
+    deadline = deadline_values(
+        snapshot,
+        status=status,
+        last_activity=now,
+        policies=load_policies(session),
+        defaults=defaults,
+    )
     # The fencing update comes first: it takes the row lock, so nothing below can interleave
     # with a successor that re-claimed after our lease expired.
     fenced = session.execute(
@@ -224,16 +235,13 @@ def commit_turn(
             finish_reason=outcome.finish_reason,
             finished_at=now if finishing else None,
             handoff_reason=outcome.handoff_reason,
-            expires_at=None,
-            nudge_due_at=None,
             wants_turn=False,
+            **deadline,
         )
         .execution_options(synchronize_session=False)
     )
     if fenced.rowcount != 1:
         raise LeaseLost(f"lease on conversation {snapshot.conversation_id} was taken over")
-    if status == ConversationStatus.SUSPENDED:
-        refresh_deadline(session, snapshot.conversation_id, defaults=defaults)
 
     handled = [m.id for m in snapshot.new_messages]
     if handled:
@@ -283,11 +291,14 @@ def commit_turn(
         )
 
     reopened = None
+    more_pending = False
     if finishing:
         reopened = reopen_pending(
             session, session.get_one(Conversation, snapshot.conversation_id), now
         )
-    return CommitResult(outbox_ids, status, reopened)
+    elif status == ConversationStatus.SUSPENDED:
+        more_pending = has_pending(session, snapshot.conversation_id)
+    return CommitResult(outbox_ids, status, reopened, more_pending)
 
 
 def release_idle(

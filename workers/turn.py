@@ -40,14 +40,7 @@ def run_turns(
 
     One turn per task, so the task time limit bounds one model call, not a chain of them.
     """
-    if not _one_turn(conversation_id, engine, agent, settings, waker, clock):
-        return 0
-    # Re-check after the release: a message committed during the turn had a wake-up that
-    # found the conversation running and did nothing; this one is the wake-up not lost.
-    with session_factory(engine)() as session:
-        if turns.has_pending(session, conversation_id):
-            waker.turn(conversation_id)
-    return 1
+    return 1 if _one_turn(conversation_id, engine, agent, settings, waker, clock) else 0
 
 
 def _one_turn(
@@ -111,6 +104,10 @@ def _one_turn(
 
     for outbox_id in result.outbox_ids:
         waker.deliver(outbox_id)
+    if result.more_pending:
+        # A message committed during the turn had a wake-up that found the conversation
+        # running and did nothing; this one is the wake-up that is not lost.
+        waker.turn(conversation_id)
     if result.status == "finished":
         waker.wrap_up(conversation_id)
     if result.reopened_conversation_id is not None:
