@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: up test test-postgres test-sqlite lint install clean bench-timeouts bench-turns
+.PHONY: up test test-postgres test-sqlite lint install clean bench bench-quick bench-timeouts bench-turns
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' \
@@ -39,6 +39,15 @@ clean:
 ## Benchmarks (PostgreSQL on 127.0.0.1; results are written into benchmarks/README.md).
 bench-timeouts: $(STAMP)
 	$(BIN)/python -m benchmarks.timeout_sweep
+
+## The platform figures (real processes, paced load); bench-quick runs in under a minute.
+bench: $(STAMP) bench-timeouts bench-turns
+	$(BIN)/python -m benchmarks.platform
+
+bench-quick: $(STAMP)
+	$(BIN)/python -m benchmarks.platform --quick
+	$(BIN)/python -m benchmarks.timeout_sweep --quick
+	$(BIN)/python -m benchmarks.turn_cost --quick
 
 bench-turns: $(STAMP)
 	$(BIN)/pip install --quiet -e '.[dev,bench]'

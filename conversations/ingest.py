@@ -20,7 +20,7 @@ from conversations.customers import resolve_customer, set_opt_out
 from conversations.db import transaction
 from conversations.envelope import InboundMessage
 from conversations.lifecycle import finish
-from conversations.models import Conversation, Message
+from conversations.models import OPEN_CONVERSATION, Conversation, Message
 from conversations.replies import enqueue_reply
 from conversations.states import ConversationStatus, Direction, FinishReason, InboundState, Role
 from conversations.timeout_store import deadline_values, load_policies
@@ -224,7 +224,7 @@ def _open_for(session: Session, customer_id: uuid.UUID, service: str) -> Convers
         .where(
             Conversation.customer_id == customer_id,
             Conversation.service == service,
-            Conversation.status != ConversationStatus.FINISHED,
+            OPEN_CONVERSATION,
         )
         .with_for_update()
     )

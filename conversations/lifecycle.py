@@ -14,7 +14,7 @@ from datetime import datetime
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
-from conversations.models import Conversation, Message
+from conversations.models import OPEN_CONVERSATION, PENDING_MESSAGE, Conversation, Message
 from conversations.replies import enqueue_reply
 from conversations.states import ConversationStatus, FinishReason, InboundState, Role
 from conversations.timeout_store import refresh_deadline
@@ -64,9 +64,7 @@ def finish(
         raise TransitionRefused(conv.status, f"conversation {conversation_id} is already finished")
     session.execute(
         update(Conversation)
-        .where(
-            Conversation.id == conversation_id, Conversation.status != ConversationStatus.FINISHED
-        )
+        .where(Conversation.id == conversation_id, OPEN_CONVERSATION)
         .values(
             status=ConversationStatus.FINISHED,
             finish_reason=reason,
@@ -80,17 +78,22 @@ def finish(
         .execution_options(synchronize_session=False)
     )
     if not answer_pending:
-        session.execute(
-            update(Message)
-            .where(
-                Message.conversation_id == conversation_id,
-                Message.inbound_state == InboundState.PENDING,
-            )
-            .values(inbound_state=InboundState.DONE)
-            .execution_options(synchronize_session=False)
-        )
+        settle_pending(session, conversation_id, InboundState.DONE)
         return Finished(conversation_id, None)
     return Finished(conversation_id, reopen_pending(session, conv, now))
+
+
+def settle_pending(session: Session, conversation_id: uuid.UUID, state: InboundState) -> None:
+    """Take a conversation's waiting messages out of the agent's queue (done, held, …)."""
+    session.execute(
+        update(Message)
+        .where(
+            Message.conversation_id == conversation_id,
+            PENDING_MESSAGE,
+        )
+        .values(inbound_state=state)
+        .execution_options(synchronize_session=False)
+    )
 
 
 def reopen_pending(session: Session, conv: Conversation, now: datetime) -> uuid.UUID | None:
@@ -100,9 +103,7 @@ def reopen_pending(session: Session, conv: Conversation, now: datetime) -> uuid.
     finishing, so they get the same treatment instead of being stranded.
     """
     pending = session.scalars(
-        select(Message.id).where(
-            Message.conversation_id == conv.id, Message.inbound_state == InboundState.PENDING
-        )
+        select(Message.id).where(Message.conversation_id == conv.id, PENDING_MESSAGE)
     ).all()
     if not pending:
         return None
@@ -148,15 +149,7 @@ def handoff(session: Session, conversation_id: uuid.UUID, *, reason: str, now: d
         .execution_options(synchronize_session=False)
     )
     # What the customer wrote is for the human now: shown, not answered by the agent.
-    session.execute(
-        update(Message)
-        .where(
-            Message.conversation_id == conversation_id,
-            Message.inbound_state == InboundState.PENDING,
-        )
-        .values(inbound_state=InboundState.HELD)
-        .execution_options(synchronize_session=False)
-    )
+    settle_pending(session, conversation_id, InboundState.HELD)
 
 
 def handback(

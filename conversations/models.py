@@ -16,6 +16,7 @@ from sqlalchemy import (
     Text,
     UniqueConstraint,
     Uuid,
+    literal,
     text,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
@@ -299,3 +300,10 @@ class DeliveryEvent(Base):
     status: Mapped[str] = mapped_column(String(32))  # "partially_delivered" is 19
     error_code: Mapped[str | None] = mapped_column(String(16))
     received_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+# Predicates that must match the partial indexes above. Their value is rendered into the SQL
+# text: with a bound parameter, SQLite cannot prove the index applies, and PostgreSQL stops
+# using it once psycopg switches to a prepared statement's generic plan.
+PENDING_MESSAGE = Message.inbound_state == literal("pending", literal_execute=True)
+OPEN_CONVERSATION = Conversation.status != literal("finished", literal_execute=True)

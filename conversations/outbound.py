@@ -16,9 +16,9 @@ from conversations.addresses import normalize_address
 from conversations.customers import is_opted_out, resolve_customer
 from conversations.errors import DormouseError, InvalidAddress
 from conversations.ingest import IDENTITY_KIND
-from conversations.models import Conversation, Customer, Identity
+from conversations.models import OPEN_CONVERSATION, Conversation, Customer, Identity
 from conversations.replies import enqueue_reply
-from conversations.states import OPEN_STATUSES, ConversationStatus, Role
+from conversations.states import ConversationStatus, Role
 from conversations.timeout_store import refresh_deadline
 from conversations.timeouts import Policy
 
@@ -115,6 +115,6 @@ def _open_id(session: Session, customer_id: uuid.UUID, service: str) -> uuid.UUI
         select(Conversation.id).where(
             Conversation.customer_id == customer_id,
             Conversation.service == service,
-            Conversation.status.in_(OPEN_STATUSES),
+            OPEN_CONVERSATION,
         )
     )

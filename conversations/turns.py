@@ -16,8 +16,8 @@ from sqlalchemy import and_, exists, or_, select, update
 from sqlalchemy.orm import Session
 
 from conversations.errors import LeaseLost
-from conversations.lifecycle import reopen_pending
-from conversations.models import Conversation, Customer, MemoryEntry, Message
+from conversations.lifecycle import reopen_pending, settle_pending
+from conversations.models import PENDING_MESSAGE, Conversation, Customer, MemoryEntry, Message
 from conversations.replies import enqueue_reply
 from conversations.states import (
     ConversationStatus,
@@ -91,7 +91,7 @@ def _has_work():  # type: ignore[no-untyped-def]
         Conversation.wants_turn.is_(True),
         exists().where(
             Message.conversation_id == Conversation.id,
-            Message.inbound_state == InboundState.PENDING,
+            PENDING_MESSAGE,
         ),
     )
 
@@ -149,7 +149,7 @@ def rehydrate(session: Session, conversation_id: uuid.UUID, *, window: int) -> T
         select(Message)
         .where(
             Message.conversation_id == conversation_id,
-            Message.inbound_state == InboundState.PENDING,
+            PENDING_MESSAGE,
         )
         .order_by(Message.id)
         .limit(MAX_MESSAGES_PER_TURN)
@@ -247,7 +247,7 @@ def commit_turn(
     if handled:
         session.execute(
             update(Message)
-            .where(Message.id.in_(handled), Message.inbound_state == InboundState.PENDING)
+            .where(Message.id.in_(handled), PENDING_MESSAGE)
             .values(inbound_state=InboundState.DONE, turn=snapshot.turn_number)
             .execution_options(synchronize_session=False)
         )
@@ -280,15 +280,7 @@ def commit_turn(
 
     if status == ConversationStatus.HANDOFF:
         # Arrived during this turn: for the human now, like lifecycle.handoff does.
-        session.execute(
-            update(Message)
-            .where(
-                Message.conversation_id == snapshot.conversation_id,
-                Message.inbound_state == InboundState.PENDING,
-            )
-            .values(inbound_state=InboundState.HELD)
-            .execution_options(synchronize_session=False)
-        )
+        settle_pending(session, snapshot.conversation_id, InboundState.HELD)
 
     reopened = None
     more_pending = False
@@ -301,29 +293,24 @@ def commit_turn(
     return CommitResult(outbox_ids, status, reopened, more_pending)
 
 
-def release_idle(
-    session: Session, conversation_id: uuid.UUID, *, token: uuid.UUID, now: datetime
+def release(
+    session: Session,
+    conversation_id: uuid.UUID,
+    *,
+    token: uuid.UUID,
+    now: datetime,
+    error: str | None = None,
 ) -> bool:
-    """Give back a lease that found no work (its claim raced a commit): not a failed attempt."""
-    result = session.execute(
-        update(Conversation)
-        .where(Conversation.id == conversation_id, Conversation.lease_token == token)
-        .values(
-            status=ConversationStatus.SUSPENDED,
-            lease_token=None,
-            lease_expires_at=None,
-            claim_attempts=Conversation.claim_attempts - 1,
-            updated_at=now,
-        )
-        .execution_options(synchronize_session=False)
+    """Give the lease back without writing a turn.
+
+    With ``error`` the attempt counts (the redrive sweep retries it, up to quarantine);
+    without, the claim found no work (it raced a commit) and the attempt is handed back.
+    """
+    values: dict[str, object] = (
+        {"last_error": error[:2000]}
+        if error
+        else {"claim_attempts": Conversation.claim_attempts - 1}
     )
-    return result.rowcount == 1
-
-
-def release_after_error(
-    session: Session, conversation_id: uuid.UUID, *, token: uuid.UUID, error: str, now: datetime
-) -> bool:
-    """Give the lease back without writing the turn; the redrive sweep retries it later."""
     result = session.execute(
         update(Conversation)
         .where(Conversation.id == conversation_id, Conversation.lease_token == token)
@@ -331,8 +318,8 @@ def release_after_error(
             status=ConversationStatus.SUSPENDED,
             lease_token=None,
             lease_expires_at=None,
-            last_error=error[:2000],
             updated_at=now,
+            **values,
         )
         .execution_options(synchronize_session=False)
     )
@@ -361,15 +348,7 @@ def quarantine(
     )
     if result.rowcount != 1:
         return False
-    session.execute(
-        update(Message)
-        .where(
-            Message.conversation_id == conversation_id,
-            Message.inbound_state == InboundState.PENDING,
-        )
-        .values(inbound_state=InboundState.QUARANTINED)
-        .execution_options(synchronize_session=False)
-    )
+    settle_pending(session, conversation_id, InboundState.QUARANTINED)
     return True
 
 

@@ -43,7 +43,7 @@ def recall(
     rows = session.scalars(
         select(MemoryEntry)
         .where(MemoryEntry.customer_id == customer_id, MemoryEntry.created_at >= now - retention)
-        .order_by(MemoryEntry.created_at.desc(), MemoryEntry.id.desc())
+        .order_by(MemoryEntry.created_at.desc())  # the index order: no sort
         .limit(limit)
     )
     out: list[Memory] = []

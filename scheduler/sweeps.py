@@ -13,8 +13,8 @@ from datetime import datetime, timedelta
 from sqlalchemy import and_, or_, select
 from sqlalchemy.orm import Session
 
-from conversations.models import Conversation, Message, OutboxRow
-from conversations.states import ConversationStatus, InboundState, OutboxStatus
+from conversations.models import PENDING_MESSAGE, Conversation, Message, OutboxRow
+from conversations.states import ConversationStatus, OutboxStatus
 
 
 @dataclass(frozen=True, slots=True)
@@ -36,7 +36,7 @@ def conversations_to_wake(
         select(Conversation.id)
         .join(Message, Message.conversation_id == Conversation.id)
         .where(
-            Message.inbound_state == InboundState.PENDING,
+            PENDING_MESSAGE,
             or_(
                 and_(
                     Conversation.status == ConversationStatus.SUSPENDED,

@@ -17,9 +17,9 @@ from datetime import datetime
 from sqlalchemy import Select, exists, select, update
 from sqlalchemy.orm import Session
 
-from conversations.models import Conversation, Message
+from conversations.models import PENDING_MESSAGE, Conversation, Message
 from conversations.replies import Reply, enqueue_replies
-from conversations.states import ConversationStatus, FinishReason, InboundState, Role
+from conversations.states import ConversationStatus, FinishReason, Role
 from conversations.timeout_store import load_policies, policy_for
 from conversations.timeouts import Policy
 
@@ -33,7 +33,7 @@ class SweepResult:
 def _no_pending():  # type: ignore[no-untyped-def]
     return ~exists().where(
         Message.conversation_id == Conversation.id,
-        Message.inbound_state == InboundState.PENDING,
+        PENDING_MESSAGE,
     )
 
 

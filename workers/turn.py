@@ -74,7 +74,7 @@ def _one_turn(
         # The claim raced the previous holder's commit on PostgreSQL (its WHERE was re-checked
         # on the new row, not the new messages): nothing to answer, so no agent call.
         with transaction(engine) as session:
-            turns.release_idle(session, conversation_id, token=token, now=clock())
+            turns.release(session, conversation_id, token=token, now=clock())
         return False
 
     # No transaction is open from here to the commit: the model may take seconds.
@@ -82,9 +82,7 @@ def _one_turn(
         outcome = _decide(snapshot, memory, agent, settings)
     except Exception as exc:
         with transaction(engine) as session:
-            turns.release_after_error(
-                session, conversation_id, token=token, error=repr(exc), now=clock()
-            )
+            turns.release(session, conversation_id, token=token, now=clock(), error=repr(exc))
         log.exception("turn of conversation %s failed; released for retry", conversation_id)
         return False
 

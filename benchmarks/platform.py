@@ -1,0 +1,293 @@
+"""Platform overhead: real API (uvicorn), Celery worker, PostgreSQL and Redis on loopback.
+
+Load comes from this process (a separate one from Dormouse's), paced and bounded in count
+and time; the provider is a local server speaking Twilio's Messages API, in this process
+too, so send and receive times share one clock.
+
+1. The floor, in the same run: the broker hops and SQL a turn needs, by hand with redis-py
+   and psycopg (two enqueue/dequeue round trips; the turn's writes in one transaction).
+2. Turn latency from a signed webhook POST to the provider receiving the reply, at paced
+   rates; p50/p95/p99 and p50 against the floor.
+3. Ingest: webhooks accepted per second by one API process.
+4. Worker RSS after a first and a later count of turns.
+
+    make bench          # full
+    make bench-quick    # under a minute, small counts
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import signal
+import statistics
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+from tempfile import TemporaryDirectory
+
+import httpx
+import psutil
+import psycopg
+import redis
+from sqlalchemy.engine import make_url
+from twilio.request_validator import RequestValidator
+
+from benchmarks.common import machine, scratch_postgres, today, write_section
+from tests.e2e.stack import free_port, wait_until
+from tests.fakes.twilio_api import FakeTwilio
+
+ACCOUNT = "AC" + "7" * 32
+TOKEN = "bench-token-" + "z" * 20
+API_KEY = "bench-key"
+REDIS_URL = os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6379/14")
+
+
+def percentile(values: list[float], p: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(p / 100 * len(ordered)))]
+
+
+def floor_per_turn(database_url: str, samples: int) -> float:
+    """Two broker round trips and the turn's SQL in one transaction, done by hand."""
+    r = redis.Redis.from_url(REDIS_URL)
+    dsn = make_url(database_url).set(drivername="postgresql").render_as_string(False)
+    times = []
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        cur = conn.cursor()
+        customer, conversation = uuid.uuid4(), uuid.uuid4()
+        cur.execute("INSERT INTO customers (id, created_at, attributes) VALUES (%s, now(), '{}')",
+                    (customer,))  # fmt: skip
+        cur.execute(
+            "INSERT INTO conversations (id, customer_id, service, channel, address, status,"
+            " claim_attempts, turn_count, inbound_count, last_activity_at, created_at, updated_at,"
+            " timeout_override_set, wants_turn, context) VALUES (%s, %s, 'floor', 'sms', '+1',"
+            " 'suspended', 0, 0, 0, now(), now(), now(), false, false, '{}')",
+            (conversation, customer),
+        )
+        for i in range(samples):
+            start = time.perf_counter()
+            r.lpush("floor", b"wake")
+            r.brpop("floor", timeout=1)
+            with conn.transaction():
+                cur.execute(
+                    "INSERT INTO messages (conversation_id, direction, role, channel, address,"
+                    " body, media, meta, provider_id, inbound_state, created_at) VALUES"
+                    " (%s, 'inbound', 'customer', 'sms', '+1', 'hi', '[]', '{}', %s, 'pending',"
+                    " now()) RETURNING id",
+                    (conversation, f"floor-{i}"),
+                )
+                cur.execute(
+                    "UPDATE conversations SET status = 'suspended', turn_count = turn_count + 1,"
+                    " last_activity_at = now() WHERE id = %s",
+                    (conversation,),
+                )
+                cur.execute(
+                    "INSERT INTO messages (conversation_id, direction, role, channel, address,"
+                    " body, media, meta, created_at) VALUES (%s, 'outbound', 'agent', 'sms', '+1',"
+                    " 'reply', '[]', '{}', now()) RETURNING id",
+                    (conversation,),
+                )
+                message_id = cur.fetchone()[0]  # type: ignore[index]
+                cur.execute(
+                    "INSERT INTO outbox (message_id, conversation_id, channel, to_address, body,"
+                    " status, attempts, next_attempt_at, idempotency_key, via_sink, created_at,"
+                    " updated_at) VALUES (%s, %s, 'sms', '+1', 'reply', 'sent', 1, now(), %s,"
+                    " false, now(), now())",
+                    (message_id, conversation, uuid.uuid4()),
+                )
+            r.lpush("floor", b"deliver")
+            r.brpop("floor", timeout=1)
+            times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+class Dormouse:
+    """API + one worker as real processes."""
+
+    def __init__(self, database_url: str, workdir: Path, provider: str) -> None:
+        self.port = free_port()
+        self.base = f"http://127.0.0.1:{self.port}"
+        self.env = {
+            **os.environ, "DATA_DIR": str(workdir), "DATABASE_URL": database_url,
+            "BROKER_URL": REDIS_URL, "PUBLIC_URL": self.base, "DORMOUSE_API_KEYS": f"b:{API_KEY}",
+            "TWILIO_ACCOUNT_SID": ACCOUNT, "TWILIO_AUTH_TOKEN": TOKEN,
+            "TWILIO_FROM_NUMBER": "+15550000000", "TWILIO_API_URL": provider,
+            "LOG_LEVEL": "WARNING", "REDRIVE_INTERVAL": "30",
+        }  # fmt: skip
+        self.workdir = workdir
+        self.procs: list[subprocess.Popen[bytes]] = []
+
+    def start(self) -> None:
+        redis.Redis.from_url(REDIS_URL).flushdb()
+        me = [sys.executable, "-m", "cli.main", "--log-level", "WARNING"]
+        for name, args in (("api", ["api", "--port", str(self.port)]),
+                           ("worker", ["worker", "--concurrency", "2"])):  # fmt: skip
+            log = (self.workdir / f"{name}.log").open("ab")
+            proc = subprocess.Popen(
+                [*me, *args], env=self.env, stdout=log, stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )  # fmt: skip
+            self.procs.append(proc)
+        wait_until(lambda: self._up(), 30, "the API")
+        time.sleep(3)  # the worker's pool
+
+    def _up(self) -> bool:
+        try:
+            return httpx.get(self.base + "/healthz", timeout=1).status_code == 200
+        except httpx.HTTPError:
+            return False
+
+    def worker_rss(self) -> int:
+        worker = psutil.Process(self.procs[1].pid)
+        return sum(p.memory_info().rss for p in [worker, *worker.children(recursive=True)])
+
+    def stop(self) -> None:
+        for p in self.procs:
+            os.killpg(p.pid, signal.SIGTERM)
+        for p in self.procs:
+            try:
+                p.wait(10)
+            except subprocess.TimeoutExpired:
+                os.killpg(p.pid, signal.SIGKILL)
+
+
+def signed_form(base: str, sender: str, body: str) -> tuple[dict[str, str], dict[str, str]]:
+    form = {"MessageSid": "SM" + uuid.uuid4().hex, "AccountSid": ACCOUNT, "From": sender,
+            "To": "+15550000000", "Body": body, "NumMedia": "0"}  # fmt: skip
+    url = base + "/webhooks/twilio/sms"
+    return form, {"X-Twilio-Signature": RequestValidator(TOKEN).compute_signature(url, form)}
+
+
+async def paced(base: str, rate: float, seconds: float, tag: str) -> dict[str, float]:
+    """Send rate x seconds webhooks, each from a new number; return send time per number."""
+    sent: dict[str, float] = {}
+    total = int(rate * seconds)
+    async with httpx.AsyncClient(timeout=10, limits=httpx.Limits(max_connections=64)) as client:
+        start = time.perf_counter()
+
+        async def one(i: int) -> None:
+            await asyncio.sleep(max(0.0, start + i / rate - time.perf_counter()))
+            sender = f"+1{tag}{i:06d}"
+            form, headers = signed_form(base, sender, f"hello {i}")
+            sent[sender] = time.time()
+            response = await client.post(base + "/webhooks/twilio/sms", data=form, headers=headers)
+            response.raise_for_status()
+
+        await asyncio.gather(*(one(i) for i in range(total)))
+    return sent
+
+
+def latencies(fake: FakeTwilio, sent: dict[str, float], deadline: float) -> list[float]:
+    wait_until(lambda: all(fake.sent_to(n) for n in sent) or time.time() > deadline, 120, "replies")
+    out = []
+    for number, t0 in sent.items():
+        got = fake.sent_to(number)
+        if got:
+            out.append(got[0].created.timestamp() - t0)
+    return out
+
+
+async def ingest_rate(base: str, total: int, concurrency: int) -> tuple[float, float]:
+    times: list[float] = []
+    queue = list(range(total))
+    async with httpx.AsyncClient(timeout=10, limits=httpx.Limits(max_connections=concurrency)) as c:
+
+        async def worker() -> None:
+            while queue:
+                i = queue.pop()
+                form, headers = signed_form(base, f"+1999{i:07d}", "ingest")
+                t = time.perf_counter()
+                (
+                    await c.post(base + "/webhooks/twilio/sms", data=form, headers=headers)
+                ).raise_for_status()
+                times.append(time.perf_counter() - t)
+
+        start = time.perf_counter()
+        await asyncio.gather(*(worker() for _ in range(concurrency)))
+        elapsed = time.perf_counter() - start
+    return total / elapsed, percentile(times, 99)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--quick", action="store_true")
+    args = parser.parse_args()
+    rates = (25, 50) if args.quick else (50, 100, 200, 400)
+    seconds = 3 if args.quick else 10
+    rss_turns = (100, 500) if args.quick else (1_000, 10_000)
+
+    fake = FakeTwilio(ACCOUNT, TOKEN).start()
+    rows = []
+    with scratch_postgres("dormouse_bench_platform") as engine, TemporaryDirectory() as tmp:
+        database_url = engine.url.render_as_string(hide_password=False)
+        floor = floor_per_turn(database_url, 200)
+        dormouse = Dormouse(database_url, Path(tmp), fake.url)
+        dormouse.start()
+        try:
+            for rate in rates:
+                sent = asyncio.run(paced(dormouse.base, rate, seconds, f"{rate:03d}"))
+                lat = latencies(fake, sent, time.time() + 60)
+                done = len(lat) / len(sent)
+                p50, p95, p99 = (percentile(lat, p) for p in (50, 95, 99))
+                rows.append(
+                    f"| {rate}/s | {len(sent)} | {done:.0%} | {p50 * 1000:.0f} ms | "
+                    f"{p95 * 1000:.0f} ms | {p99 * 1000:.0f} ms | {p50 / floor:.1f} x |"
+                )
+                print(rows[-1], flush=True)
+            rss = {}
+            count = 0
+            for target in rss_turns:
+                while count < target:
+                    batch = min(200, target - count)
+                    sent = asyncio.run(paced(dormouse.base, 100, batch / 100, f"8{count:05d}"))
+                    latencies(fake, sent, time.time() + 120)
+                    count += batch
+                rss[target] = dormouse.worker_rss()
+                print(f"worker RSS after {target} turns: {rss[target] / 2**20:.0f} MiB", flush=True)
+            ingest, ingest_p99 = asyncio.run(
+                ingest_rate(dormouse.base, 500 if args.quick else 3000, 32)
+            )
+        finally:
+            dormouse.stop()
+            fake.stop()
+        facts = machine(engine)
+    first, last = rss_turns
+    body = f"""## Platform overhead ({"quick" if args.quick else "full"})
+
+Measured {today()} on {facts}. Command: `make bench{"-quick" if args.quick else ""}`.
+One API process (uvicorn), one Celery worker (prefork, 2 children), PostgreSQL and Redis on
+loopback, offline agent, a local server speaking Twilio's Messages API. Each webhook comes
+from a new number, so nothing coalesces: one webhook, one turn, one reply.
+
+Floor (same run): two Redis enqueue/dequeue round trips and the turn's five statements in
+one transaction, by hand with redis-py and psycopg: **{floor * 1000:.2f} ms**.
+
+| paced rate | webhooks | answered | p50 | p95 | p99 | p50 vs floor |
+|---|---|---|---|---|---|---|
+{chr(10).join(rows)}
+
+Latency is from the signed webhook POST to the provider server receiving the reply.
+
+| ingest (one API process, 32 concurrent clients) | figure |
+|---|---|
+| webhooks accepted per second | {ingest:.0f} /s |
+| p99 | {ingest_p99 * 1000:.0f} ms |
+
+| worker RSS (parent + children) | after {first:,} turns | after {last:,} turns | ratio |
+|---|---|---|---|
+| | {rss[first] / 2**20:.0f} MiB | {rss[last] / 2**20:.0f} MiB | {rss[last] / rss[first]:.2f} x |
+
+Goals on this 2-core machine: p50 at most 3 x the floor and p99 at most 50 ms at 200/s;
+at least 1,000 webhooks/s per API process; RSS after 100,000 turns within 10% of after
+1,000.
+"""
+    print(body)
+    write_section("platform" + ("-quick" if args.quick else ""), body)
+
+
+if __name__ == "__main__":
+    main()
