@@ -86,6 +86,9 @@ def seed_history(engine: Engine, sender: str, messages: int) -> None:
     for start in range(0, len(rows), 5000):
         with transaction(engine) as session:
             session.execute(insert(Message), rows[start : start + 5000])
+    with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+        # What autovacuum does after a bulk load: plans from real statistics, not an empty table.
+        conn.execute(text("ANALYZE"))
     with transaction(engine) as session:
         session.execute(insert(MemoryEntry), [
             {"customer_id": customer, "kind": "summary", "text": TEXT, "created_at": now}

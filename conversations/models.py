@@ -229,9 +229,11 @@ class Message(Base):
         # Exactly-once inbound: a retried webhook hits this and becomes a no-op.
         UniqueConstraint("channel", "provider_id", name="uq_messages_channel_provider_id"),
         Index("ix_messages_conversation_id_id", "conversation_id", "id"),
+        # (conversation_id, id): serves both the filter and the arrival order of a turn's batch.
         Index(
             "ix_messages_pending",
             "conversation_id",
+            "id",
             postgresql_where=text("inbound_state = 'pending'"),
             sqlite_where=text("inbound_state = 'pending'"),
         ),
