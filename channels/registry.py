@@ -17,9 +17,19 @@ class UnknownChannel(LookupError):
     pass
 
 
+# One instance per (channel, settings) in a process: a channel holds its provider client and
+# its HTTP connection pool, which every delivery would otherwise rebuild.
+_instances: dict[tuple[str, int], Channel] = {}
+
+
 def get_channel(name: str, settings: Settings) -> Channel:
+    key = (name, id(settings))
+    found = _instances.get(key)
+    if found is not None and getattr(found, "settings", None) is settings:
+        return found
     try:
         factory = CHANNELS[name]
     except KeyError:
         raise UnknownChannel(f"unknown channel {name!r}; known: {', '.join(CHANNELS)}") from None
-    return factory(settings)
+    channel = _instances[key] = factory(settings)
+    return channel
