@@ -244,8 +244,9 @@ def main() -> None:
                 done = len(lat) / total
                 p50, p95, p99 = (percentile(lat, p) for p in (50, 95, 99))
                 rows.append(
-                    f"| {rate}/s | {total} | {len(sent) / total:.0%} | {done:.0%} | {p50 * 1000:.0f} ms | "
-                    f"{p95 * 1000:.0f} ms | {p99 * 1000:.0f} ms | {p50 / floor:.1f} x |"
+                    f"| {rate}/s | {total} | {len(sent) / total:.0%} | {done:.0%} | "
+                    f"{p50 * 1000:.0f} ms | {p95 * 1000:.0f} ms | {p99 * 1000:.0f} ms | "
+                    f"{p50 / floor:.1f} x |"
                 )
                 print(rows[-1], flush=True)
             rss = {}
