@@ -97,12 +97,22 @@ def _chat_message(direction: str, body: str) -> dict[str, str]:
     return {"role": role, "content": body}
 
 
+# How a reply should read on each medium; the channel shapes it again after the model.
+MEDIUM = {
+    "sms": "You are replying by SMS: keep it short, plain text, no markup.",
+    "email": "You are replying by email: short paragraphs separated by blank lines, plain "
+    "text, no subject line; it may be longer than a text message.",
+}
+
+
 def _system_prompt(context: TurnContext) -> str:
     parts = [
         context.instructions,
         f"Service: {context.service}. Channel: {context.channel}. "
         f"This is turn {context.turn_number} of the conversation.",
     ]
+    if context.channel in MEDIUM:
+        parts.append(MEDIUM[context.channel])
     if context.customer_name or context.customer_attributes:
         parts.append(f"Customer: {context.customer_name or 'unknown name'}; "
                      f"attributes: {json.dumps(context.customer_attributes)}")  # fmt: skip

@@ -14,6 +14,7 @@ from starlette.concurrency import run_in_threadpool
 from api import (
     conversation_actions,
     customer_routes,
+    email_webhooks,
     operator_routes,
     outbound_routes,
     timeout_routes,
@@ -41,6 +42,7 @@ def create_app(
         api_keys=settings.api_keys(),
     )
     app.include_router(twilio_webhooks.router)
+    app.include_router(email_webhooks.router)
     app.include_router(operator_routes.router)
     app.include_router(conversation_actions.router)
     app.include_router(timeout_routes.router)

@@ -1,24 +1,22 @@
-"""What a channel is: verify and parse its webhook, send one message, shape text for its medium."""
+"""What a channel is: send one message, look for a send that may have happened, shape text.
+
+Each channel also verifies and parses its own inbound webhook into one ``InboundMessage``;
+those signatures differ by medium (a Twilio form, a raw MIME message), so they are not here.
+"""
 
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Mapping
 from datetime import datetime
 
-from conversations.envelope import InboundMessage, OutboundMessage, SendResult
+from conversations.envelope import OutboundMessage, SendResult
 
 
 class Channel(ABC):
     name: str
-
-    @abstractmethod
-    def verify(self, url: str, params: Mapping[str, str], headers: Mapping[str, str]) -> None:
-        """Raise ``WebhookRejected(403, …)`` unless the request really comes from the provider."""
-
-    @abstractmethod
-    def parse(self, params: Mapping[str, str], headers: Mapping[str, str]) -> InboundMessage:
-        """Turn a verified webhook into the envelope, or raise ``WebhookRejected(400, …)``."""
+    # True if ``send`` needs the latest inbound message and the conversation's context
+    # (``OutboundMessage.reply_to_*``): deliver reads them only for such channels.
+    threads_replies: bool = False
 
     @property
     @abstractmethod
@@ -37,3 +35,8 @@ class Channel(ABC):
     @abstractmethod
     def shape(self, text: str) -> str:
         """Fit the agent's text to the medium (length, markup)."""
+
+    def assigned_id(self, message: OutboundMessage) -> str | None:
+        """The provider id this channel gives a message before sending it, if it chooses one
+        (email's Message-ID). The dev sink records it too, so threading works without SMTP."""
+        return None

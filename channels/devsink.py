@@ -8,5 +8,7 @@ from __future__ import annotations
 from conversations.envelope import OutboundMessage, SendResult
 
 
-def sink_send(message: OutboundMessage) -> SendResult:
-    return SendResult(provider_id=f"devsink-{message.idempotency_key}", status="delivered")
+def sink_send(message: OutboundMessage, provider_id: str | None = None) -> SendResult:
+    return SendResult(
+        provider_id=provider_id or f"devsink-{message.idempotency_key}", status="delivered"
+    )

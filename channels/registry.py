@@ -5,11 +5,13 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from channels.base import Channel
+from channels.mail.channel import EmailChannel
 from channels.sms import SmsChannel
 from conversations.settings import Settings
 
 CHANNELS: dict[str, Callable[[Settings], Channel]] = {
     "sms": SmsChannel,
+    "email": EmailChannel,
 }
 
 

@@ -7,6 +7,7 @@ import logging
 import sys
 import uuid
 from datetime import datetime
+from typing import Any
 
 import click
 import httpx
@@ -273,10 +274,52 @@ def simulate_sms(sender: str, recipient: str, url: str | None, text: str) -> Non
     signature = RequestValidator(settings.webhook_auth_token()).compute_signature(
         signed_url, params
     )
+    _post_webhook(base, path, data=params, headers={"X-Twilio-Signature": signature})
+
+
+@simulate.command("email")
+@click.option("--from", "sender", required=True, help="customer email address")
+@click.option("--to", "recipient", default="support@localhost", show_default=True)
+@click.option("--subject", default="Hello", show_default=True)
+@click.option("--in-reply-to", "in_reply_to", default=None, help="a Message-ID to answer")
+@click.option("--url", default=None, help="API base URL (default: http://127.0.0.1:PORT)")
+@click.argument("text")
+def simulate_email(
+    sender: str, recipient: str, subject: str, in_reply_to: str | None, url: str | None, text: str
+) -> None:
+    """Post TEXT as an inbound email (raw MIME), authenticated with EMAIL_INBOUND_SECRET."""
+    from email.message import EmailMessage
+    from email.utils import format_datetime, make_msgid
+
+    from cli.supervisor import _read_state
+    from conversations.types import utcnow
+
+    settings = get_settings()
+    running = _read_state(settings) or {}
+    base = (url or running.get("api") or f"http://127.0.0.1:{settings.port}").rstrip("/")
+    mail = EmailMessage()
+    mail["From"], mail["To"], mail["Subject"] = sender, recipient, subject
+    mail["Date"] = format_datetime(utcnow())
+    mail["Message-ID"] = make_msgid(domain=sender.rpartition("@")[2] or "localhost")
+    if in_reply_to:
+        reference = in_reply_to if in_reply_to.startswith("<") else f"<{in_reply_to}>"
+        mail["In-Reply-To"] = mail["References"] = reference
+    mail.set_content(text)
+    _post_webhook(
+        base,
+        "/webhooks/email",
+        content=bytes(mail),
+        headers={
+            "Content-Type": "message/rfc822",
+            "Authorization": f"Bearer {settings.email_secret()}",
+        },
+    )
+
+
+def _post_webhook(base: str, path: str, **request: Any) -> None:
+    """POST like a provider would, print the answer, exit 1 on a refusal."""
     try:
-        response = httpx.post(
-            base + path, data=params, headers={"X-Twilio-Signature": signature}, timeout=15
-        )
+        response = httpx.post(base + path, timeout=15, **request)
     except httpx.ConnectError:
         raise click.ClickException(
             f"nothing answers at {base}: is Dormouse running (`make up`)? Use --url otherwise."

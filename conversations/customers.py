@@ -12,15 +12,24 @@ from sqlalchemy.orm import Session
 from conversations.models import Customer, Identity
 
 
-def resolve_customer(session: Session, kind: str, address: str) -> uuid.UUID:
+def resolve_customer(
+    session: Session, kind: str, address: str, *, inbound: bool = False
+) -> uuid.UUID:
     """The customer owning ``address``, created on first sight.
 
     Two first messages from one new address at once converge: the loser of the unique
-    constraint rolls back its savepoint and reads the winner's row.
+    constraint rolls back its savepoint and reads the winner's row. ``inbound``: the customer
+    just wrote from this address, so a bounce recorded against it no longer holds.
     """
-    found = _customer_id(session, kind, address)
-    if found is not None:
-        return found
+    row = session.execute(
+        select(Identity.customer_id, Identity.undeliverable_at).where(
+            Identity.kind == kind, Identity.address == address
+        )
+    ).first()
+    if row is not None:
+        if inbound and row.undeliverable_at is not None:
+            mark_undeliverable(session, kind, [address], None)
+        return row.customer_id
     try:
         with session.begin_nested():
             customer = Customer()
@@ -53,9 +62,40 @@ def set_opt_out(session: Session, kind: str, address: str, at: datetime | None) 
     return result.rowcount > 0
 
 
+def mark_undeliverable(
+    session: Session, kind: str, addresses: list[str], at: datetime | None
+) -> int:
+    """Record a bounce against known addresses (``at``), or clear it (None)."""
+    if not addresses:
+        return 0
+    result = session.execute(
+        update(Identity)
+        .where(Identity.kind == kind, Identity.address.in_(addresses))
+        .values(undeliverable_at=at)
+        .execution_options(synchronize_session=False)
+    )
+    return result.rowcount
+
+
 def is_opted_out(session: Session, kind: str, address: str) -> bool:
     return bool(
         session.scalar(
             select(Identity.opted_out_at).where(Identity.kind == kind, Identity.address == address)
         )
     )
+
+
+def send_refusal(session: Session, kind: str, address: str) -> str | None:
+    """Why nothing may be sent to ``address`` now, or None."""
+    row = session.execute(
+        select(Identity.opted_out_at, Identity.undeliverable_at).where(
+            Identity.kind == kind, Identity.address == address
+        )
+    ).first()
+    if row is None:
+        return None
+    if row.opted_out_at is not None:
+        return "recipient opted out (STOP): never sent"
+    if row.undeliverable_at is not None:
+        return "address bounced (undeliverable) until the customer writes from it again"
+    return None

@@ -19,8 +19,13 @@ class InboundMessage:
     media: tuple[str, ...] = ()
     idempotency_token: str | None = None
     metadata: dict[str, Any] = field(default_factory=dict)
-    # A channel's control word, already recognized by the channel: opt_out, opt_in or help.
+    # Recognized by the channel: opt_out, opt_in, help (control words), or no_reply: an
+    # automatic message (auto-reply, bounce) that is recorded and never answered.
     control: str | None = None
+    # Provider ids of earlier messages this one answers, nearest first (threading).
+    replies_to: tuple[str, ...] = ()
+    # Addresses the provider reports as unable to receive (a bounce names them).
+    undeliverable: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -30,6 +35,11 @@ class OutboundMessage:
     text: str
     idempotency_key: str
     conversation_id: str
+    # The latest inbound message on this channel (its provider id and metadata), so a channel
+    # can thread its reply; and the conversation's context from whoever started it.
+    reply_to_id: str | None = None
+    reply_to_meta: dict[str, Any] = field(default_factory=dict)
+    context: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)

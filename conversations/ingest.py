@@ -7,7 +7,7 @@ hint, and the redrive sweep finds the message if that hint is lost.
 from __future__ import annotations
 
 import uuid
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -16,11 +16,11 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from conversations.customers import resolve_customer, set_opt_out
+from conversations.customers import mark_undeliverable, resolve_customer, set_opt_out
 from conversations.db import transaction
 from conversations.envelope import InboundMessage
 from conversations.lifecycle import finish
-from conversations.models import OPEN_CONVERSATION, Conversation, Message
+from conversations.models import OPEN_CONVERSATION, Conversation, Identity, Message
 from conversations.replies import enqueue_reply
 from conversations.states import ConversationStatus, Direction, FinishReason, InboundState, Role
 from conversations.timeout_store import deadline_values, load_policies
@@ -34,8 +34,8 @@ DEFAULT_HELP = "Reply STOP to stop messages, START to resume."
 
 @dataclass(frozen=True, slots=True)
 class IngestResult:
-    conversation_id: uuid.UUID
-    message_id: int
+    conversation_id: uuid.UUID | None  # None: an automatic message that concerns no one
+    message_id: int | None
     duplicate: bool
     needs_turn: bool
     outbox_ids: tuple[int, ...] = ()
@@ -61,10 +61,18 @@ def ingest(
         return _duplicate(existing)
 
     kind = IDENTITY_KIND.get(msg.channel, msg.channel)
-    customer_id = resolve_customer(session, kind, msg.sender)
-    conversation = open_conversation(
-        session, customer_id, service=service, channel=msg.channel, address=msg.sender, now=now
-    )
+    if msg.undeliverable:
+        mark_undeliverable(session, kind, list(msg.undeliverable), now)
+    if msg.control == "no_reply":
+        return _record_automatic(session, msg, kind=kind, now=now)
+    customer_id = resolve_customer(session, kind, msg.sender, inbound=True)
+    # A reply to one of this customer's messages continues that conversation, if still open.
+    conversation = _threaded(session, msg, customer_id=customer_id, open_only=True)
+    if conversation is None:
+        conversation = open_conversation(
+            session, customer_id, service=service, channel=msg.channel, address=msg.sender,
+            now=now,
+        )  # fmt: skip
     held = conversation.status == ConversationStatus.HANDOFF
     state = InboundState.HELD if held else InboundState.PENDING
     if msg.control:
@@ -117,6 +125,47 @@ def ingest(
     if msg.control:
         return _control(session, msg, conversation, message_id, now=now, help_text=help_text)
     return IngestResult(conversation.id, message_id, duplicate=False, needs_turn=not held)
+
+
+def _record_automatic(
+    session: Session, msg: InboundMessage, *, kind: str, now: datetime
+) -> IngestResult:
+    """An auto-reply or bounce: recorded on the conversation it concerns, never answered.
+
+    It neither opens a conversation nor moves a deadline: an out-of-office reply must not
+    keep a conversation open, and an unknown sender must not become a customer.
+    """
+    conversation = _threaded(session, msg, customer_id=None, open_only=False)
+    if conversation is None:
+        known = session.scalar(
+            select(Identity.customer_id).where(
+                Identity.kind == kind, Identity.address == msg.sender
+            )
+        )
+        conversation = _open_for(session, known, None) if known is not None else None
+    if conversation is None:
+        return IngestResult(None, None, duplicate=False, needs_turn=False)
+    message_id = session.scalar(
+        dialect_insert(session, Message)
+        .values(
+            conversation_id=conversation.id,
+            direction=Direction.INBOUND,
+            role=Role.SYSTEM,
+            channel=msg.channel,
+            address=msg.sender,
+            body=msg.text,
+            media=list(msg.media),
+            meta=dict(msg.metadata),
+            provider_id=msg.provider_id,
+            idempotency_token=msg.idempotency_token,
+            inbound_state=InboundState.IGNORED,
+            created_at=now,
+        )
+        .on_conflict_do_nothing(index_elements=["channel", "provider_id"])
+        .returning(Message.id)
+    )
+    return IngestResult(conversation.id, message_id, duplicate=message_id is None,
+                        needs_turn=False)  # fmt: skip
 
 
 def dialect_insert(session: Session, model: type) -> Insert:  # type: ignore[type-arg]
@@ -200,11 +249,18 @@ def ingest_committed(
     defaults: Mapping[str, Policy],
     help_text: str = DEFAULT_HELP,
     attempts: int = 3,
+    before: Callable[[Session], None] | None = None,
 ) -> IngestResult:
-    """Run ``ingest`` as its own unit of work, retrying a lost race on a unique constraint."""
+    """Run ``ingest`` as its own unit of work, retrying a lost race on a unique constraint.
+
+    ``before`` runs first in the same transaction (a replay check that must commit, or roll
+    back, with the message).
+    """
     for attempt in range(attempts):
         try:
             with transaction(engine) as session:
+                if before is not None:
+                    before(session)
                 return ingest(
                     session, msg, service=service, now=utcnow(), defaults=defaults,
                     help_text=help_text,
@@ -215,19 +271,43 @@ def ingest_committed(
     raise AssertionError("unreachable")
 
 
-def _open_for(session: Session, customer_id: uuid.UUID, service: str) -> Conversation | None:
+def _open_for(session: Session, customer_id: uuid.UUID, service: str | None) -> Conversation | None:
+    """The customer's open conversation for ``service`` (None: for any service, newest)."""
     # FOR UPDATE: a turn that is finishing this conversation either commits first (then the
     # row no longer matches and a new conversation opens) or waits for our message and sees
     # it as a late arrival. Without the lock a message could land on a finished conversation.
-    return session.scalar(
-        select(Conversation)
-        .where(
-            Conversation.customer_id == customer_id,
-            Conversation.service == service,
-            OPEN_CONVERSATION,
-        )
-        .with_for_update()
+    query = select(Conversation).where(Conversation.customer_id == customer_id, OPEN_CONVERSATION)
+    if service is not None:
+        query = query.where(Conversation.service == service)
+    else:
+        query = query.order_by(Conversation.last_activity_at.desc()).limit(1)
+    return session.scalar(query.with_for_update())
+
+
+def _threaded(
+    session: Session, msg: InboundMessage, *, customer_id: uuid.UUID | None, open_only: bool
+) -> Conversation | None:
+    """The conversation of the nearest earlier message ``msg`` replies to, if any.
+
+    Only the sender's own conversations qualify (``customer_id``): a forwarded thread must
+    not let a stranger into someone else's conversation.
+    """
+    if not msg.replies_to:
+        return None
+    query = (
+        select(Conversation, Message.provider_id)
+        .join(Message, Message.conversation_id == Conversation.id)
+        .where(Message.channel == msg.channel, Message.provider_id.in_(msg.replies_to))
     )
+    if customer_id is not None:
+        query = query.where(Conversation.customer_id == customer_id)
+    if open_only:
+        query = query.where(OPEN_CONVERSATION)
+    found = session.execute(query.with_for_update(of=Conversation)).all()
+    if not found:
+        return None
+    nearest = {provider_id: rank for rank, provider_id in enumerate(msg.replies_to)}
+    return min(found, key=lambda row: nearest.get(row.provider_id, len(nearest))).Conversation
 
 
 def _by_provider_id(session: Session, channel: str, provider_id: str) -> Message | None:

@@ -57,6 +57,8 @@ class Identity(Base):
     address: Mapped[str] = mapped_column(String(320))
     # Set by an inbound STOP (or Twilio error 21610): nothing is ever sent to it until START.
     opted_out_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    # Set by a bounce naming it; cleared when the customer writes from it again.
+    undeliverable_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
 
     customer: Mapped[Customer] = relationship(back_populates="identities")
@@ -221,6 +223,16 @@ class IdempotencyKey(Base):
     status_code: Mapped[int | None] = mapped_column(Integer)
     response: Mapped[dict[str, Any] | None] = mapped_column(JSON)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, index=True)
+
+
+class WebhookNonce(Base):
+    """A signed webhook's one-time token (Mailgun's ``token``): seen once, refused after."""
+
+    __tablename__ = "webhook_nonces"
+
+    source: Mapped[str] = mapped_column(String(16), primary_key=True)
+    token: Mapped[str] = mapped_column(String(128), primary_key=True)
+    seen_at: Mapped[datetime] = mapped_column(UTCDateTime, index=True)
 
 
 class Message(Base):

@@ -13,7 +13,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from conversations.addresses import normalize_address
-from conversations.customers import is_opted_out, resolve_customer
+from conversations.customers import resolve_customer, send_refusal
 from conversations.errors import DormouseError, InvalidAddress
 from conversations.ingest import IDENTITY_KIND
 from conversations.models import OPEN_CONVERSATION, Conversation, Customer, Identity
@@ -73,8 +73,9 @@ def start_outbound(
         if found is None:
             raise OutboundRefused(422, f"customer_id: customer has no {kind} address")
         customer, address = customer_id, found  # type: ignore[assignment]
-    if is_opted_out(session, kind, address):
-        raise OutboundRefused(409, f"{address} opted out (STOP); nothing is sent to it")
+    refusal = send_refusal(session, kind, address)
+    if refusal is not None:
+        raise OutboundRefused(409, f"{address}: {refusal}")
 
     conversation = Conversation(
         customer_id=customer,

@@ -7,14 +7,16 @@ pending ──claim──► sending ──► sent
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import Any
 
 from sqlalchemy import select, text, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from conversations.models import DeliveryEvent, Message, OutboxRow
-from conversations.states import DELIVERY_RANK, OutboxStatus
+from conversations.models import Conversation, DeliveryEvent, Message, OutboxRow
+from conversations.states import DELIVERY_RANK, Direction, OutboxStatus, Role
 
 
 def claim_for_send(session: Session, outbox_id: int, *, now: datetime) -> OutboxRow | None:
@@ -237,3 +239,35 @@ def record_delivery_status(
         .execution_options(synchronize_session=False)
     )
     return True
+
+
+@dataclass(frozen=True, slots=True)
+class Thread:
+    reply_to_id: str | None
+    reply_to_meta: dict[str, Any]
+    context: dict[str, Any]
+
+
+def thread_of(session: Session, row: OutboxRow) -> Thread:
+    """What a threading channel needs to send ``row``: the customer's latest message on the
+    row's channel before it (provider id, metadata) and the conversation's context."""
+    latest = session.execute(
+        select(Message.provider_id, Message.meta)
+        .where(
+            Message.conversation_id == row.conversation_id,
+            Message.channel == row.channel,
+            Message.direction == Direction.INBOUND,
+            Message.role == Role.CUSTOMER,
+            Message.id < row.message_id,
+        )
+        .order_by(Message.id.desc())
+        .limit(1)
+    ).first()
+    context = session.scalar(
+        select(Conversation.context).where(Conversation.id == row.conversation_id)
+    )
+    return Thread(
+        reply_to_id=latest.provider_id if latest else None,
+        reply_to_meta=dict(latest.meta or {}) if latest else {},
+        context=dict(context or {}),
+    )

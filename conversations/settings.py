@@ -36,6 +36,15 @@ class Settings(BaseSettings):
     twilio_api_url: str = ""
     twilio_http_timeout: float = 10.0
 
+    email_from: str = "Dormouse <dormouse@localhost>"
+    email_services: str = ""  # "support@acme.test=support,sales@acme.test=sales"
+    email_inbound_secret: str = ""
+    email_max_bytes: int = Field(10 * 1024 * 1024, gt=0)
+    mailgun_signing_key: str = ""
+    mailgun_max_age: float = Field(300.0, gt=0)  # seconds a Mailgun signature stays valid
+    smtp_url: str = ""  # smtp://user:pass@host:587, smtp+starttls://…, smtps://…:465
+    smtp_timeout: float = Field(30.0, gt=0)
+
     default_service: str = "default"
     default_region: str = "US"
 
@@ -43,9 +52,7 @@ class Settings(BaseSettings):
     model_name: str = "gpt-4o-mini"
     model_api_key: str = ""
     model_timeout: float = 60.0
-    agent_instructions: str = (
-        "You are a helpful assistant for a business, replying by text message."
-    )
+    agent_instructions: str = "You are a helpful assistant for a business, answering its customers."
 
     lease_seconds: int = Field(120, gt=0)
     turn_time_limit: int = Field(90, gt=0)
@@ -141,6 +148,35 @@ class Settings(BaseSettings):
         signature check is never switched off, and ``dormouse simulate`` signs with it.
         """
         return self.twilio_auth_token or local_secret(self.data_dir, "twilio-dev-auth-token")
+
+    def email_secret(self) -> str:
+        """The shared secret inbound-parse services present (basic password or bearer).
+
+        Generated once under ``DATA_DIR`` when unset, like the Twilio dev token: the email
+        webhook is never open to anyone who finds it.
+        """
+        return self.email_inbound_secret or local_secret(self.data_dir, "email-inbound-secret")
+
+    def email_service_for(self, recipients: list[str]) -> str:
+        """The service a mail belongs to, from the first recipient ``EMAIL_SERVICES`` names."""
+        table: dict[str, str] = {}
+        for pair in self.email_services.split(","):
+            address, sep, service = pair.strip().partition("=")
+            if sep and address.strip() and service.strip():
+                table[address.strip().lower()] = service.strip()
+        for recipient in recipients:
+            if recipient.lower() in table:
+                return table[recipient.lower()]
+        return self.default_service
+
+    @field_validator("email_services")
+    @classmethod
+    def _services(cls, value: str) -> str:
+        for pair in filter(None, (p.strip() for p in value.split(","))):
+            address, sep, service = pair.partition("=")
+            if not sep or "@" not in address or not service.strip():
+                raise ValueError(f"EMAIL_SERVICES: {pair!r} is not an address=service pair")
+        return value
 
     def api_keys(self) -> dict[str, str]:
         """Map of key → key name. ``DORMOUSE_API_KEYS`` is ``name:key`` pairs, comma separated."""

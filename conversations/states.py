@@ -37,6 +37,7 @@ class Role(StrEnum):
     AGENT = "agent"
     OPERATOR = "operator"
     API = "api"  # written by the business's developer through the outbound API
+    SYSTEM = "system"  # an automatic message (auto-reply, bounce): recorded, never answered
 
 
 class InboundState(StrEnum):
@@ -44,6 +45,7 @@ class InboundState(StrEnum):
     DONE = "done"  # answered by a committed turn
     HELD = "held"  # arrived while a human holds the conversation: shown, not answered
     QUARANTINED = "quarantined"  # its turn failed max_turn_attempts times
+    IGNORED = "ignored"  # automatic (auto-reply, bounce): answering it could start a mail loop
 
 
 class OutboxStatus(StrEnum):

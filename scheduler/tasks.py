@@ -6,6 +6,7 @@ import logging
 from datetime import timedelta
 
 from conversations.db import get_engine, session_factory, transaction
+from conversations.nonces import purge_before
 from conversations.settings import get_settings
 from conversations.timeout_store import recompute_batch
 from conversations.timeouts import Scope
@@ -111,6 +112,9 @@ def purge_memory() -> dict[str, int]:
         totals["conversations"] += purged.conversations
         if not (purged.memory_entries or purged.conversations):
             break
+    with transaction(engine) as session:
+        cutoff = utcnow() - timedelta(seconds=2 * settings.mailgun_max_age)
+        totals["webhook_nonces"] = purge_before(session, cutoff)
     if any(totals.values()):
         log.info("purge: %s", totals)
     return totals

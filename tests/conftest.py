@@ -26,6 +26,7 @@ from conversations.models import Base
 from conversations.settings import Settings
 from conversations.wakeup import CeleryWaker
 from tests.fakes.model_api import FakeModel
+from tests.fakes.smtp_server import FakeSmtp
 from tests.fakes.twilio_api import FakeTwilio
 
 BACKEND = os.environ.get("DORMOUSE_TEST_BACKEND", "postgres")
@@ -131,6 +132,13 @@ def fake_twilio() -> Iterator[FakeTwilio]:
     fake = FakeTwilio(ACCOUNT_SID, AUTH_TOKEN).start()
     yield fake
     fake.stop()
+
+
+@pytest.fixture
+def fake_smtp() -> Iterator[FakeSmtp]:
+    server = FakeSmtp().start()
+    yield server
+    server.stop()
 
 
 @pytest.fixture

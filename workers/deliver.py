@@ -11,11 +11,13 @@ from collections.abc import Callable
 from datetime import datetime, timedelta
 
 from sqlalchemy import Engine
+from sqlalchemy.orm import Session
 
+from channels.base import Channel
 from channels.devsink import sink_send
 from channels.registry import get_channel
 from conversations import outbox
-from conversations.customers import is_opted_out, set_opt_out
+from conversations.customers import send_refusal, set_opt_out
 from conversations.db import session_factory, transaction
 from conversations.envelope import OutboundMessage, SendResult
 from conversations.errors import (
@@ -47,15 +49,18 @@ def deliver(
     if row is None:
         return "skipped"
     channel = get_channel(row.channel, settings)
-    message = _outbound(row)
     kind = IDENTITY_KIND.get(row.channel, row.channel)
     with session_factory(engine)() as session:
-        opted_out = is_opted_out(session, kind, row.to_address)
-    if opted_out:
-        return _fail(engine, row, "recipient opted out (STOP): never sent", clock)
+        refusal = send_refusal(session, kind, row.to_address)
+        message = _outbound(session, row, channel)
+    if refusal is not None:
+        return _fail(engine, row, refusal, clock)
     via_sink = not channel.can_send
     try:
-        result = sink_send(message) if via_sink else channel.send(message)
+        if via_sink:
+            result = sink_send(message, channel.assigned_id(message))
+        else:
+            result = channel.send(message)
     except PermanentProviderError as exc:
         if exc.code == OPTED_OUT_CODE:
             with transaction(engine) as session:
@@ -88,13 +93,13 @@ def reconcile(
     if row is None:
         return "skipped"
     channel = get_channel(row.channel, settings)
+    with session_factory(engine)() as session:
+        message = _outbound(session, row, channel)
     if not channel.can_send or row.via_sink:
-        _sent(engine, row, sink_send(_outbound(row)), True, clock)
+        _sent(engine, row, sink_send(message, channel.assigned_id(message)), True, clock)
         return "sent"
     try:
-        candidates = channel.find_sent(
-            _outbound(row), since=row.sending_started_at or row.created_at
-        )
+        candidates = channel.find_sent(message, since=row.sending_started_at or row.created_at)
     except ProviderError as exc:
         log.warning("outbox %s: reconcile lookup failed, will try again: %s", row.id, exc)
         return "sending"
@@ -111,20 +116,25 @@ def reconcile(
 
 def deliver_time_limit(settings: Settings) -> float:
     """Hard limit of one deliver task: at most a provider call and a lookup, with margin."""
-    return 3 * settings.twilio_http_timeout
+    smtp = settings.smtp_timeout if settings.smtp_url else 0.0
+    return 3 * max(settings.twilio_http_timeout, smtp)
 
 
 def reconcile_after(settings: Settings) -> float:
     return max(settings.delivery_reconcile_after, deliver_time_limit(settings) + 5)
 
 
-def _outbound(row: OutboxRow) -> OutboundMessage:
+def _outbound(session: Session, row: OutboxRow, channel: Channel) -> OutboundMessage:
+    thread = outbox.thread_of(session, row) if channel.threads_replies else None
     return OutboundMessage(
         channel=row.channel,
         to=row.to_address,
         text=row.body,
         idempotency_key=str(row.idempotency_key),
         conversation_id=str(row.conversation_id),
+        reply_to_id=thread.reply_to_id if thread else None,
+        reply_to_meta=thread.reply_to_meta if thread else {},
+        context=thread.context if thread else {},
     )
 
 

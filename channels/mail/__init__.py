@@ -1,0 +1,1 @@
+"""The email channel: raw MIME in (with threading and loop safety), SMTP out."""

@@ -1,0 +1,92 @@
+"""Mail that must never be answered: auto-replies, bulk mail, bounces (no mail loops).
+
+Each rule follows a published convention: RFC 3834 (Auto-Submitted), the Precedence header
+of mailing lists and vacation programs, the X-Autoreply/X-Autorespond headers of common
+auto-responders, the mailer-daemon and postmaster senders of RFC 5321, and the
+multipart/report delivery status notifications of RFC 3464.
+"""
+
+from __future__ import annotations
+
+from email.message import Message
+
+NO_REPLY_PRECEDENCE = {"bulk", "junk", "list", "auto_reply"}
+NO_REPLY_SENDERS = {
+    "mailer-daemon",
+    "postmaster",
+    "no-reply",
+    "noreply",
+    "do-not-reply",
+    "donotreply",
+    "no_reply",
+}
+
+
+def automatic_reason(message: Message, sender: str) -> str | None:
+    """Why this mail is automatic (and must not be answered), or None for a person's mail."""
+    auto_submitted = _header(message, "Auto-Submitted").split(";")[0].strip().lower()
+    if auto_submitted and auto_submitted != "no":
+        return f"Auto-Submitted: {auto_submitted}"
+    precedence = _header(message, "Precedence").strip().lower()
+    if precedence in NO_REPLY_PRECEDENCE:
+        return f"Precedence: {precedence}"
+    for name in ("X-Autoreply", "X-Autorespond"):
+        if message.get(name) is not None:
+            return f"{name} header"
+    if message.get_content_type() == "multipart/report":
+        return "delivery status report"
+    local_part = sender.partition("@")[0].lower()
+    if local_part in NO_REPLY_SENDERS:
+        return f"sent by {local_part}"
+    return None
+
+
+def bounced_recipients(message: Message) -> list[str]:
+    """Addresses a delivery status report says failed permanently (RFC 3464 Action: failed)."""
+    if message.get_content_type() != "multipart/report":
+        return []
+    failed: list[str] = []
+    for part in message.walk():
+        if part.get_content_type() != "message/delivery-status":
+            continue
+        blocks = part.get_payload()
+        for block in blocks if isinstance(blocks, list) else []:
+            if not isinstance(block, Message):
+                continue
+            if _header(block, "Action").strip().lower() != "failed":
+                continue
+            recipient = _header(block, "Final-Recipient") or _header(block, "Original-Recipient")
+            _, _, address = recipient.partition(";")
+            address = address.strip().strip("<>").lower()
+            if "@" in address:
+                failed.append(address)
+    return failed[:20]
+
+
+def returned_message_ids(message: Message) -> list[str]:
+    """Message-IDs of the original mail a report returns (message/rfc822 or its headers)."""
+    if message.get_content_type() != "multipart/report":
+        return []
+    found: list[str] = []
+    for part in message.walk():
+        kind = part.get_content_type()
+        if kind == "message/rfc822":
+            inner = part.get_payload()
+            original = inner[0] if isinstance(inner, list) and inner else None
+            if isinstance(original, Message):
+                found.append(_header(original, "Message-ID"))
+        elif kind == "text/rfc822-headers":
+            payload = part.get_payload(decode=True) or b""
+            for line in payload.decode("utf-8", "replace").splitlines():
+                name, sep, value = line.partition(":")
+                if sep and name.strip().lower() == "message-id":
+                    found.append(value.strip())
+    return [f for f in found if f]
+
+
+def _header(message: Message, name: str) -> str:
+    try:
+        value = message.get(name)
+    except (ValueError, IndexError, TypeError, LookupError):  # a mangled header reads as absent
+        return ""
+    return str(value) if value is not None else ""

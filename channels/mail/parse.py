@@ -1,0 +1,120 @@
+"""Raw RFC 5322 bytes → one ``InboundMessage``, or ``WebhookRejected(400)`` saying why not."""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from email import policy
+from email.message import Message
+from email.parser import BytesParser
+from email.utils import getaddresses, parseaddr
+
+from channels.mail import loops, text
+from conversations.envelope import InboundMessage
+from conversations.errors import WebhookRejected
+
+MAX_REFERENCES = 50  # a thread longer than this is still threaded by its nearest ids
+MAX_PROVIDER_ID = 128  # the width of messages.provider_id
+_MSG_ID = re.compile(r"<([^<>\s]{1,998})>")
+
+
+def message_key(message_id: str) -> str:
+    """The provider id stored for a Message-ID: without angle brackets, hashed if too long."""
+    key = message_id.strip().strip("<>").strip()
+    if len(key) > MAX_PROVIDER_ID:
+        return "sha256:" + hashlib.sha256(key.encode("utf-8", "replace")).hexdigest()
+    return key
+
+
+def parse_email(raw: bytes) -> InboundMessage:
+    if not raw.strip():
+        raise WebhookRejected(400, "not an email: the message is empty")
+    try:
+        message = BytesParser(policy=policy.default).parsebytes(raw)
+    except Exception as exc:  # the parser is lenient; anything it still refuses is bad input
+        raise WebhookRejected(400, f"not an email: {exc.__class__.__name__}") from None
+    if not message.keys():
+        raise WebhookRejected(400, "not an email: no header fields")
+    sender = _sender(message)
+    if sender is None:
+        raise WebhookRejected(400, "not an email: no valid From address")
+
+    message_id = _header(message, "Message-ID")
+    ids = _MSG_ID.findall(message_id)
+    provider_id = (
+        message_key(ids[0])
+        if ids
+        else "sha256:" + hashlib.sha256(raw).hexdigest()  # no Message-ID: a stable hash
+    )
+    references = _MSG_ID.findall(_header(message, "References"))
+    in_reply_to = _MSG_ID.findall(_header(message, "In-Reply-To"))
+    returned = [i for v in loops.returned_message_ids(message) for i in _MSG_ID.findall(v)]
+    # Nearest first: the direct parent, then the thread from newest to oldest.
+    nearest = [*in_reply_to, *reversed(references), *returned]
+    replies_to = tuple(dict.fromkeys(message_key(i) for i in nearest))[:MAX_REFERENCES]
+
+    automatic = loops.automatic_reason(message, sender)
+    try:
+        full = text.body_text(message)
+        found_attachments = text.attachments(message)
+    except Exception as exc:  # a part the email package cannot walk: refuse, store nothing
+        raise WebhookRejected(400, f"unreadable MIME structure: {exc.__class__.__name__}") from None
+    written = full if automatic else text.new_part(full)
+    subject = _header(message, "Subject")
+    metadata = {
+        "subject": subject[:998],
+        "message_id": f"<{ids[0]}>" if ids else None,
+        "references": [f"<{i}>" for i in references[-MAX_REFERENCES:]],
+        "in_reply_to": f"<{in_reply_to[0]}>" if in_reply_to else None,
+        "to": _addresses(message, "To"),
+        "cc": _addresses(message, "Cc"),
+        "date": _header(message, "Date")[:100] or None,
+        "attachments": found_attachments,
+    }
+    if automatic:
+        metadata["automatic"] = automatic
+    if not written and not found_attachments and not automatic:
+        written = subject  # a subject-only mail still says something
+    return InboundMessage(
+        channel="email",
+        provider_id=provider_id,
+        sender=sender,
+        text=written,
+        recipient=(metadata["to"] or [""])[0],
+        metadata=metadata,
+        control="no_reply" if automatic else None,
+        replies_to=replies_to,
+        undeliverable=tuple(loops.bounced_recipients(message)),
+    )
+
+
+def recipients(parsed: InboundMessage) -> list[str]:
+    """Every address the mail was sent to, for choosing its service."""
+    meta = parsed.metadata
+    return [*meta.get("to", []), *meta.get("cc", [])]
+
+
+def _sender(message: Message) -> str | None:
+    for name in ("From", "Sender", "Return-Path"):
+        _, address = parseaddr(_header(message, name))
+        address = address.strip().lower()
+        local, at, domain = address.rpartition("@")
+        if at and local and "." in domain and len(address) <= 320 and " " not in address:
+            return address
+    return None
+
+
+def _addresses(message: Message, name: str) -> list[str]:
+    try:
+        pairs = getaddresses([_header(message, name)])
+    except (ValueError, IndexError, TypeError):
+        return []
+    return [a.lower() for _, a in pairs if "@" in a][:20]
+
+
+def _header(message: Message, name: str) -> str:
+    try:
+        value = message.get(name)
+        return str(value) if value is not None else ""
+    except Exception:  # policy.default raises on some malformed values: read them as absent
+        return ""

@@ -1,0 +1,124 @@
+"""What the customer wrote this time: the readable text of a MIME message.
+
+text/plain is preferred, else HTML rendered to text; any declared charset, with a fallback
+for broken ones; quoted history and signatures stripped so the agent sees only the new part.
+"""
+
+from __future__ import annotations
+
+import codecs
+import logging
+import re
+from email.message import Message
+
+from inscriptis import get_text
+from mailparser_reply import EmailReplyParser
+
+log = logging.getLogger(__name__)
+
+# The languages whose "On … wrote:" and "From: … Sent:" headers the stripper recognizes.
+REPLY_LANGUAGES = ["en", "de", "fr", "es", "it", "nl", "sv", "da", "pl", "ja", "zh", "ko"]
+_reply_parser = EmailReplyParser(languages=REPLY_LANGUAGES)
+_BLANK_RUNS = re.compile(r"\n{3,}")
+
+
+def decode_part(part: Message) -> str:
+    """A text part's content as ``str``, whatever its declared (or mis-declared) charset.
+
+    The declared charset first; then UTF-8, which most mislabeled mail really is; then UTF-8
+    with replacement characters, so one bad byte never costs the whole message.
+    """
+    payload = part.get_payload(decode=True)
+    if not isinstance(payload, bytes):
+        return str(part.get_payload() or "")
+    declared = part.get_content_charset()
+    try:
+        declared = codecs.lookup(declared).name if declared else None
+    except LookupError:
+        log.debug("unknown charset %r in a %s part", declared, part.get_content_type())
+        declared = None
+    for charset in (declared or "utf-8", "utf-8"):
+        try:
+            return payload.decode(charset)
+        except UnicodeDecodeError:
+            continue
+    return payload.decode("utf-8", errors="replace")
+
+
+def html_to_text(html: str) -> str:
+    try:
+        return get_text(html)
+    except Exception:  # a hostile document must not cost the message: keep its words
+        log.warning("HTML rendering failed; falling back to tag stripping", exc_info=True)
+        return re.sub(r"<[^>]*>", " ", html)
+
+
+def body_text(message: Message) -> str:
+    """The message's readable text (text/plain preferred), before reply stripping."""
+    plain, html = None, None
+    for part in message.walk():
+        if part.is_multipart() or _is_attachment(part):
+            continue
+        kind = part.get_content_type()
+        if kind == "text/plain" and plain is None:
+            plain = decode_part(part)
+        elif kind == "text/html" and html is None:
+            html = decode_part(part)
+    if plain is not None and plain.strip():
+        return tidy(plain)
+    if html is not None:
+        return tidy(html_to_text(html))
+    return ""
+
+
+def new_part(text: str) -> str:
+    """Only what was written this time: quoted replies and the signature removed."""
+    if not text.strip():
+        return ""
+    try:
+        replies = _reply_parser.read(text=text).replies
+        latest = replies[0].body if replies else text
+    except Exception:  # the stripper is a heuristic: when it fails, keep the whole text
+        log.warning("reply stripping failed; keeping the full text", exc_info=True)
+        latest = text
+    return tidy(latest) or tidy(text)
+
+
+def tidy(text: str) -> str:
+    lines = [line.rstrip() for line in text.replace("\r\n", "\n").replace("\r", "\n").split("\n")]
+    return _BLANK_RUNS.sub("\n\n", "\n".join(lines)).strip()
+
+
+def attachments(message: Message) -> list[dict[str, object]]:
+    """Name, type and size of each attachment; the content itself is not kept."""
+    found = []
+    for part in message.walk():
+        if part.is_multipart() or not _is_attachment(part):
+            continue
+        payload = part.get_payload(decode=True)
+        found.append(
+            {
+                "name": _filename(part),
+                "type": part.get_content_type(),
+                "size": len(payload) if isinstance(payload, bytes) else 0,
+            }
+        )
+    return found[:50]
+
+
+def _is_attachment(part: Message) -> bool:
+    disposition = (part.get_content_disposition() or "").lower()
+    if disposition == "attachment":
+        return True
+    maintype = part.get_content_maintype()
+    return maintype not in ("text", "multipart", "message") or (
+        disposition == "inline" and _filename(part) is not None
+    )
+
+
+def _filename(part: Message) -> str | None:
+    try:
+        name = part.get_filename()
+    except (ValueError, LookupError, UnicodeError):
+        return "unnamed"
+    return str(name)[:255] if name else None

@@ -1,0 +1,147 @@
+"""Parsing real-world-shaped mail (tests/email_corpus): what the agent and the threading see."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from channels.mail.parse import message_key, parse_email
+from conversations.errors import WebhookRejected
+
+CORPUS = Path(__file__).parent / "email_corpus"
+
+
+def parsed(name: str):  # type: ignore[no-untyped-def]
+    return parse_email((CORPUS / f"{name}.eml").read_bytes())
+
+
+@pytest.mark.parametrize(
+    ("sample", "sender", "text"),
+    [
+        ("plain", "ada@example.com", "I ordered a kettle last week (order 1042)"),
+        ("html_only", "grace@example.org", "My invoice shows two charges for the same month."),
+        ("alternative", "alan@example.net", "send my next order to 12 Bletchley Road instead."),
+        ("iso_8859_1", "francois@example.fr", "ma commande n'est pas arrivée. Où est-elle"),
+        ("shift_jis", "taro@example.jp", "注文した商品がまだ届きません。"),
+        ("broken_charset", "bob@example.com", "Café order, please"),
+    ],
+)
+def test_the_readable_text_comes_out_of_every_body_shape_and_charset(
+    sample: str, sender: str, text: str
+) -> None:
+    message = parsed(sample)
+    assert message.channel == "email"
+    assert message.sender == sender
+    assert text in message.text
+    assert message.control is None
+
+
+def test_html_is_rendered_to_text_without_markup_styles_or_scripts() -> None:
+    text = parsed("html_only").text
+    assert "<" not in text and "color:" not in text and "alert" not in text
+    assert text.startswith("Hi team,")
+
+
+def test_plain_text_is_preferred_over_the_html_alternative() -> None:
+    assert parsed("alternative").text == "Please send my next order to 12 Bletchley Road instead."
+
+
+def test_encoded_headers_are_decoded() -> None:
+    assert parsed("iso_8859_1").metadata["subject"] == "Problème de livraison"
+    assert parsed("shift_jis").metadata["subject"] == "配送について"
+
+
+def test_gmail_quoted_reply_and_signature_are_stripped() -> None:
+    message = parsed("gmail_reply")
+    assert message.text == "Great, Thursday works for me.\n\nAda"
+
+
+def test_outlook_quoted_reply_is_stripped() -> None:
+    text = parsed("outlook_reply").text
+    assert text.startswith("Thank you, the refund arrived.")
+    assert "we refunded the second charge" not in text and "Sent:" not in text
+
+
+def test_threading_ids_come_nearest_first_without_angle_brackets() -> None:
+    message = parsed("gmail_reply")
+    assert message.provider_id == "CAF=reply.1042@mail.example.com"
+    assert message.replies_to == ("OUR-FIRST-REPLY@acme.test", "CAF=plain.1042@mail.example.com")
+    assert message.metadata["message_id"] == "<CAF=reply.1042@mail.example.com>"
+    assert message.metadata["subject"] == "Re: Order 1042 has not arrived"
+
+
+def test_attachments_are_kept_as_metadata_only() -> None:
+    message = parsed("with_attachment")
+    assert message.text == "The box arrived crushed, photo attached."
+    assert [(a["name"], a["type"]) for a in message.metadata["attachments"]] == [
+        ("box.jpg", "image/jpeg"),
+        ("receipt.pdf", "application/pdf"),
+    ]
+    assert all(a["size"] > 0 for a in message.metadata["attachments"])
+    assert "JVBER" not in str(message.metadata)  # no content kept
+
+
+def test_an_out_of_office_reply_is_automatic() -> None:
+    message = parsed("out_of_office")
+    assert message.control == "no_reply"
+    assert message.metadata["automatic"] == "Auto-Submitted: auto-replied"
+
+
+def test_a_bounce_is_automatic_names_the_failed_address_and_threads_to_our_mail() -> None:
+    message = parsed("bounce")
+    assert message.control == "no_reply"
+    assert message.undeliverable == ("gone@example.com",)
+    assert "OUR-FIRST-REPLY@acme.test" in message.replies_to
+
+
+@pytest.mark.parametrize(
+    ("header", "reason"),
+    [
+        ("Auto-Submitted: auto-generated", "Auto-Submitted: auto-generated"),
+        ("Precedence: bulk", "Precedence: bulk"),
+        ("Precedence: list", "Precedence: list"),
+        ("X-Autorespond: on", "X-Autorespond header"),
+    ],
+)
+def test_loop_headers_mark_mail_automatic(header: str, reason: str) -> None:
+    raw = f"From: a@example.com\r\n{header}\r\nSubject: x\r\n\r\nbody\r\n".encode()
+    assert parse_email(raw).metadata["automatic"] == reason
+
+
+@pytest.mark.parametrize("sender", ["noreply@shop.example", "postmaster@example.com"])
+def test_no_reply_senders_are_automatic(sender: str) -> None:
+    raw = f"From: {sender}\r\nSubject: x\r\n\r\nbody\r\n".encode()
+    assert parse_email(raw).control == "no_reply"
+
+
+def test_auto_submitted_no_is_a_person() -> None:
+    raw = b"From: a@example.com\r\nAuto-Submitted: no\r\nSubject: x\r\n\r\nbody\r\n"
+    assert parse_email(raw).control is None
+
+
+def test_a_message_without_message_id_gets_a_stable_hash() -> None:
+    raw = b"From: a@example.com\r\nSubject: x\r\n\r\nbody\r\n"
+    first, again = parse_email(raw), parse_email(raw)
+    assert first.provider_id == again.provider_id and first.provider_id.startswith("sha256:")
+
+
+def test_a_very_long_message_id_is_hashed_to_fit() -> None:
+    long_id = "x" * 300 + "@example.com"
+    assert message_key(f"<{long_id}>").startswith("sha256:")
+    assert len(message_key(f"<{long_id}>")) <= 128
+
+
+@pytest.mark.parametrize(
+    ("raw", "reason"),
+    [
+        (b"", "empty"),
+        (b"just some words, no headers at all", "no header fields"),
+        (b"Subject: hi\r\n\r\nno sender\r\n", "no valid From"),
+        (b"From: not an address\r\nSubject: x\r\n\r\nbody\r\n", "no valid From"),
+    ],
+)
+def test_what_is_not_an_email_is_refused_naming_why(raw: bytes, reason: str) -> None:
+    with pytest.raises(WebhookRejected) as refused:
+        parse_email(raw)
+    assert refused.value.status == 400 and reason in refused.value.reason
