@@ -175,6 +175,10 @@ def conversations_show(conversation_id: uuid.UUID, as_json: bool) -> None:
         arrow = "→" if m.direction == "outbound" else "←"
         state = m.delivery_status if m.direction == "outbound" else m.inbound_state
         click.echo(f"  {m.created_at:%H:%M:%S} {arrow} {m.role:8} [{state}] {m.body}")
+        if m.channel == "email" and m.provider_id:
+            automatic = m.meta.get("automatic")
+            note = f", automatic: {automatic}" if automatic else ""
+            click.echo(f"           Message-ID <{m.provider_id}>{note}")
 
 
 @cli.command()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import uuid
 from datetime import datetime
+from typing import Any
 
 from pydantic import BaseModel, ConfigDict
 from sqlalchemy import select
@@ -23,6 +24,10 @@ class MessageView(BaseModel):
     address: str
     body: str
     media: list[str]
+    # The provider's id (Twilio MessageSid, email Message-ID) and what the channel recorded
+    # with the message (email: subject, attachments, why it was automatic).
+    provider_id: str | None
+    meta: dict[str, Any]
     inbound_state: str | None
     delivery_status: str | None
     delivery_error: str | None
