@@ -51,7 +51,7 @@ def create_app(
 
     @app.exception_handler(WebhookRejected)
     async def _rejected(_: Request, exc: WebhookRejected) -> JSONResponse:
-        return JSONResponse({"detail": exc.reason}, status_code=exc.status)
+        return JSONResponse({"detail": exc.reason}, status_code=exc.status, headers=exc.headers)
 
     @app.exception_handler(OperationalError)
     @app.exception_handler(PoolTimeout)

@@ -14,9 +14,10 @@ from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
 
 from api.deps import read_body, state
-from channels.mail.inbound import check_secret, read_post, verify_mailgun
+from channels.mail.inbound import check_secret, envelope_recipients, read_post, verify_mailgun
 from channels.mail.parse import parse_email, recipients
-from conversations.ingest import ingest_committed
+from conversations.errors import WebhookRejected
+from conversations.ingest import ingest_committed, is_stored
 from conversations.nonces import use_once
 from conversations.types import utcnow
 
@@ -24,28 +25,36 @@ router = APIRouter(prefix="/webhooks", tags=["webhooks"])
 
 
 @router.post("/email")
+@router.post("/email/mime")  # Mailgun posts the raw message only to a URL ending in "mime"
 async def inbound_email(request: Request) -> JSONResponse:
     app = state(request)
     settings = app.settings
     check_secret(request.headers, settings.email_secret())
     body = await read_body(request, settings.email_max_bytes)
     post = read_post(request.headers.get("content-type", ""), body)
+    message = await run_in_threadpool(parse_email, post.raw)
     before = None
-    if post.source == "mailgun" and settings.mailgun_signing_key:
+    if settings.mailgun_signing_key:
+        # With the key set, only signed Mailgun posts are taken: the key is meant to close
+        # the door, not to be walked around with another shape of post.
+        if post.source != "mailgun":
+            raise WebhookRejected(403, "MAILGUN_SIGNING_KEY is set: only signed Mailgun posts")
         token = verify_mailgun(
             post.fields, settings.mailgun_signing_key, max_age=settings.mailgun_max_age
         )
 
         def before(session: Session) -> None:
-            use_once(session, "mailgun", token, utcnow())
+            # A retry of a message already stored answers "duplicate", like any retried
+            # webhook; only a token carrying a new message must be unused.
+            if not is_stored(session, message):
+                use_once(session, "mailgun", token, utcnow())
 
-    message = await run_in_threadpool(parse_email, post.raw)
     result = await run_in_threadpool(
         partial(
             ingest_committed,
             app.engine,
             message,
-            service=settings.email_service_for(recipients(message)),
+            service=settings.email_service_for(envelope_recipients(post) + recipients(message)),
             defaults=settings.default_policies(),
             help_text=settings.help_text,
             before=before,

@@ -10,10 +10,11 @@ class DormouseError(Exception):
 class WebhookRejected(DormouseError):
     """Inbound request refused; ``status`` is the HTTP answer (400, 403, 413, 422)."""
 
-    def __init__(self, status: int, reason: str) -> None:
+    def __init__(self, status: int, reason: str, headers: dict[str, str] | None = None) -> None:
         super().__init__(reason)
         self.status = status
         self.reason = reason
+        self.headers = headers or {}
 
 
 class InvalidAddress(DormouseError):

@@ -61,13 +61,11 @@ def ingest(
         return _duplicate(existing)
 
     kind = IDENTITY_KIND.get(msg.channel, msg.channel)
-    if msg.undeliverable:
-        mark_undeliverable(session, kind, list(msg.undeliverable), now)
     if msg.control == "no_reply":
         return _record_automatic(session, msg, kind=kind, now=now)
     customer_id = resolve_customer(session, kind, msg.sender, inbound=True)
     # A reply to one of this customer's messages continues that conversation, if still open.
-    conversation = _threaded(session, msg, customer_id=customer_id, open_only=True)
+    conversation = _threaded(session, msg, customer_id)
     if conversation is None:
         conversation = open_conversation(
             session, customer_id, service=service, channel=msg.channel, address=msg.sender,
@@ -135,20 +133,31 @@ def _record_automatic(
     It neither opens a conversation nor moves a deadline: an out-of-office reply must not
     keep a conversation open, and an unknown sender must not become a customer.
     """
-    conversation = _threaded(session, msg, customer_id=None, open_only=False)
-    if conversation is None:
+    # Only a message we sent can be answered automatically, and only its recipient's mail
+    # system speaks for it: an auto-reply from that address, or a report naming it. Anyone
+    # else naming our Message-IDs reaches nothing and marks nothing.
+    conversation_id = None
+    reported: list[str] = []
+    for sent_in, recipient in _our_messages(session, msg):
+        if recipient in msg.undeliverable:
+            reported.append(recipient)
+        if conversation_id is None and (recipient == msg.sender or recipient in msg.undeliverable):
+            conversation_id = sent_in
+    mark_undeliverable(session, kind, reported, now)
+    if conversation_id is None:
         known = session.scalar(
             select(Identity.customer_id).where(
                 Identity.kind == kind, Identity.address == msg.sender
             )
         )
-        conversation = _open_for(session, known, None) if known is not None else None
-    if conversation is None:
+        found = _open_for(session, known, None) if known is not None else None
+        conversation_id = found.id if found is not None else None
+    if conversation_id is None:
         return IngestResult(None, None, duplicate=False, needs_turn=False)
     message_id = session.scalar(
         dialect_insert(session, Message)
         .values(
-            conversation_id=conversation.id,
+            conversation_id=conversation_id,
             direction=Direction.INBOUND,
             role=Role.SYSTEM,
             channel=msg.channel,
@@ -164,7 +173,7 @@ def _record_automatic(
         .on_conflict_do_nothing(index_elements=["channel", "provider_id"])
         .returning(Message.id)
     )
-    return IngestResult(conversation.id, message_id, duplicate=message_id is None,
+    return IngestResult(conversation_id, message_id, duplicate=message_id is None,
                         needs_turn=False)  # fmt: skip
 
 
@@ -284,10 +293,8 @@ def _open_for(session: Session, customer_id: uuid.UUID, service: str | None) -> 
     return session.scalar(query.with_for_update())
 
 
-def _threaded(
-    session: Session, msg: InboundMessage, *, customer_id: uuid.UUID | None, open_only: bool
-) -> Conversation | None:
-    """The conversation of the nearest earlier message ``msg`` replies to, if any.
+def _threaded(session: Session, msg: InboundMessage, customer_id: uuid.UUID) -> Conversation | None:
+    """The open conversation of the nearest earlier message ``msg`` replies to, if any.
 
     Only the sender's own conversations qualify (``customer_id``): a forwarded thread must
     not let a stranger into someone else's conversation.
@@ -297,17 +304,40 @@ def _threaded(
     query = (
         select(Conversation, Message.provider_id)
         .join(Message, Message.conversation_id == Conversation.id)
-        .where(Message.channel == msg.channel, Message.provider_id.in_(msg.replies_to))
+        .where(
+            Message.channel == msg.channel,
+            Message.provider_id.in_(msg.replies_to),
+            Conversation.customer_id == customer_id,
+            OPEN_CONVERSATION,
+        )
     )
-    if customer_id is not None:
-        query = query.where(Conversation.customer_id == customer_id)
-    if open_only:
-        query = query.where(OPEN_CONVERSATION)
-    found = session.execute(query.with_for_update(of=Conversation)).all()
+    # In id order: two ingests locking the same conversations take them in the same order.
+    found = session.execute(query.order_by(Conversation.id).with_for_update(of=Conversation)).all()
     if not found:
         return None
     nearest = {provider_id: rank for rank, provider_id in enumerate(msg.replies_to)}
     return min(found, key=lambda row: nearest.get(row.provider_id, len(nearest))).Conversation
+
+
+def is_stored(session: Session, msg: InboundMessage) -> bool:
+    """Whether this message was ingested before (a retried webhook)."""
+    return _by_provider_id(session, msg.channel, msg.provider_id) is not None
+
+
+def _our_messages(session: Session, msg: InboundMessage) -> list[tuple[uuid.UUID, str]]:
+    """(conversation id, recipient) of our messages that ``msg`` names, nearest first."""
+    if not msg.replies_to:
+        return []
+    rows = session.execute(
+        select(Message.conversation_id, Message.address, Message.provider_id).where(
+            Message.channel == msg.channel,
+            Message.provider_id.in_(msg.replies_to),
+            Message.direction == Direction.OUTBOUND,
+        )
+    ).all()
+    nearest = {provider_id: rank for rank, provider_id in enumerate(msg.replies_to)}
+    rows = sorted(rows, key=lambda row: nearest.get(row.provider_id, len(nearest)))
+    return [(row.conversation_id, row.address) for row in rows]
 
 
 def _by_provider_id(session: Session, channel: str, provider_id: str) -> Message | None:

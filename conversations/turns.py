@@ -155,7 +155,10 @@ def rehydrate(session: Session, conversation_id: uuid.UUID, *, window: int) -> T
         .limit(MAX_MESSAGES_PER_TURN)
     ).all()
     first_new = new[0].id if new else None
-    history_query = select(Message).where(Message.conversation_id == conversation_id)
+    # Automatic mail (auto-replies, bounces) is recorded for people, never shown to the agent.
+    history_query = select(Message).where(
+        Message.conversation_id == conversation_id, Message.role != Role.SYSTEM
+    )
     if first_new is not None:
         history_query = history_query.where(Message.id < first_new)
     history = session.scalars(history_query.order_by(Message.id.desc()).limit(window)).all()
@@ -165,7 +168,11 @@ def rehydrate(session: Session, conversation_id: uuid.UUID, *, window: int) -> T
         earlier = list(
             session.scalars(
                 select(Message)
-                .where(Message.conversation_id == conversation_id, Message.id < history[-1].id)
+                .where(
+                    Message.conversation_id == conversation_id,
+                    Message.id < history[-1].id,
+                    Message.role != Role.SYSTEM,
+                )
                 .order_by(Message.id)
                 .limit(EARLIER_MESSAGES)
             )

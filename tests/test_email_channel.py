@@ -12,6 +12,7 @@ from collections.abc import Callable, Iterator
 from datetime import datetime, timedelta
 from email.message import EmailMessage
 from pathlib import Path
+from urllib.parse import urlencode
 
 import pytest
 from fastapi.testclient import TestClient
@@ -22,6 +23,7 @@ from api.app import create_app
 from conversations.db import session_factory
 from conversations.models import Conversation, Identity, Message, OutboxRow
 from conversations.settings import Settings
+from conversations.turns import rehydrate
 from conversations.types import utcnow
 from conversations.wakeup import TURN_QUEUE, CeleryWaker
 from tests.conftest import API_KEY, queued
@@ -42,9 +44,16 @@ def mail_settings(settings: Settings, fake_smtp: FakeSmtp) -> Settings:
             "email_from": SUPPORT,
             "email_services": "sales@acme.test=sales",
             "email_inbound_secret": "inbound-secret-for-tests",
-            "mailgun_signing_key": "mailgun-key-for-tests",
         }
     )
+
+
+@pytest.fixture
+def mailgun(db: Engine, mail_settings: Settings, waker: CeleryWaker) -> Iterator[TestClient]:
+    """An API whose operator set MAILGUN_SIGNING_KEY."""
+    signed = mail_settings.model_copy(update={"mailgun_signing_key": "mailgun-key-for-tests"})
+    with TestClient(create_app(signed, db, waker), raise_server_exceptions=False) as c:
+        yield c
 
 
 @pytest.fixture
@@ -188,24 +197,23 @@ def test_a_stranger_replying_into_someones_thread_gets_their_own_conversation(
 
 
 def test_an_out_of_office_reply_is_recorded_and_never_answered(
-    client: TestClient, db: Engine, mail_settings: Settings
+    client: TestClient, db: Engine, mail_settings: Settings, waker: CeleryWaker
 ) -> None:
-    cid = post(client, mail("hi", message_id="<x1@example.com>")).json()["conversation_id"]
-    before = conversations(db)[0].last_activity_at
-    ooo = (
-        (CORPUS / "out_of_office.eml")
-        .read_bytes()
-        .replace(b"<OUR-FIRST-REPLY@acme.test>", b"<x1@example.com>")
-    )
+    cid = post(client, mail("hi")).json()["conversation_id"]
+    answer(db, mail_settings, waker, cid)
+    ours = messages(db, cid)[-1].provider_id
+    ooo = (CORPUS / "out_of_office.eml").read_bytes()
+    ooo = ooo.replace(b"<OUR-FIRST-REPLY@acme.test>", f"<{ours}>".encode())
     response = post(client, ooo)
     assert response.json() == {"status": "recorded", "conversation_id": cid,
                                "automatic": "Auto-Submitted: auto-replied"}  # fmt: skip
     recorded = messages(db, cid)[-1]
     assert (recorded.role, recorded.inbound_state) == ("system", "ignored")
-    assert conversations(db)[0].last_activity_at == before  # the deadline did not move
-    assert [t for t, _ in queued(mail_settings.broker_url, TURN_QUEUE)].count(
-        "dormouse.turn"
-    ) <= 1  # only the first, human message woke a turn
+    assert conversations(db)[0].last_activity_at < recorded.created_at  # deadline unmoved
+    assert queued(mail_settings.broker_url, TURN_QUEUE)[1:] == []  # woke no turn
+    with session_factory(db)() as s:
+        snapshot = rehydrate(s, uuid.UUID(cid), window=20)
+    assert "system" not in [m.role for m in snapshot.history]  # never shown to the agent
 
 
 def test_automatic_mail_about_nothing_of_ours_is_ignored_and_creates_no_customer(
@@ -215,6 +223,44 @@ def test_automatic_mail_about_nothing_of_ours_is_ignored_and_creates_no_customer
     assert response.status_code == 200 and response.json()["status"] == "ignored"
     with session_factory(db)() as s:
         assert s.scalar(select(func.count()).select_from(Identity)) == 0
+
+
+def test_a_stranger_cannot_pose_as_a_bounce_or_auto_reply_about_someone_else(
+    client: TestClient, db: Engine, mail_settings: Settings, waker: CeleryWaker
+) -> None:
+    cid = post(client, mail("hi", sender="victim@example.com")).json()["conversation_id"]
+    answer(db, mail_settings, waker, cid)
+    ours = messages(db, cid)[-1].provider_id
+    forged = (CORPUS / "bounce.eml").read_bytes()
+    forged = forged.replace(b"<OUR-FIRST-REPLY@acme.test>", f"<{ours}>".encode())
+    forged = forged.replace(b"gone@example.com", b"someone-else@example.com")
+    assert post(client, forged).json()["status"] == "ignored"
+    fake_ooo = mail("I am away", sender="eve@example.com", in_reply_to=f"<{ours}>",
+                    Auto_Submitted="auto-replied")  # fmt: skip
+    assert post(client, fake_ooo).json()["status"] == "ignored"
+    assert len(messages(db, cid)) == 2
+    with session_factory(db)() as s:
+        assert s.scalars(select(Identity.undeliverable_at)).all() == [None]
+
+
+def test_hostile_headers_and_bytes_are_cleaned_not_a_500(
+    client: TestClient, db: Engine, mail_settings: Settings, waker: CeleryWaker,
+    fake_smtp: FakeSmtp,
+) -> None:  # fmt: skip
+    raw = (b"From: ada@example.com\r\nSubject: =?utf-8?q?Hello=0D=0ABcc:_v@x.com?=\r\n"
+           b"Content-Type: text/plain; charset=base64\r\n"
+           b"Content-Transfer-Encoding: quoted-printable\r\n\r\nhi=00there\r\n")  # fmt: skip
+    response = post(client, raw)
+    assert response.status_code == 200, response.text
+    cid = response.json()["conversation_id"]
+    assert messages(db, cid)[0].body == "hithere"
+    answer(db, mail_settings, waker, cid)
+    [sent] = fake_smtp.received
+    assert sent.message["Subject"] == "Re: Hello Bcc: v@x.com" and sent.rcpt_tos == [
+        "ada@example.com"
+    ]
+    nul_sender = post(client, b"From: a\x00@example.com\r\n\r\nbody\r\n")
+    assert nul_sender.status_code == 400
 
 
 def test_a_bounce_marks_the_address_undeliverable_until_the_customer_writes_again(
@@ -322,20 +368,55 @@ def mailgun_form(raw: bytes, key: str = "mailgun-key-for-tests", **override: str
 
 
 def test_mailgun_posts_are_signature_checked_and_a_replay_is_refused(
-    client: TestClient, db: Engine
+    mailgun: TestClient, db: Engine
 ) -> None:
     headers = auth("inbound-secret-for-tests")
     form = mailgun_form(mail("hello from mailgun"))
-    assert client.post("/webhooks/email", files=form, headers=headers).status_code == 200
-    replayed = client.post("/webhooks/email", files=form, headers=headers)
+    first = mailgun.post("/webhooks/email/mime", files=form, headers=headers)
+    assert first.status_code == 200 and first.json()["status"] == "accepted"
+    # Mailgun retrying the same delivery: stored already, so a 200 and nothing new.
+    retried = mailgun.post("/webhooks/email/mime", files=form, headers=headers)
+    assert (retried.status_code, retried.json()["status"]) == (200, "duplicate")
+    # The same signed token carrying another message is a replay.
+    replay = {**form, "body-mime": (None, mail("injected"))}
+    replayed = mailgun.post("/webhooks/email/mime", files=replay, headers=headers)
     assert replayed.status_code == 403 and "replay" in replayed.json()["detail"]
 
     forged = mailgun_form(mail("forged"), key="not-the-key")
-    assert client.post("/webhooks/email", files=forged, headers=headers).status_code == 403
+    assert mailgun.post("/webhooks/email/mime", files=forged, headers=headers).status_code == 403
     stale = mailgun_form(mail("old"), timestamp=str(int(time.time()) - 3600))
-    response = client.post("/webhooks/email", files=stale, headers=headers)
+    response = mailgun.post("/webhooks/email/mime", files=stale, headers=headers)
     assert response.status_code == 403  # the HMAC no longer matches, or the age is refused
+    unsigned = mailgun.post("/webhooks/email", content=mail("raw"), headers={
+        "Content-Type": "message/rfc822", **headers})  # fmt: skip
+    assert unsigned.status_code == 403 and "MAILGUN_SIGNING_KEY" in unsigned.json()["detail"]
     assert len(conversations(db)) == 1
+
+
+def test_mailgun_url_encoded_posts_keep_the_raw_bytes(mailgun: TestClient, db: Engine) -> None:
+    raw = (CORPUS / "iso_8859_1.eml").read_bytes()
+    fields = {k: v[1] for k, v in mailgun_form(raw).items()}
+    response = mailgun.post(
+        "/webhooks/email/mime",
+        content=urlencode(fields).encode(),
+        headers={"Content-Type": "application/x-www-form-urlencoded",
+                 **auth("inbound-secret-for-tests")},
+    )  # fmt: skip
+    assert response.status_code == 200, response.text
+    [message] = messages(db, response.json()["conversation_id"])
+    assert "arrivée" in message.body
+
+
+def test_the_envelope_recipient_chooses_the_service_for_bcc_mail(
+    client: TestClient, db: Engine
+) -> None:
+    files = {
+        "email": (None, mail("quote?", to="someone@else.example")),
+        "envelope": (None, b'{"to": ["sales@acme.test"], "from": "ada@example.com"}'),
+    }
+    response = client.post("/webhooks/email", files=files, headers=auth("inbound-secret-for-tests"))
+    assert response.status_code == 200, response.text
+    assert [c.service for c in conversations(db)] == ["sales"]
 
 
 @pytest.mark.parametrize(
@@ -352,6 +433,8 @@ def test_without_the_inbound_secret_nothing_is_stored(
     response = client.post("/webhooks/email", content=mail("hi"),
                            headers={"Content-Type": "message/rfc822", **headers})  # fmt: skip
     assert response.status_code == status
+    if status == 401:
+        assert response.headers["www-authenticate"].startswith("Basic")
     assert conversations(db) == []
 
 

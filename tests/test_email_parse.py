@@ -115,9 +115,28 @@ def test_no_reply_senders_are_automatic(sender: str) -> None:
     assert parse_email(raw).control == "no_reply"
 
 
-def test_auto_submitted_no_is_a_person() -> None:
-    raw = b"From: a@example.com\r\nAuto-Submitted: no\r\nSubject: x\r\n\r\nbody\r\n"
-    assert parse_email(raw).control is None
+@pytest.mark.parametrize("value", ["no", "No (typed by a person)", "no; x=y"])
+def test_auto_submitted_no_is_a_person(value: str) -> None:
+    raw = f"From: a@example.com\r\nAuto-Submitted: {value}\r\nSubject: x\r\n\r\nbody\r\n"
+    assert parse_email(raw.encode()).control is None
+
+
+@pytest.mark.parametrize(
+    ("headers", "reason"),
+    [
+        ("From: ada@example.com\r\nReturn-Path: <>", "null Return-Path"),
+        ("From: noreply+orders@shop.example", "sent by noreply"),
+        ("From: no-reply-billing@shop.example", "sent by no-reply-billing"),
+        ("From: ada@example.com\r\nPrecedence: bulk (weekly)", "Precedence: bulk"),
+        (
+            "From: ada@example.com\r\nAuto-Submitted: auto-replied (vacation)",
+            "Auto-Submitted: auto-replied",
+        ),
+    ],
+)
+def test_more_loop_signs(headers: str, reason: str) -> None:
+    raw = f"{headers}\r\nSubject: x\r\n\r\nbody\r\n".encode()
+    assert parse_email(raw).metadata["automatic"] == reason
 
 
 def test_a_message_without_message_id_gets_a_stable_hash() -> None:

@@ -110,7 +110,9 @@ def reconcile(
     if found is not None:
         _sent(engine, row, found, False, clock)
         return "sent"
-    # The provider never got it: sending again cannot duplicate.
+    # Not found: Twilio never got it, so sending again cannot duplicate. (A channel that
+    # cannot be asked, like SMTP, finds nothing and resends the same message: see its
+    # find_sent.)
     return _retry_or_fail(engine, row, row.last_error or "not found at provider", settings, clock)
 
 

@@ -85,7 +85,10 @@ class EmailChannel(Channel):
     def send(self, message: OutboundMessage) -> SendResult:
         if self.smtp is None:
             raise PermanentProviderError("SMTP_URL is not set")
-        mail = self.compose(message)
+        try:
+            mail = self.compose(message)
+        except (ValueError, TypeError) as exc:  # a header the email package refuses to write
+            raise PermanentProviderError(f"cannot compose the mail: {exc}") from None
         asyncio.run(self._transmit(mail, message.to))
         return SendResult(provider_id=self.assigned_id(message), status="sent")
 

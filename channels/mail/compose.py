@@ -7,16 +7,21 @@ from datetime import datetime
 from email.message import EmailMessage
 from email.utils import format_datetime, parseaddr
 
+from channels.mail.text import one_line
 from conversations.envelope import OutboundMessage
 
 MAX_REFERENCES = 20  # RFC 5322 allows trimming the middle of a long References chain
 
 
 def reply_subject(message: OutboundMessage, sender: str) -> str:
-    parent = str(message.reply_to_meta.get("subject") or "").strip()
+    return one_line(_subject(message, sender)) or "(no subject)"
+
+
+def _subject(message: OutboundMessage, sender: str) -> str:
+    parent = one_line(str(message.reply_to_meta.get("subject") or ""))
     if parent:
         return parent if parent.lower().startswith("re:") else f"Re: {parent}"
-    started = str(message.context.get("subject") or "").strip()
+    started = one_line(str(message.context.get("subject") or ""))
     if started:
         return started
     name, address = parseaddr(sender)

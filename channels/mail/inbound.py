@@ -10,11 +10,13 @@ import base64
 import binascii
 import hashlib
 import hmac
+import json
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from email import policy
 from email.parser import BytesParser
+from urllib.parse import parse_qsl
 
 from conversations.errors import WebhookRejected
 
@@ -39,11 +41,16 @@ def check_secret(headers: Mapping[str, str], secret: str) -> None:
         try:
             decoded = base64.b64decode(value.strip(), validate=True).decode("utf-8")
         except (binascii.Error, UnicodeDecodeError):
-            raise WebhookRejected(401, "malformed basic credentials") from None
+            raise WebhookRejected(
+                401, "malformed basic credentials", {"WWW-Authenticate": "Basic"}
+            ) from None
         presented = decoded.partition(":")[2]
     if not presented:
         raise WebhookRejected(
-            401, "missing credentials: EMAIL_INBOUND_SECRET as basic password or bearer token"
+            401,
+            "missing credentials: EMAIL_INBOUND_SECRET as basic password or bearer token",
+            # Some clients send basic credentials from a URL only after this challenge.
+            {"WWW-Authenticate": 'Basic realm="dormouse-email"'},
         )
     if not hmac.compare_digest(presented.encode(), secret.encode()):
         raise WebhookRejected(403, "wrong email inbound secret")
@@ -54,8 +61,13 @@ def read_post(content_type: str, body: bytes) -> InboundPost:
     kind = content_type.split(";")[0].strip().lower()
     if kind == "message/rfc822":
         return InboundPost(body, "raw", {})
-    if kind == "multipart/form-data":
-        fields = _form_fields(content_type, body)
+    if kind in ("multipart/form-data", "application/x-www-form-urlencoded"):
+        # Mailgun posts url-encoded when the mail has no attachments, multipart otherwise.
+        fields = (
+            _form_fields(content_type, body)
+            if kind == "multipart/form-data"
+            else _urlencoded_fields(body)
+        )
         for name, source in RAW_FIELDS.items():
             if name in fields:
                 others = {k: v.decode("utf-8", "replace")[:1000] for k, v in fields.items()
@@ -64,9 +76,22 @@ def read_post(content_type: str, body: bytes) -> InboundPost:
         raise WebhookRejected(
             400, "multipart post without an 'email' (SendGrid raw) or 'body-mime' (Mailgun) field"
         )
-    raise WebhookRejected(
-        415, "expected message/rfc822, or multipart/form-data from SendGrid or Mailgun"
-    )
+    raise WebhookRejected(415, "expected message/rfc822, or a form post from SendGrid or Mailgun")
+
+
+def envelope_recipients(post: InboundPost) -> list[str]:
+    """Who the mail was delivered to, as the service saw the SMTP envelope (Bcc included):
+    SendGrid's ``envelope`` JSON, Mailgun's ``recipient``."""
+    found: list[str] = []
+    if post.source == "sendgrid":
+        try:
+            to = json.loads(post.fields.get("envelope") or "{}").get("to") or []
+        except (ValueError, AttributeError):
+            to = []
+        found = [str(a) for a in (to if isinstance(to, list) else [to])]
+    elif post.source == "mailgun":
+        found = post.fields.get("recipient", "").split(",")
+    return [a.strip().lower() for a in found if "@" in a and a.strip().isprintable()][:20]
 
 
 def verify_mailgun(fields: Mapping[str, str], signing_key: str, *, max_age: float) -> str:
@@ -88,6 +113,19 @@ def verify_mailgun(fields: Mapping[str, str], signing_key: str, *, max_age: floa
     if len(token) > 128:
         raise WebhookRejected(403, "Mailgun token is too long")
     return token
+
+
+def _urlencoded_fields(body: bytes) -> dict[str, bytes]:
+    try:
+        pairs = parse_qsl(body.decode("ascii"), keep_blank_values=True,
+                          strict_parsing=bool(body), encoding="latin-1")  # fmt: skip
+    except (UnicodeDecodeError, ValueError) as exc:
+        raise WebhookRejected(400, f"malformed form body: {exc}") from None
+    # Percent-decoded as Latin-1, one character per byte: encoding back gives the exact bytes.
+    fields: dict[str, bytes] = {}
+    for name, value in pairs:
+        fields.setdefault(name, value.encode("latin-1"))
+    return fields
 
 
 def _form_fields(content_type: str, body: bytes) -> dict[str, bytes]:

@@ -8,26 +8,23 @@ multipart/report delivery status notifications of RFC 3464.
 
 from __future__ import annotations
 
+import re
 from email.message import Message
 
 NO_REPLY_PRECEDENCE = {"bulk", "junk", "list", "auto_reply"}
-NO_REPLY_SENDERS = {
-    "mailer-daemon",
-    "postmaster",
-    "no-reply",
-    "noreply",
-    "do-not-reply",
-    "donotreply",
-    "no_reply",
-}
+# Matched against the local part up to any "+tag", and as prefixes ("noreply-billing").
+NO_REPLY_SENDERS = ("mailer-daemon", "postmaster", "no-reply", "noreply", "no_reply",
+                    "do-not-reply", "donotreply", "do_not_reply")  # fmt: skip
+_COMMENT = re.compile(r"\([^)]*\)")
 
 
 def automatic_reason(message: Message, sender: str) -> str | None:
     """Why this mail is automatic (and must not be answered), or None for a person's mail."""
-    auto_submitted = _header(message, "Auto-Submitted").split(";")[0].strip().lower()
+    # RFC 3834 allows comments and parameters: "no (a person wrote this)", "auto-replied; x=y".
+    auto_submitted = _token(_header(message, "Auto-Submitted"))
     if auto_submitted and auto_submitted != "no":
         return f"Auto-Submitted: {auto_submitted}"
-    precedence = _header(message, "Precedence").strip().lower()
+    precedence = _token(_header(message, "Precedence"))
     if precedence in NO_REPLY_PRECEDENCE:
         return f"Precedence: {precedence}"
     for name in ("X-Autoreply", "X-Autorespond"):
@@ -35,10 +32,19 @@ def automatic_reason(message: Message, sender: str) -> str | None:
             return f"{name} header"
     if message.get_content_type() == "multipart/report":
         return "delivery status report"
-    local_part = sender.partition("@")[0].lower()
-    if local_part in NO_REPLY_SENDERS:
+    local_part = sender.partition("@")[0].lower().partition("+")[0]
+    if local_part.startswith(NO_REPLY_SENDERS):
         return f"sent by {local_part}"
+    # An empty envelope sender (RFC 5321 §4.5.5) is what bounces and auto-replies use so
+    # that nothing answers them.
+    if _header(message, "Return-Path").strip() == "<>":
+        return "null Return-Path"
     return None
+
+
+def _token(value: str) -> str:
+    words = _COMMENT.sub(" ", value).split(";")[0].split()
+    return words[0].lower() if words else ""
 
 
 def bounced_recipients(message: Message) -> list[str]:
@@ -58,7 +64,7 @@ def bounced_recipients(message: Message) -> list[str]:
             recipient = _header(block, "Final-Recipient") or _header(block, "Original-Recipient")
             _, _, address = recipient.partition(";")
             address = address.strip().strip("<>").lower()
-            if "@" in address:
+            if "@" in address and address.isprintable() and len(address) <= 320:
                 failed.append(address)
     return failed[:20]
 

@@ -15,7 +15,8 @@ from conversations.errors import WebhookRejected
 
 MAX_REFERENCES = 50  # a thread longer than this is still threaded by its nearest ids
 MAX_PROVIDER_ID = 128  # the width of messages.provider_id
-_MSG_ID = re.compile(r"<([^<>\s]{1,998})>")
+# A Message-ID is printable and has no spaces; anything else in brackets is not one.
+_MSG_ID = re.compile(r"<([^<>\s\x00-\x1f\x7f]{1,998})>")
 
 
 def message_key(message_id: str) -> str:
@@ -60,15 +61,15 @@ def parse_email(raw: bytes) -> InboundMessage:
     except Exception as exc:  # a part the email package cannot walk: refuse, store nothing
         raise WebhookRejected(400, f"unreadable MIME structure: {exc.__class__.__name__}") from None
     written = full if automatic else text.new_part(full)
-    subject = _header(message, "Subject")
+    subject = text.one_line(_header(message, "Subject"))
     metadata = {
-        "subject": subject[:998],
+        "subject": subject,
         "message_id": f"<{ids[0]}>" if ids else None,
         "references": [f"<{i}>" for i in references[-MAX_REFERENCES:]],
         "in_reply_to": f"<{in_reply_to[0]}>" if in_reply_to else None,
         "to": _addresses(message, "To"),
         "cc": _addresses(message, "Cc"),
-        "date": _header(message, "Date")[:100] or None,
+        "date": text.one_line(_header(message, "Date"), 100) or None,
         "attachments": found_attachments,
     }
     if automatic:
@@ -99,7 +100,8 @@ def _sender(message: Message) -> str | None:
         _, address = parseaddr(_header(message, name))
         address = address.strip().lower()
         local, at, domain = address.rpartition("@")
-        if at and local and "." in domain and len(address) <= 320 and " " not in address:
+        if (at and local and "." in domain and len(address) <= 320
+                and address.isprintable() and " " not in address):  # fmt: skip
             return address
     return None
 
@@ -109,7 +111,7 @@ def _addresses(message: Message, name: str) -> list[str]:
         pairs = getaddresses([_header(message, name)])
     except (ValueError, IndexError, TypeError):
         return []
-    return [a.lower() for _, a in pairs if "@" in a][:20]
+    return [a.lower() for _, a in pairs if "@" in a and a.isprintable() and len(a) <= 320][:20]
 
 
 def _header(message: Message, name: str) -> str:

@@ -20,6 +20,9 @@ log = logging.getLogger(__name__)
 REPLY_LANGUAGES = ["en", "de", "fr", "es", "it", "nl", "sv", "da", "pl", "ja", "zh", "ko"]
 _reply_parser = EmailReplyParser(languages=REPLY_LANGUAGES)
 _BLANK_RUNS = re.compile(r"\n{3,}")
+# NUL and other C0 controls (but tab and newline) are never text, and PostgreSQL refuses NUL.
+_CONTROLS = re.compile(r"[\x00-\x08\x0b-\x1f\x7f]")
+MAX_TEXT = 100_000
 
 
 def decode_part(part: Message) -> str:
@@ -40,7 +43,7 @@ def decode_part(part: Message) -> str:
     for charset in (declared or "utf-8", "utf-8"):
         try:
             return payload.decode(charset)
-        except UnicodeDecodeError:
+        except (UnicodeDecodeError, LookupError):  # LookupError: "base64" is not a text codec
             continue
     return payload.decode("utf-8", errors="replace")
 
@@ -65,16 +68,24 @@ def body_text(message: Message) -> str:
         elif kind == "text/html" and html is None:
             html = decode_part(part)
     if plain is not None and plain.strip():
-        return tidy(plain)
+        return tidy(plain[: MAX_TEXT * 2])
     if html is not None:
-        return tidy(html_to_text(html))
+        return tidy(html_to_text(html[: MAX_TEXT * 10])[: MAX_TEXT * 2])
     return ""
+
+
+def one_line(value: str, limit: int = 998) -> str:
+    """A header value safe to store and to send back: no line breaks, no control bytes."""
+    return " ".join(_CONTROLS.sub(" ", value).split())[:limit]
 
 
 def new_part(text: str) -> str:
     """Only what was written this time: quoted replies and the signature removed."""
     if not text.strip():
         return ""
+    # The stripper's regular expressions cost seconds per megabyte: a new part longer than
+    # this is not a reply anyone typed, and the agent would not read it all anyway.
+    text = text[:MAX_TEXT]
     try:
         replies = _reply_parser.read(text=text).replies
         latest = replies[0].body if replies else text
@@ -85,7 +96,8 @@ def new_part(text: str) -> str:
 
 
 def tidy(text: str) -> str:
-    lines = [line.rstrip() for line in text.replace("\r\n", "\n").replace("\r", "\n").split("\n")]
+    text = _CONTROLS.sub("", text.replace("\r\n", "\n").replace("\r", "\n"))
+    lines = [line.rstrip() for line in text.split("\n")]
     return _BLANK_RUNS.sub("\n\n", "\n".join(lines)).strip()
 
 
@@ -98,7 +110,7 @@ def attachments(message: Message) -> list[dict[str, object]]:
         payload = part.get_payload(decode=True)
         found.append(
             {
-                "name": _filename(part),
+                "name": one_line(_filename(part) or "", 255) or None,
                 "type": part.get_content_type(),
                 "size": len(payload) if isinstance(payload, bytes) else 0,
             }
