@@ -455,3 +455,28 @@ def test_bad_bodies_get_a_4xx_naming_the_problem(
     garbage = post(client, b"\x00\x01 not mail")
     assert garbage.status_code == 400
     assert conversations(db) == []
+
+
+def test_an_outbound_email_conversation_starts_with_its_subject_and_continues_by_reply(
+    client: TestClient, db: Engine, mail_settings: Settings, waker: CeleryWaker,
+    fake_smtp: FakeSmtp,
+) -> None:  # fmt: skip
+    started = client.post(
+        "/v1/conversations",
+        headers={"Authorization": f"Bearer {API_KEY}"},
+        json={"service": "billing", "channel": "email", "to": "Grace@Example.org",
+              "context": {"subject": "Your invoice"}, "message": "Your invoice is ready."},
+    )  # fmt: skip
+    assert started.status_code == 201, started.text
+    cid = started.json()["id"]
+    for outbox_id in pending_outbox(db):
+        deliver(outbox_id, engine=db, settings=mail_settings)
+    [sent] = fake_smtp.received
+    assert sent.rcpt_tos == ["grace@example.org"]
+    assert sent.message["Subject"] == "Your invoice"
+    assert sent.message["Auto-Submitted"] == "auto-generated"  # RFC 3834: not a reply
+    assert sent.message["In-Reply-To"] is None
+
+    answer_mail = mail("Thanks, paid.", sender="grace@example.org", subject="Re: Your invoice",
+                       in_reply_to=sent.message["Message-ID"])  # fmt: skip
+    assert post(client, answer_mail).json()["conversation_id"] == cid
