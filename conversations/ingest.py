@@ -10,6 +10,7 @@ import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
 from sqlalchemy import Engine, Insert, select, update
 from sqlalchemy.dialects import postgresql, sqlite
@@ -225,9 +226,32 @@ def open_conversation(
     now: datetime,
 ) -> Conversation:
     """The customer's open conversation for ``service``, or a new suspended one."""
-    found = _open_for(session, customer_id, service)
-    if found is not None:
-        return found
+    # A lost race on the unique index means a concurrent first message opened one: read it.
+    # (If that one was finished meanwhile, the next round inserts again.)
+    for _ in range(3):
+        found = _open_for(session, customer_id, service)
+        if found is not None:
+            return found
+        conversation = insert_conversation(
+            session, customer_id, service=service, channel=channel, address=address, now=now
+        )
+        if conversation is not None:
+            return conversation
+    raise LookupError(f"cannot open a conversation for {customer_id}: it keeps conflicting")
+
+
+def insert_conversation(
+    session: Session,
+    customer_id: uuid.UUID,
+    *,
+    service: str,
+    channel: str,
+    address: str,
+    now: datetime,
+    **fields: Any,
+) -> Conversation | None:
+    """A new suspended conversation, or None if the customer already has one open for
+    ``service`` (the partial unique index decides, under a savepoint)."""
     conversation = Conversation(
         customer_id=customer_id,
         service=service,
@@ -237,16 +261,14 @@ def open_conversation(
         last_activity_at=now,
         created_at=now,
         updated_at=now,
+        **fields,
     )
     try:
         with session.begin_nested():
             session.add(conversation)
             session.flush()
     except IntegrityError:
-        found = _open_for(session, customer_id, service)
-        if found is None:
-            raise
-        return found
+        return None
     return conversation
 
 

@@ -9,16 +9,15 @@ from datetime import datetime
 from typing import Any
 
 from sqlalchemy import select
-from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from conversations.addresses import normalize_address
 from conversations.customers import resolve_customer, send_refusal
 from conversations.errors import DormouseError, InvalidAddress
-from conversations.ingest import IDENTITY_KIND
+from conversations.ingest import IDENTITY_KIND, insert_conversation
 from conversations.models import OPEN_CONVERSATION, Conversation, Customer, Identity
 from conversations.replies import enqueue_reply
-from conversations.states import ConversationStatus, Role
+from conversations.states import Role
 from conversations.timeout_store import refresh_deadline
 from conversations.timeouts import Policy
 
@@ -77,30 +76,18 @@ def start_outbound(
     if refusal is not None:
         raise OutboundRefused(409, f"{address}: {refusal}")
 
-    conversation = Conversation(
-        customer_id=customer,
-        service=service,
-        channel=channel,
-        address=address,
-        status=ConversationStatus.SUSPENDED,
-        context=context,
-        wants_turn=message is None,
-        last_activity_at=now,
-        created_at=now,
-        updated_at=now,
-    )
-    try:
-        with session.begin_nested():
-            session.add(conversation)
-            session.flush()
-    except IntegrityError:
+    conversation = insert_conversation(
+        session, customer, service=service, channel=channel, address=address, now=now,
+        context=context, wants_turn=message is None,
+    )  # fmt: skip
+    if conversation is None:
         conversation_id = _open_id(session, customer, service)
         raise OutboundRefused(
             409,
             f"customer already has open conversation {conversation_id} for service {service!r};"
             " resume it or finish it first",
             conversation_id,
-        ) from None
+        )
     outbox_id = None
     if message is not None:
         outbox_id = enqueue_reply(
