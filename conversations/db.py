@@ -6,11 +6,14 @@ request or task that started the unit of work commits once (``with session.begin
 
 from __future__ import annotations
 
+import time
+import weakref
 from collections.abc import Iterator
 from contextlib import contextmanager
 from functools import lru_cache
 
 from sqlalchemy import Engine, create_engine, event
+from sqlalchemy.exc import DisconnectionError
 from sqlalchemy.orm import Session, sessionmaker
 
 from conversations.settings import get_settings
@@ -21,7 +24,40 @@ def make_engine(url: str) -> Engine:
         engine = create_engine(url, connect_args={"timeout": 30})
         _sqlite_immediate_transactions(engine)
         return engine
-    return create_engine(url, pool_pre_ping=True, pool_size=5, max_overflow=5)
+    engine = create_engine(url, pool_size=5, max_overflow=5)
+    _ping_idle_connections(engine)
+    return engine
+
+
+# A connection back in the pool for less than this is used without a ping first.
+PING_AFTER_IDLE_SECONDS = 5.0
+
+
+def _ping_idle_connections(engine: Engine) -> None:
+    # pool_pre_ping pings on every checkout: one extra round trip for each of the three or
+    # four transactions of a turn, a tenth of a busy worker's time. A connection that was in
+    # use a moment ago is alive; one that sat idle (a database restart, a proxy closing idle
+    # sockets) is pinged, and replaced if dead. A restart inside the window fails one unit of
+    # work, which the API answers with 503 (the provider retries) and the redrive re-runs.
+    @event.listens_for(engine, "connect")
+    def _connect(_dbapi_connection, record) -> None:  # type: ignore[no-untyped-def]
+        record.info["returned_at"] = time.monotonic()
+
+    @event.listens_for(engine, "checkin")
+    def _checkin(_dbapi_connection, record) -> None:  # type: ignore[no-untyped-def]
+        if record is not None:
+            record.info["returned_at"] = time.monotonic()
+
+    @event.listens_for(engine, "checkout")
+    def _checkout(dbapi_connection, record, _proxy) -> None:  # type: ignore[no-untyped-def]
+        if time.monotonic() - record.info.get("returned_at", 0.0) < PING_AFTER_IDLE_SECONDS:
+            return
+        try:
+            with dbapi_connection.cursor() as cursor:
+                cursor.execute("SELECT 1")
+        except Exception as exc:  # any failure means this connection is of no use
+            # The pool discards the connection and retries the checkout with a new one.
+            raise DisconnectionError(str(exc)) from exc
 
 
 def _sqlite_immediate_transactions(engine: Engine) -> None:
@@ -53,8 +89,15 @@ def get_engine() -> Engine:
     return _engine_for(get_settings().effective_database_url)
 
 
+_factories: weakref.WeakKeyDictionary[Engine, sessionmaker[Session]] = weakref.WeakKeyDictionary()
+
+
 def session_factory(engine: Engine | None = None) -> sessionmaker[Session]:
-    return sessionmaker(bind=engine or get_engine(), expire_on_commit=False)
+    engine = engine or get_engine()
+    factory = _factories.get(engine)
+    if factory is None:
+        factory = _factories[engine] = sessionmaker(bind=engine, expire_on_commit=False)
+    return factory
 
 
 @contextmanager
