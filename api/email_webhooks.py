@@ -13,11 +13,12 @@ from fastapi.responses import JSONResponse
 from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
 
+from api.accept import accept
 from api.deps import read_body, state
 from channels.mail.inbound import check_secret, envelope_recipients, read_post, verify_mailgun
 from channels.mail.parse import parse_email, recipients
 from conversations.errors import WebhookRejected
-from conversations.ingest import ingest_committed, is_stored
+from conversations.ingest import is_stored
 from conversations.nonces import use_once
 from conversations.types import utcnow
 
@@ -49,19 +50,8 @@ async def inbound_email(request: Request) -> JSONResponse:
             if not is_stored(session, message):
                 use_once(session, "mailgun", token, utcnow())
 
-    result = await run_in_threadpool(
-        partial(
-            ingest_committed,
-            app.engine,
-            message,
-            service=settings.email_service_for(envelope_recipients(post) + recipients(message)),
-            defaults=settings.default_policies(),
-            help_text=settings.help_text,
-            before=before,
-        )
-    )
-    if result.needs_turn and result.conversation_id is not None:
-        await run_in_threadpool(app.waker.turn, result.conversation_id)
+    service = settings.email_service_for(envelope_recipients(post) + recipients(message))
+    result = await run_in_threadpool(partial(accept, app, message, service=service, before=before))
     if result.conversation_id is None:
         outcome = "ignored"  # automatic mail about no conversation of ours
     elif result.duplicate:

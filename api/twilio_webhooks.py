@@ -7,11 +7,11 @@ from urllib.parse import parse_qsl
 from fastapi import APIRouter, Request, Response
 from starlette.concurrency import run_in_threadpool
 
+from api.accept import accept
 from api.deps import public_url_for, read_body, state
 from channels.sms import SmsChannel
 from conversations.db import transaction
 from conversations.errors import WebhookRejected
-from conversations.ingest import ingest_committed
 from conversations.outbox import record_delivery_status
 from conversations.types import utcnow
 
@@ -44,20 +44,7 @@ async def inbound_sms(request: Request) -> Response:
     channel = SmsChannel(app.settings)
     params = await _verified_form(request, channel)
     message = channel.parse(params, request.headers)
-    result = await run_in_threadpool(
-        ingest_committed,
-        app.engine,
-        message,
-        service=app.settings.default_service,
-        defaults=app.settings.default_policies(),
-        help_text=app.settings.help_text,
-    )
-    if result.needs_turn:  # a retried webhook still pending re-wakes: harmless, and helps
-        await run_in_threadpool(app.waker.turn, result.conversation_id)
-    for outbox_id in result.outbox_ids:
-        await run_in_threadpool(app.waker.deliver, outbox_id)
-    if result.finished:
-        await run_in_threadpool(app.waker.wrap_up, result.conversation_id)
+    await run_in_threadpool(accept, app, message, service=app.settings.default_service)
     return Response(EMPTY_TWIML, media_type="application/xml")
 
 

@@ -6,10 +6,10 @@ import uuid
 from datetime import datetime
 
 from sqlalchemy import select, update
-from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from conversations.models import Customer, Identity
+from conversations import statements
+from conversations.models import Identity
 
 
 def resolve_customer(
@@ -17,32 +17,40 @@ def resolve_customer(
 ) -> uuid.UUID:
     """The customer owning ``address``, created on first sight.
 
-    Two first messages from one new address at once converge: the loser of the unique
-    constraint rolls back its savepoint and reads the winner's row. ``inbound``: the customer
-    just wrote from this address, so a bounce recorded against it no longer holds.
+    ``inbound``: the customer just wrote from this address, so a bounce recorded against it
+    no longer holds.
     """
-    row = session.execute(
-        select(Identity.customer_id, Identity.undeliverable_at).where(
-            Identity.kind == kind, Identity.address == address
-        )
-    ).first()
+    return customer_for(session, kind, address, inbound=inbound)[0]
+
+
+def customer_for(
+    session: Session, kind: str, address: str, *, inbound: bool = False
+) -> tuple[uuid.UUID, bool]:
+    """(customer owning ``address``, whether it was created just now).
+
+    Two first messages from one new address at once converge without a savepoint: the
+    identity insert of the loser does nothing (ON CONFLICT), it removes the customer row it
+    made and reads the winner's.
+    """
+    conn = session.connection()
+    params = {"kind": kind, "address": address}
+    row = conn.execute(statements.IDENTITY_BY_ADDRESS, params).first()
     if row is not None:
         if inbound and row.undeliverable_at is not None:
             mark_undeliverable(session, kind, [address], None)
-        return row.customer_id
-    try:
-        with session.begin_nested():
-            customer = Customer()
-            session.add(customer)
-            session.flush()
-            session.add(Identity(customer_id=customer.id, kind=kind, address=address))
-            session.flush()
-            return customer.id
-    except IntegrityError:
-        found = _customer_id(session, kind, address)
-        if found is None:
-            raise
-        return found
+        return row.customer_id, False
+    new_id = uuid.uuid4()
+    conn.execute(statements.INSERT_CUSTOMER, {"id": new_id})
+    won = conn.execute(
+        statements.insert_identity(conn.dialect.name), {**params, "customer_id": new_id}
+    ).scalar()
+    if won is not None:
+        return new_id, True
+    conn.execute(statements.DELETE_CUSTOMER, {"customer_id": new_id})
+    found = _customer_id(session, kind, address)
+    if found is None:
+        raise LookupError(f"identity {kind}:{address} conflicted but cannot be read")
+    return found, False
 
 
 def _customer_id(session: Session, kind: str, address: str) -> uuid.UUID | None:

@@ -18,13 +18,16 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from conversations.settings import get_settings
 
+# Connections each process keeps open (and as many again under bursts).
+POOL_SIZE = 5
+
 
 def make_engine(url: str) -> Engine:
     if url.startswith("sqlite"):
         engine = create_engine(url, connect_args={"timeout": 30})
         _sqlite_immediate_transactions(engine)
         return engine
-    engine = create_engine(url, pool_size=5, max_overflow=5)
+    engine = create_engine(url, pool_size=POOL_SIZE, max_overflow=POOL_SIZE)
     _ping_idle_connections(engine)
     return engine
 

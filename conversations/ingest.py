@@ -10,14 +10,15 @@ import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, Protocol
 
-from sqlalchemy import Engine, Insert, select, update
+from sqlalchemy import Engine, Insert, Row, select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from conversations.customers import mark_undeliverable, resolve_customer, set_opt_out
+from conversations import statements
+from conversations.customers import customer_for, mark_undeliverable, set_opt_out
 from conversations.db import transaction
 from conversations.envelope import InboundMessage
 from conversations.lifecycle import finish
@@ -25,7 +26,7 @@ from conversations.models import OPEN_CONVERSATION, Conversation, Identity, Mess
 from conversations.replies import enqueue_reply
 from conversations.states import ConversationStatus, Direction, FinishReason, InboundState, Role
 from conversations.timeout_store import deadline_values, load_policies
-from conversations.timeouts import Policy
+from conversations.timeouts import Policy, Scope
 from conversations.types import utcnow
 
 # Channel → kind of identity its sender address is.
@@ -64,66 +65,138 @@ def ingest(
     kind = IDENTITY_KIND.get(msg.channel, msg.channel)
     if msg.control == "no_reply":
         return _record_automatic(session, msg, kind=kind, now=now)
-    customer_id = resolve_customer(session, kind, msg.sender, inbound=True)
+    customer_id, new_customer = customer_for(session, kind, msg.sender, inbound=True)
+    policies = load_policies(session)
     # A reply to one of this customer's messages continues that conversation, if still open.
-    conversation = _threaded(session, msg, customer_id)
+    conversation: OpenConversation | None = _threaded(session, msg, customer_id)
+    opened = False
     if conversation is None:
-        conversation = open_conversation(
-            session, customer_id, service=service, channel=msg.channel, address=msg.sender,
-            now=now,
+        # A customer created just now has no conversation yet: no need to look for one.
+        conversation, opened = _open_or_start(
+            session, msg, customer_id, service=service, now=now, policies=policies,
+            defaults=defaults, look_first=not new_customer,
         )  # fmt: skip
     held = conversation.status == ConversationStatus.HANDOFF
     state = InboundState.HELD if held else InboundState.PENDING
     if msg.control:
         state = InboundState.DONE  # answered by the rules below, never by the agent
-    values = {
-        "conversation_id": conversation.id,
-        "direction": Direction.INBOUND,
-        "role": Role.CUSTOMER,
-        "channel": msg.channel,
-        "address": msg.sender,
-        "body": msg.text,
-        "media": list(msg.media),
-        "meta": dict(msg.metadata),
-        "provider_id": msg.provider_id,
-        "idempotency_token": msg.idempotency_token,
-        "inbound_state": state,
-        "created_at": now,
-    }
+    conn = session.connection()
     # ON CONFLICT DO NOTHING: a concurrent delivery of the same webhook that wins the unique
     # constraint leaves us no row, without aborting the transaction.
-    message_id = session.scalar(
-        dialect_insert(session, Message)
-        .values(**values)
-        .on_conflict_do_nothing(index_elements=["channel", "provider_id"])
-        .returning(Message.id)
-    )
+    message_id = conn.execute(
+        statements.insert_message(conn.dialect.name),
+        {
+            "conversation_id": conversation.id,
+            "direction": Direction.INBOUND,
+            "role": Role.CUSTOMER,
+            "channel": msg.channel,
+            "address": msg.sender,
+            "body": msg.text,
+            "media": list(msg.media),
+            "meta": dict(msg.metadata),
+            "provider_id": msg.provider_id,
+            "idempotency_token": msg.idempotency_token,
+            "inbound_state": state,
+            "created_at": now,
+        },
+    ).scalar()
     if message_id is None:
         existing = _by_provider_id(session, msg.channel, msg.provider_id)
         if existing is None:
             raise LookupError(f"message {msg.provider_id} conflicted but cannot be read")
         return _duplicate(existing)
 
-    # The reply goes back on the channel the customer used last; the deadline moves.
-    session.execute(
-        update(Conversation)
-        .where(Conversation.id == conversation.id)
-        .values(
-            channel=msg.channel,
-            address=msg.sender,
-            last_activity_at=now,
-            updated_at=now,
-            inbound_count=Conversation.inbound_count + 1,
-            **deadline_values(
-                conversation, status=conversation.status, last_activity=now,
-                policies=load_policies(session), defaults=defaults, channel=msg.channel,
-            ),
-        )
-        .execution_options(synchronize_session=False)
-    )  # fmt: skip
+    if not opened:
+        # The reply goes back on the channel the customer used last; the deadline moves.
+        # (A conversation opened just now was inserted with these values.)
+        conn.execute(
+            statements.TOUCH_CONVERSATION,
+            {
+                "conversation_id": conversation.id,
+                "channel": msg.channel,
+                "address": msg.sender,
+                "last_activity_at": now,
+                "updated_at": now,
+                **deadline_values(
+                    conversation, status=conversation.status, last_activity=now,
+                    policies=policies, defaults=defaults, channel=msg.channel,
+                ),
+            },
+        )  # fmt: skip
     if msg.control:
-        return _control(session, msg, conversation, message_id, now=now, help_text=help_text)
+        return _control(session, msg, conversation.id, message_id, now=now, help_text=help_text)
     return IngestResult(conversation.id, message_id, duplicate=False, needs_turn=not held)
+
+
+class OpenConversation(Protocol):
+    """What ingest reads of the conversation a message lands in."""
+
+    id: uuid.UUID
+    status: str
+    service: str
+    channel: str
+    timeout_override_set: bool
+    timeout_override_seconds: int | None
+
+
+@dataclass(frozen=True, slots=True)
+class _Opened:
+    id: uuid.UUID
+    service: str
+    channel: str
+    status: str = ConversationStatus.SUSPENDED
+    timeout_override_set: bool = False
+    timeout_override_seconds: int | None = None
+
+
+def _open_or_start(
+    session: Session,
+    msg: InboundMessage,
+    customer_id: uuid.UUID,
+    *,
+    service: str,
+    now: datetime,
+    policies: Mapping[Scope, Policy],
+    defaults: Mapping[str, Policy],
+    look_first: bool,
+) -> tuple[OpenConversation, bool]:
+    """The customer's open conversation for ``service`` (locked), or a new one holding ``msg``
+    as its first activity; True if new."""
+    conn = session.connection()
+    # A lost race on the unique index means a concurrent first message opened one: read it.
+    # (If that one was finished meanwhile, the next round inserts again.)
+    for _ in range(3):
+        if look_first:
+            found = conn.execute(
+                statements.OPEN_CONVERSATION_FOR_UPDATE,
+                {"customer_id": customer_id, "service": service},
+            ).first()
+            if found is not None:
+                return found, False
+        opened = _Opened(uuid.uuid4(), service=service, channel=msg.channel)
+        inserted = conn.execute(
+            statements.insert_open_conversation(conn.dialect.name),
+            {
+                "id": opened.id,
+                "customer_id": customer_id,
+                "service": service,
+                "channel": msg.channel,
+                "address": msg.sender,
+                "status": opened.status,
+                "inbound_count": 1,
+                "last_activity_at": now,
+                "created_at": now,
+                "updated_at": now,
+                **deadline_values(
+                    opened, status=opened.status, last_activity=now, policies=policies,
+                    defaults=defaults,
+                ),
+            },
+        ).scalar()  # fmt: skip
+        if inserted is not None:
+            return opened, True
+        look_first = True
+    raise LookupError(f"cannot open a conversation for {customer_id}: it keeps conflicting")
 
 
 def _record_automatic(
@@ -188,7 +261,7 @@ def dialect_insert(session: Session, model: type) -> Insert:  # type: ignore[typ
 def _control(
     session: Session,
     msg: InboundMessage,
-    conversation: Conversation,
+    conversation_id: uuid.UUID,
     message_id: int,
     *,
     now: datetime,
@@ -198,14 +271,14 @@ def _control(
     kind = IDENTITY_KIND.get(msg.channel, msg.channel)
     if msg.control == "opt_out":
         set_opt_out(session, kind, msg.sender, now)
-        finish(session, conversation.id, reason=FinishReason.OPT_OUT, now=now, answer_pending=False)
-        return IngestResult(conversation.id, message_id, False, False, finished=True)
+        finish(session, conversation_id, reason=FinishReason.OPT_OUT, now=now, answer_pending=False)
+        return IngestResult(conversation_id, message_id, False, False, finished=True)
     if msg.control == "opt_in":
         set_opt_out(session, kind, msg.sender, None)
-        return IngestResult(conversation.id, message_id, False, False)
+        return IngestResult(conversation_id, message_id, False, False)
     outbox_id = enqueue_reply(
         session,
-        conversation_id=conversation.id,
+        conversation_id=conversation_id,
         channel=msg.channel,
         to=msg.sender,
         text=help_text,
@@ -213,31 +286,7 @@ def _control(
         turn=None,
         now=now,
     )
-    return IngestResult(conversation.id, message_id, False, False, outbox_ids=(outbox_id,))
-
-
-def open_conversation(
-    session: Session,
-    customer_id: uuid.UUID,
-    *,
-    service: str,
-    channel: str,
-    address: str,
-    now: datetime,
-) -> Conversation:
-    """The customer's open conversation for ``service``, or a new suspended one."""
-    # A lost race on the unique index means a concurrent first message opened one: read it.
-    # (If that one was finished meanwhile, the next round inserts again.)
-    for _ in range(3):
-        found = _open_for(session, customer_id, service)
-        if found is not None:
-            return found
-        conversation = insert_conversation(
-            session, customer_id, service=service, channel=channel, address=address, now=now
-        )
-        if conversation is not None:
-            return conversation
-    raise LookupError(f"cannot open a conversation for {customer_id}: it keeps conflicting")
+    return IngestResult(conversation_id, message_id, False, False, outbox_ids=(outbox_id,))
 
 
 def insert_conversation(
@@ -362,13 +411,18 @@ def _our_messages(session: Session, msg: InboundMessage) -> list[tuple[uuid.UUID
     return [(row.conversation_id, row.address) for row in rows]
 
 
-def _by_provider_id(session: Session, channel: str, provider_id: str) -> Message | None:
-    return session.scalar(
-        select(Message).where(Message.channel == channel, Message.provider_id == provider_id)
+def _by_provider_id(session: Session, channel: str, provider_id: str) -> Row[Any] | None:
+    """(id, conversation_id, inbound_state) of a stored message."""
+    return (
+        session.connection()
+        .execute(
+            statements.MESSAGE_BY_PROVIDER_ID, {"channel": channel, "provider_id": provider_id}
+        )
+        .first()
     )
 
 
-def _duplicate(message: Message) -> IngestResult:
+def _duplicate(message: Row[Any]) -> IngestResult:
     return IngestResult(
         message.conversation_id,
         message.id,

@@ -12,10 +12,11 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, Protocol
 
-from sqlalchemy import select, update
+from sqlalchemy import Row, select, update
 from sqlalchemy.orm import Session
 
 from conversations.models import Conversation, TimeoutPolicy, TimeoutPolicyChange
+from conversations.statements import ALL_POLICIES
 from conversations.states import ConversationStatus
 from conversations.timeouts import (
     Override,
@@ -29,10 +30,11 @@ from conversations.timeouts import (
 
 def load_policies(session: Session) -> dict[Scope, Policy]:
     """All operator policies. A handful of rows: one read serves a whole sweep batch."""
-    return {Scope(p.service, p.channel): _policy(p) for p in session.scalars(select(TimeoutPolicy))}
+    rows = session.execute(ALL_POLICIES)
+    return {Scope(p.service, p.channel): _policy(p) for p in rows}
 
 
-def _policy(row: TimeoutPolicy) -> Policy:
+def _policy(row: TimeoutPolicy | Row[Any]) -> Policy:
     return Policy(
         inactivity=_td(row.inactivity_seconds),
         nudge_before=_td(row.nudge_before_seconds),

@@ -6,7 +6,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 from sqlalchemy import Engine, func, select, update
 
-from conversations.db import session_factory, transaction
+from conversations.db import make_engine, session_factory, transaction
 from conversations.ingest import ingest_committed
 from conversations.models import Conversation, Customer, Identity, Message
 from tests.factories import DEFAULTS, ingest_sms, sms
@@ -68,3 +68,26 @@ def test_different_numbers_are_different_customers(db: Engine) -> None:
     a = ingest_sms(db, "a", sender="+15555550101").conversation_id
     b = ingest_sms(db, "b", sender="+15555550102").conversation_id
     assert a != b and count(db, Customer) == 2
+
+
+def test_many_customers_open_and_reopen_conversations(db: Engine) -> None:
+    """Enough rounds on one connection for PostgreSQL to plan the statements generically
+    (psycopg prepares a query from its sixth run, the server plans it generically from its
+    sixth execution): the open-conversation index must still be found by such plans."""
+    engine = make_engine(db.url.render_as_string(hide_password=False))  # one connection
+    numbers = [f"+1555555{i:04d}" for i in range(12)]
+    try:
+        first = {n: ingest_sms(engine, "hi", sender=n).conversation_id for n in numbers}
+        with transaction(engine) as s:
+            s.execute(update(Conversation).values(status="finished", finish_reason="agent"))
+        second = {n: ingest_sms(engine, "back again", sender=n).conversation_id for n in numbers}
+        third = {n: ingest_sms(engine, "and again", sender=n).conversation_id for n in numbers}
+    finally:
+        engine.dispose()
+    assert all(first[n] != second[n] == third[n] for n in numbers)
+    with session_factory(db)() as s:
+        reopened = s.scalars(select(Conversation).where(Conversation.status != "finished")).all()
+    assert sorted(c.address for c in reopened) == numbers
+    assert {c.inbound_count for c in reopened} == {2}
+    assert all(c.expires_at is not None and c.channel == "sms" for c in reopened)
+    assert (count(db, Customer), count(db, Conversation), count(db, Message)) == (12, 24, 36)
