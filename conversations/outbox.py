@@ -21,7 +21,7 @@ from conversations.states import DELIVERY_RANK, Direction, OutboxStatus, Role
 
 def claim_for_send(session: Session, outbox_id: int, *, now: datetime) -> OutboxRow | None:
     """Mark a due pending row ``sending`` before the provider call; None if not ours to send."""
-    result = session.execute(
+    return session.scalar(
         update(OutboxRow)
         .where(
             OutboxRow.id == outbox_id,
@@ -34,11 +34,9 @@ def claim_for_send(session: Session, outbox_id: int, *, now: datetime) -> Outbox
             sending_started_at=now,
             updated_at=now,
         )
+        .returning(OutboxRow)
         .execution_options(synchronize_session=False)
     )
-    if result.rowcount != 1:
-        return None
-    return session.get(OutboxRow, outbox_id, populate_existing=True)
 
 
 def claim_for_reconcile(

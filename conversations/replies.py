@@ -9,6 +9,7 @@ from datetime import datetime
 from sqlalchemy import insert
 from sqlalchemy.orm import Session
 
+from conversations import statements
 from conversations.models import Message, OutboxRow
 from conversations.states import Direction, OutboxStatus, Role
 
@@ -25,33 +26,35 @@ def enqueue_reply(
     now: datetime,
 ) -> int:
     """Write an outbound message and its outbox row; delivery happens after commit."""
-    message = Message(
-        conversation_id=conversation_id,
-        direction=Direction.OUTBOUND,
-        role=role,
-        channel=channel,
-        address=to,
-        body=text,
-        turn=turn,
-        delivery_status="pending",
-        created_at=now,
-    )
-    session.add(message)
-    session.flush()
-    row = OutboxRow(
-        message_id=message.id,
-        conversation_id=conversation_id,
-        channel=channel,
-        to_address=to,
-        body=text,
-        status=OutboxStatus.PENDING,
-        next_attempt_at=now,
-        created_at=now,
-        updated_at=now,
-    )
-    session.add(row)
-    session.flush()
-    return row.id
+    conn = session.connection()
+    message_id = conn.execute(
+        statements.INSERT_MESSAGE,
+        {
+            "conversation_id": conversation_id,
+            "direction": Direction.OUTBOUND,
+            "role": role,
+            "channel": channel,
+            "address": to,
+            "body": text,
+            "turn": turn,
+            "delivery_status": "pending",
+            "created_at": now,
+        },
+    ).scalar_one()
+    return conn.execute(
+        statements.INSERT_OUTBOX_ROW,
+        {
+            "message_id": message_id,
+            "conversation_id": conversation_id,
+            "channel": channel,
+            "to_address": to,
+            "body": text,
+            "status": OutboxStatus.PENDING,
+            "next_attempt_at": now,
+            "created_at": now,
+            "updated_at": now,
+        },
+    ).scalar_one()
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,10 +1,11 @@
-"""Statements of the ingest path, built once at import and executed with bound parameters.
+"""Statements of the hot paths (ingest, a turn's replies), built once at import and executed
+with bound parameters.
 
-A webhook runs a handful of statements, and on one API process their Python cost is what
-bounds how many webhooks it accepts per second. SQLAlchemy derives a cache key every time a
-statement is built; one built at import keeps its key, which halves the CPU per statement
-(about 250 → 120 µs here; benchmarks/README.md). Statements with ON CONFLICT differ by
-dialect and are built once for each.
+A webhook runs a handful of statements, and their Python cost is what bounds how many
+webhooks one API process accepts per second (and how many turns a worker runs). SQLAlchemy
+derives a cache key every time a statement is built; one built at import keeps its key,
+which halves the CPU per statement (about 250 → 120 µs here; benchmarks/README.md).
+Statements with ON CONFLICT differ by dialect and are built once for each.
 """
 
 from __future__ import annotations
@@ -14,13 +15,21 @@ from functools import cache
 from sqlalchemy import Insert, bindparam, delete, insert, literal, select, text, update
 from sqlalchemy.dialects import postgresql, sqlite
 
-from conversations.models import Conversation, Customer, Identity, Message, TimeoutPolicy
+from conversations.models import (
+    Conversation,
+    Customer,
+    Identity,
+    Message,
+    OutboxRow,
+    TimeoutPolicy,
+)
 
 customers = Customer.__table__
 identities = Identity.__table__
 conversations = Conversation.__table__
 messages = Message.__table__
 policies = TimeoutPolicy.__table__
+outbox = OutboxRow.__table__
 
 # Rendered into the SQL, as in models.OPEN_CONVERSATION: the partial index must stay usable.
 _open = conversations.c.status != literal("finished", literal_execute=True)
@@ -66,6 +75,9 @@ TOUCH_CONVERSATION = (
 )
 
 ALL_POLICIES = select(policies)
+
+INSERT_MESSAGE = insert(messages).returning(messages.c.id)
+INSERT_OUTBOX_ROW = insert(outbox).returning(outbox.c.id)
 
 
 def _insert(dialect: str, table) -> Insert:  # type: ignore[no-untyped-def]

@@ -46,11 +46,10 @@ def deliver(
     """Send a due pending row. Returns the row's status afterwards ("skipped" if not ours)."""
     with transaction(engine) as session:
         row = outbox.claim_for_send(session, outbox_id, now=clock())
-    if row is None:
-        return "skipped"
-    channel = get_channel(row.channel, settings)
-    kind = IDENTITY_KIND.get(row.channel, row.channel)
-    with session_factory(engine)() as session:
+        if row is None:
+            return "skipped"
+        channel = get_channel(row.channel, settings)
+        kind = IDENTITY_KIND.get(row.channel, row.channel)
         refusal = send_refusal(session, kind, row.to_address)
         message = _outbound(session, row, channel)
     if refusal is not None:
