@@ -3,10 +3,7 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 
-from anyio import to_thread
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 from sqlalchemy import Engine, text
@@ -25,29 +22,19 @@ from api import (
 )
 from api.deps import AppState, state
 from conversations.broker import ping_broker
-from conversations.db import POOL_SIZE, get_engine
-from conversations.errors import WebhookRejected
+from conversations.db import get_engine
+from conversations.errors import ConcurrentChange, WebhookRejected
 from conversations.settings import Settings, get_settings
 from conversations.wakeup import CeleryWaker, Waker
 
 log = logging.getLogger(__name__)
 
 
-@asynccontextmanager
-async def _lifespan(_app: FastAPI) -> AsyncIterator[None]:
-    # Blocking work (ingest, publishing) runs in anyio's threadpool, 40 threads by default.
-    # More threads than pooled connections only wait for one while contending for the GIL:
-    # with as many as the pool holds, one API process accepts ~20% more webhooks per second
-    # (benchmarks/README.md).
-    to_thread.current_default_thread_limiter().total_tokens = POOL_SIZE
-    yield
-
-
 def create_app(
     settings: Settings | None = None, engine: Engine | None = None, waker: Waker | None = None
 ) -> FastAPI:
     settings = settings or get_settings()
-    app = FastAPI(title="Dormouse", version="0.1.0", lifespan=_lifespan)
+    app = FastAPI(title="Dormouse", version="0.1.0")
     app.state.dormouse = AppState(
         settings=settings,
         engine=engine or get_engine(),
@@ -75,6 +62,16 @@ def create_app(
             {"detail": "database unavailable, retry later"},
             status_code=503,
             headers={"Retry-After": "5"},
+        )
+
+    @app.exception_handler(ConcurrentChange)
+    async def _conflicting(_: Request, exc: ConcurrentChange) -> JSONResponse:
+        # Rolled back after its retries: nothing was committed, so the sender may retry.
+        log.warning("gave up after concurrent changes: %s", exc)
+        return JSONResponse(
+            {"detail": f"concurrent change, retry later: {exc}"},
+            status_code=503,
+            headers={"Retry-After": "1"},
         )
 
     @app.get("/healthz", tags=["health"])

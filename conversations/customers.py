@@ -9,6 +9,7 @@ from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
 from conversations import statements
+from conversations.errors import ConcurrentChange
 from conversations.models import Identity
 
 
@@ -48,8 +49,8 @@ def customer_for(
         return new_id, True
     conn.execute(statements.DELETE_CUSTOMER, {"customer_id": new_id})
     found = _customer_id(session, kind, address)
-    if found is None:
-        raise LookupError(f"identity {kind}:{address} conflicted but cannot be read")
+    if found is None:  # the winner's identity is gone already (erased): start over
+        raise ConcurrentChange(f"identity {kind}:{address} changed concurrently")
     return found, False
 
 

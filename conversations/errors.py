@@ -43,3 +43,8 @@ class AmbiguousProviderError(ProviderError):
 
 class LeaseLost(DormouseError):
     """The turn's lease was taken over: its commit is refused (fencing)."""
+
+
+class ConcurrentChange(DormouseError):
+    """A concurrent transaction changed what this unit of work read: roll back and run it
+    again (the retry reads the other transaction's outcome)."""

@@ -21,6 +21,7 @@ from conversations import statements
 from conversations.customers import customer_for, mark_undeliverable, set_opt_out
 from conversations.db import transaction
 from conversations.envelope import InboundMessage
+from conversations.errors import ConcurrentChange
 from conversations.lifecycle import finish
 from conversations.models import OPEN_CONVERSATION, Conversation, Identity, Message
 from conversations.replies import enqueue_reply
@@ -102,8 +103,10 @@ def ingest(
     ).scalar()
     if message_id is None:
         existing = _by_provider_id(session, msg.channel, msg.provider_id)
-        if existing is None:
-            raise LookupError(f"message {msg.provider_id} conflicted but cannot be read")
+        if opened or existing is None:
+            # A concurrent copy of this webhook won: roll back, so no empty conversation is
+            # left behind, and let the retry find its message.
+            raise ConcurrentChange(f"message {msg.provider_id} was stored concurrently")
         return _duplicate(existing)
 
     if not opened:
@@ -345,7 +348,7 @@ def ingest_committed(
                     session, msg, service=service, now=utcnow(), defaults=defaults,
                     help_text=help_text,
                 )  # fmt: skip
-        except IntegrityError:
+        except (IntegrityError, ConcurrentChange):
             if attempt == attempts - 1:
                 raise
     raise AssertionError("unreachable")

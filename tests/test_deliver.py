@@ -4,10 +4,11 @@ from __future__ import annotations
 
 from datetime import timedelta
 
-from sqlalchemy import Engine, select
+import pytest
+from sqlalchemy import Engine, select, text
 
 from conversations import replies
-from conversations.db import session_factory, transaction
+from conversations.db import make_engine, session_factory, transaction
 from conversations.models import Message, OutboxRow
 from conversations.settings import Settings
 from conversations.states import Role
@@ -190,3 +191,34 @@ def test_reconcile_waits_until_the_deliver_task_cannot_still_be_running(
     # 3 x TWILIO_HTTP_TIMEOUT (1 s here) + 5 s must pass, whatever DELIVERY_RECONCILE_AFTER.
     assert reconcile(oid, engine=db, settings=settings, clock=later(2)) == "skipped"
     assert reconcile(oid, engine=db, settings=settings, clock=later(9)) == "sent"
+
+
+def test_a_send_is_recorded_even_if_the_database_connection_died_during_it(
+    db: Engine, settings: Settings, fake_twilio: FakeTwilio
+) -> None:
+    """A database restart while Twilio takes the message: the worker's pooled connection
+    (used a moment ago, so not pinged) is dead when it records the send; it records it on a
+    new one instead of leaving the row for reconcile."""
+    if db.dialect.name != "postgresql":
+        pytest.skip("SQLite is a file opened in-process: there is no server connection to lose")
+    worker_url = db.url.update_query_dict({"application_name": "worker-under-test"})
+    worker_engine = make_engine(worker_url.render_as_string(hide_password=False))
+    oid = reply(db)
+
+    def restart() -> None:
+        with db.connect() as admin:
+            admin.execute(
+                text(
+                    "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+                    " WHERE application_name = 'worker-under-test'"
+                )
+            )
+            admin.commit()
+
+    fake_twilio.on_create = restart
+    try:
+        assert deliver(oid, engine=worker_engine, settings=settings) == "sent"
+    finally:
+        worker_engine.dispose()
+    [sent] = fake_twilio.messages
+    assert (row(db, oid).status, row(db, oid).provider_id) == ("sent", sent.sid)

@@ -11,6 +11,7 @@ from collections.abc import Callable
 from datetime import datetime, timedelta
 
 from sqlalchemy import Engine
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session
 
 from channels.base import Channel
@@ -44,14 +45,17 @@ def deliver(
     clock: Callable[[], datetime] = utcnow,
 ) -> str:
     """Send a due pending row. Returns the row's status afterwards ("skipped" if not ours)."""
-    with transaction(engine) as session:
-        row = outbox.claim_for_send(session, outbox_id, now=clock())
+    with session_factory(engine)() as session:
+        # The claim commits on its own, so its attempt counts even if what follows fails.
+        with session.begin():
+            row = outbox.claim_for_send(session, outbox_id, now=clock())
         if row is None:
             return "skipped"
         channel = get_channel(row.channel, settings)
         kind = IDENTITY_KIND.get(row.channel, row.channel)
-        refusal = send_refusal(session, kind, row.to_address)
-        message = _outbound(session, row, channel)
+        with session.begin():
+            refusal = send_refusal(session, kind, row.to_address)
+            message = _outbound(session, row, channel)
     if refusal is not None:
         return _fail(engine, row, refusal, clock)
     via_sink = not channel.can_send
@@ -146,15 +150,26 @@ def _sent(
     via_sink: bool,
     clock: Callable[[], datetime],
 ) -> None:
-    with transaction(engine) as session:
-        outbox.mark_sent(
-            session,
-            row,
-            provider_id=result.provider_id,
-            delivery_status=result.status,
-            via_sink=via_sink,
-            now=clock(),
-        )
+    # The message is out: recording it must not fail on a connection that died during the
+    # send (a database restart; connections used a moment ago are not pinged, see db.py),
+    # or reconcile would have to find it again. mark_sent is conditional, so once more is
+    # harmless.
+    for attempt in (1, 2):
+        try:
+            with transaction(engine) as session:
+                outbox.mark_sent(
+                    session,
+                    row,
+                    provider_id=result.provider_id,
+                    delivery_status=result.status,
+                    via_sink=via_sink,
+                    now=clock(),
+                )
+            return
+        except DBAPIError as exc:
+            if attempt == 2 or not exc.connection_invalidated:
+                raise
+            log.warning("outbox %s: connection lost while recording the send; again", row.id)
 
 
 def _fail(engine: Engine, row: OutboxRow, error: str, clock: Callable[[], datetime]) -> str:

@@ -17,7 +17,7 @@ from agent.base import Agent, TurnContext
 from agent.tools import BUILTIN_TOOLS, Toolbox, ToolContext
 from channels.registry import get_channel
 from conversations import turns
-from conversations.db import transaction
+from conversations.db import session_factory, transaction
 from conversations.errors import LeaseLost
 from conversations.settings import Settings
 from conversations.types import utcnow
@@ -52,28 +52,36 @@ def _one_turn(
     clock: Callable[[], datetime],
 ) -> bool:
     token = uuid.uuid4()
-    # Claim and read in one transaction: the lease commits with the snapshot, before the agent.
-    with transaction(engine) as session:
-        attempts = turns.claim(
-            session, conversation_id, token=token, now=clock(), lease_seconds=settings.lease_seconds
-        )
+    with session_factory(engine)() as session:
+        # The claim commits on its own: its attempt count must survive a turn that crashes
+        # while reading, or a poison message would never reach quarantine.
+        with session.begin():
+            attempts = turns.claim(
+                session, conversation_id, token=token, now=clock(),
+                lease_seconds=settings.lease_seconds,
+            )  # fmt: skip
         if attempts is None:
             return False
-        if attempts > settings.max_turn_attempts:
-            turns.quarantine(session, conversation_id, token=token, attempts=attempts, now=clock())
-            log.error(
-                "conversation %s quarantined after %d attempts", conversation_id, attempts - 1
-            )
-            return False
-        snapshot = turns.rehydrate(session, conversation_id, window=settings.history_window)
-        if not snapshot.new_messages and not snapshot.opening:
-            # The claim raced the previous holder's commit on PostgreSQL (its WHERE was
-            # re-checked on the new row, not the new messages): nothing to answer, no agent.
-            turns.release(session, conversation_id, token=token, now=clock())
-            return False
-        memory = recall(
-            session, snapshot.customer_id, now=clock(), retention=settings.memory_retention_delta
-        )
+        # Then the reads, in a second transaction of the same session.
+        with session.begin():
+            if attempts > settings.max_turn_attempts:
+                turns.quarantine(
+                    session, conversation_id, token=token, attempts=attempts, now=clock()
+                )
+                log.error(
+                    "conversation %s quarantined after %d attempts", conversation_id, attempts - 1
+                )
+                return False
+            snapshot = turns.rehydrate(session, conversation_id, window=settings.history_window)
+            if not snapshot.new_messages and not snapshot.opening:
+                # The claim raced the previous holder's commit on PostgreSQL (its WHERE was
+                # re-checked on the new row, not the new messages): nothing to answer.
+                turns.release(session, conversation_id, token=token, now=clock())
+                return False
+            memory = recall(
+                session, snapshot.customer_id, now=clock(),
+                retention=settings.memory_retention_delta,
+            )  # fmt: skip
 
     # No transaction is open from here to the commit: the model may take seconds.
     try:

@@ -14,6 +14,7 @@ import re
 import threading
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from email.utils import format_datetime
@@ -48,6 +49,7 @@ class FakeTwilio:
     script: list[str | int] = field(default_factory=list)
     hang_seconds: float = 3.0
     next_sids: list[str] = field(default_factory=list)  # sids to hand out before random ones
+    on_create: Callable[[], None] | None = None  # runs as a message is accepted (fault tests)
     lock: threading.Lock = field(default_factory=threading.Lock)
     server: ThreadingHTTPServer | None = None
 
@@ -158,6 +160,8 @@ class FakeTwilio:
         )
         with self.lock:
             self.messages.append(message)
+        if self.on_create is not None:
+            self.on_create()
         if step == "timeout-after-create":
             time.sleep(self.hang_seconds)  # longer than the client's timeout: it gives up
         if step == "500-after-create":
