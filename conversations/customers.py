@@ -9,6 +9,7 @@ from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
 from conversations import statements
+from conversations import worker_statements as sql
 from conversations.errors import ConcurrentChange
 from conversations.models import Identity
 
@@ -96,11 +97,7 @@ def is_opted_out(session: Session, kind: str, address: str) -> bool:
 
 def send_refusal(session: Session, kind: str, address: str) -> str | None:
     """Why nothing may be sent to ``address`` now, or None."""
-    row = session.execute(
-        select(Identity.opted_out_at, Identity.undeliverable_at).where(
-            Identity.kind == kind, Identity.address == address
-        )
-    ).first()
+    row = session.execute(sql.REFUSAL, {"kind": kind, "address": address}).first()
     if row is None:
         return None
     if row.opted_out_at is not None:

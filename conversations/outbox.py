@@ -7,60 +7,58 @@ pending ──claim──► sending ──► sent
 
 from __future__ import annotations
 
+import uuid
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import select, text, update
+from sqlalchemy import select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
+from conversations import worker_statements as sql
 from conversations.models import Conversation, DeliveryEvent, Message, OutboxRow
 from conversations.states import DELIVERY_RANK, Direction, OutboxStatus, Role
 
 
-def claim_for_send(session: Session, outbox_id: int, *, now: datetime) -> OutboxRow | None:
+@dataclass(frozen=True, slots=True)
+class Claimed:
+    """An outbox row as claimed for a send (or a reconcile): what delivery reads of it."""
+
+    id: int
+    message_id: int
+    conversation_id: uuid.UUID
+    channel: str
+    to_address: str
+    body: str
+    attempts: int
+    idempotency_key: uuid.UUID
+    via_sink: bool
+    last_error: str | None
+    sending_started_at: datetime | None
+    created_at: datetime
+
+
+def claim_for_send(session: Session, outbox_id: int, *, now: datetime) -> Claimed | None:
     """Mark a due pending row ``sending`` before the provider call; None if not ours to send."""
-    return session.scalar(
-        update(OutboxRow)
-        .where(
-            OutboxRow.id == outbox_id,
-            OutboxRow.status == OutboxStatus.PENDING,
-            OutboxRow.next_attempt_at <= now,
-        )
-        .values(
-            status=OutboxStatus.SENDING,
-            attempts=OutboxRow.attempts + 1,
-            sending_started_at=now,
-            updated_at=now,
-        )
-        .returning(OutboxRow)
-        .execution_options(synchronize_session=False)
-    )
+    row = session.execute(sql.CLAIM_FOR_SEND, {"outbox_id": outbox_id, "now": now}).first()
+    return Claimed(*row) if row is not None else None
 
 
 def claim_for_reconcile(
     session: Session, outbox_id: int, *, stale_before: datetime, now: datetime
-) -> OutboxRow | None:
+) -> Claimed | None:
     """Take a row whose send outcome is unknown (stuck in ``sending``) to reconcile it."""
-    result = session.execute(
-        update(OutboxRow)
-        .where(
-            OutboxRow.id == outbox_id,
-            OutboxRow.status == OutboxStatus.SENDING,
-            OutboxRow.updated_at <= stale_before,
-        )
-        .values(updated_at=now)
-        .execution_options(synchronize_session=False)
-    )
-    if result.rowcount != 1:
-        return None
-    return session.get(OutboxRow, outbox_id, populate_existing=True)
+    row = session.execute(
+        sql.CLAIM_FOR_RECONCILE,
+        {"outbox_id": outbox_id, "stale_before": stale_before, "now": now},
+    ).first()
+    return Claimed(*row) if row is not None else None
 
 
 def mark_sent(
     session: Session,
-    row: OutboxRow,
+    row: Claimed,
     *,
     provider_id: str,
     delivery_status: str,
@@ -69,32 +67,20 @@ def mark_sent(
 ) -> bool:
     lock_provider_id(session, row.channel, provider_id)
     moved = session.execute(
-        update(OutboxRow)
-        .where(OutboxRow.id == row.id, OutboxRow.status == OutboxStatus.SENDING)
-        .values(
-            status=OutboxStatus.SENT,
-            provider_id=provider_id,
-            via_sink=via_sink,
-            last_error=None,
-            updated_at=now,
-        )
-        .execution_options(synchronize_session=False)
+        sql.MARK_SENT,
+        {"outbox_id": row.id, "provider_id": provider_id, "via_sink": via_sink, "updated_at": now},
     )
     if moved.rowcount != 1:
         return False  # settled meanwhile (reconciled, or failed): leave the message alone
     # A status callback can beat this commit (Twilio calls back as soon as it queues): keep
     # the most advanced status seen for this provider id.
     seen = session.scalars(
-        select(DeliveryEvent.status).where(
-            DeliveryEvent.channel == row.channel, DeliveryEvent.provider_id == provider_id
-        )
+        sql.DELIVERY_STATUSES, {"channel": row.channel, "provider_id": provider_id}
     ).all()
     best = max([delivery_status, *seen], key=lambda s: DELIVERY_RANK.get(s, -1))
     session.execute(
-        update(Message)
-        .where(Message.id == row.message_id)
-        .values(provider_id=provider_id, delivery_status=best)
-        .execution_options(synchronize_session=False)
+        sql.SET_MESSAGE_DELIVERY,
+        {"message_id": row.message_id, "provider_id": provider_id, "delivery_status": best},
     )
     return True
 
@@ -118,13 +104,11 @@ def lock_provider_id(session: Session, channel: str, provider_id: str) -> None:
     delivery status behind. SQLite's BEGIN IMMEDIATE already serializes writers.
     """
     if session.get_bind().dialect.name == "postgresql":
-        session.execute(
-            text("SELECT pg_advisory_xact_lock(hashtext(:k))"), {"k": f"{channel}:{provider_id}"}
-        )
+        session.execute(sql.ADVISORY_XACT_LOCK, {"k": f"{channel}:{provider_id}"})
 
 
 def mark_retry(
-    session: Session, row: OutboxRow, *, error: str, next_attempt_at: datetime, now: datetime
+    session: Session, row: Claimed, *, error: str, next_attempt_at: datetime, now: datetime
 ) -> None:
     session.execute(
         update(OutboxRow)
@@ -139,7 +123,7 @@ def mark_retry(
     )
 
 
-def mark_ambiguous(session: Session, row: OutboxRow, *, error: str, now: datetime) -> None:
+def mark_ambiguous(session: Session, row: Claimed, *, error: str, now: datetime) -> None:
     """Leave the row ``sending``: the reconcile sweep looks it up before any resend."""
     session.execute(
         update(OutboxRow)
@@ -149,7 +133,7 @@ def mark_ambiguous(session: Session, row: OutboxRow, *, error: str, now: datetim
     )
 
 
-def mark_failed(session: Session, row: OutboxRow, *, error: str, now: datetime) -> None:
+def mark_failed(session: Session, row: Claimed, *, error: str, now: datetime) -> None:
     session.execute(
         update(OutboxRow)
         .where(OutboxRow.id == row.id, OutboxRow.status == OutboxStatus.SENDING)
@@ -246,7 +230,7 @@ class Thread:
     context: dict[str, Any]
 
 
-def thread_of(session: Session, row: OutboxRow) -> Thread:
+def thread_of(session: Session, row: Claimed) -> Thread:
     """What a threading channel needs to send ``row``: the customer's latest message on the
     row's channel before it (provider id, metadata) and the conversation's context."""
     latest = session.execute(

@@ -8,16 +8,18 @@ No transaction is held between claim and commit: the agent runs with none open.
 from __future__ import annotations
 
 import uuid
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from typing import Any
 
-from sqlalchemy import and_, exists, or_, select, update
+from sqlalchemy import Row, update
 from sqlalchemy.orm import Session
 
+from conversations import worker_statements as sql
 from conversations.errors import LeaseLost
 from conversations.lifecycle import reopen_pending, settle_pending
-from conversations.models import PENDING_MESSAGE, Conversation, Customer, MemoryEntry, Message
+from conversations.models import Conversation, MemoryEntry
 from conversations.replies import enqueue_reply
 from conversations.states import (
     ConversationStatus,
@@ -86,23 +88,9 @@ class CommitResult:
     more_pending: bool = False
 
 
-def _has_work():  # type: ignore[no-untyped-def]
-    return or_(
-        Conversation.wants_turn.is_(True),
-        exists().where(
-            Message.conversation_id == Conversation.id,
-            PENDING_MESSAGE,
-        ),
-    )
-
-
 def has_pending(session: Session, conversation_id: uuid.UUID) -> bool:
     """Whether the conversation has work a turn would claim."""
-    return bool(
-        session.scalar(
-            select(Conversation.id).where(Conversation.id == conversation_id, _has_work())
-        )
-    )
+    return session.scalar(sql.HAS_PENDING, {"conversation_id": conversation_id}) is not None
 
 
 def claim(
@@ -117,67 +105,34 @@ def claim(
 
     Returns the claim attempt count (deliveries of this turn so far), or None if not claimed.
     """
-    attempts = session.scalar(
-        update(Conversation)
-        .where(
-            Conversation.id == conversation_id,
-            _has_work(),
-            or_(
-                Conversation.status == ConversationStatus.SUSPENDED,
-                and_(
-                    Conversation.status == ConversationStatus.RUNNING,
-                    Conversation.lease_expires_at < now,
-                ),
-            ),
-        )
-        .values(
-            status=ConversationStatus.RUNNING,
-            lease_token=token,
-            lease_expires_at=now + timedelta(seconds=lease_seconds),
-            claim_attempts=Conversation.claim_attempts + 1,
-            updated_at=now,
-        )
-        .returning(Conversation.claim_attempts)
-        .execution_options(synchronize_session=False)
+    return session.scalar(
+        sql.CLAIM,
+        {
+            "conversation_id": conversation_id,
+            "token": token,
+            "now": now,
+            "lease_until": now + timedelta(seconds=lease_seconds),
+        },
     )
-    return attempts
 
 
 def rehydrate(session: Session, conversation_id: uuid.UUID, *, window: int) -> TurnSnapshot:
-    conv = session.get_one(Conversation, conversation_id)
-    new = session.scalars(
-        select(Message)
-        .where(
-            Message.conversation_id == conversation_id,
-            PENDING_MESSAGE,
+    conv = session.execute(sql.CONVERSATION_FOR_TURN, {"conversation_id": conversation_id}).one()
+    of_this = {"conversation_id": conversation_id}
+    new = session.execute(sql.PENDING_BATCH, {**of_this, "limit": MAX_MESSAGES_PER_TURN}).all()
+    history = session.execute(
+        *(
+            (sql.HISTORY_BEFORE, {**of_this, "limit": window, "before": new[0].id})
+            if new
+            else (sql.HISTORY, {**of_this, "limit": window})
         )
-        .order_by(Message.id)
-        .limit(MAX_MESSAGES_PER_TURN)
     ).all()
-    first_new = new[0].id if new else None
-    # Automatic mail (auto-replies, bounces) is recorded for people, never shown to the agent.
-    history_query = select(Message).where(
-        Message.conversation_id == conversation_id, Message.role != Role.SYSTEM
-    )
-    if first_new is not None:
-        history_query = history_query.where(Message.id < first_new)
-    history = session.scalars(history_query.order_by(Message.id.desc()).limit(window)).all()
-    earlier: list[Message] = []
+    earlier: Sequence[Row[Any]] = ()
     if len(history) == window:
         # A long conversation: its opening stands in for the part outside the window.
-        earlier = list(
-            session.scalars(
-                select(Message)
-                .where(
-                    Message.conversation_id == conversation_id,
-                    Message.id < history[-1].id,
-                    Message.role != Role.SYSTEM,
-                )
-                .order_by(Message.id)
-                .limit(EARLIER_MESSAGES)
-            )
-        )
-    customer = session.get_one(Customer, conv.customer_id)
+        earlier = session.execute(
+            sql.OPENING_BEFORE, {**of_this, "limit": EARLIER_MESSAGES, "before": history[-1].id}
+        ).all()
     return TurnSnapshot(
         conversation_id=conv.id,
         customer_id=conv.customer_id,
@@ -186,11 +141,11 @@ def rehydrate(session: Session, conversation_id: uuid.UUID, *, window: int) -> T
         address=conv.address,
         turn_number=conv.turn_count + 1,
         inbound_count=conv.inbound_count,
-        new_messages=tuple(_view(m) for m in new),
-        history=tuple(_view(m) for m in reversed(history)),
-        earlier=tuple(_view(m) for m in earlier),
-        customer_name=customer.name,
-        customer_attributes=dict(customer.attributes or {}),
+        new_messages=tuple(MessageView(*m) for m in new),
+        history=tuple(MessageView(*m) for m in reversed(history)),
+        earlier=tuple(MessageView(*m) for m in earlier),
+        customer_name=conv.customer_name,
+        customer_attributes=dict(conv.customer_attributes or {}),
         context=dict(conv.context or {}),
         opening=conv.wants_turn and not new,
         timeout_override_set=conv.timeout_override_set,
@@ -224,40 +179,25 @@ def commit_turn(
     # The fencing update comes first: it takes the row lock, so nothing below can interleave
     # with a successor that re-claimed after our lease expired.
     fenced = session.execute(
-        update(Conversation)
-        .where(
-            Conversation.id == snapshot.conversation_id,
-            Conversation.lease_token == token,
-            Conversation.status == ConversationStatus.RUNNING,
-        )
-        .values(
-            status=status,
-            lease_token=None,
-            lease_expires_at=None,
-            claim_attempts=0,
-            turn_count=Conversation.turn_count + 1,
-            last_error=None,
-            last_activity_at=now,
-            updated_at=now,
-            finish_reason=outcome.finish_reason,
-            finished_at=now if finishing else None,
-            handoff_reason=outcome.handoff_reason,
-            wants_turn=False,
+        sql.COMMIT_TURN,
+        {
+            "conversation_id": snapshot.conversation_id,
+            "token": token,
+            "status": status,
+            "last_activity_at": now,
+            "updated_at": now,
+            "finish_reason": outcome.finish_reason,
+            "finished_at": now if finishing else None,
+            "handoff_reason": outcome.handoff_reason,
             **deadline,
-        )
-        .execution_options(synchronize_session=False)
+        },
     )
     if fenced.rowcount != 1:
         raise LeaseLost(f"lease on conversation {snapshot.conversation_id} was taken over")
 
     handled = [m.id for m in snapshot.new_messages]
     if handled:
-        session.execute(
-            update(Message)
-            .where(Message.id.in_(handled), PENDING_MESSAGE)
-            .values(inbound_state=InboundState.DONE, turn=snapshot.turn_number)
-            .execution_options(synchronize_session=False)
-        )
+        session.execute(sql.MARK_HANDLED, {"ids": handled, "turn": snapshot.turn_number})
 
     outbox_ids = tuple(
         enqueue_reply(
@@ -357,7 +297,3 @@ def quarantine(
         return False
     settle_pending(session, conversation_id, InboundState.QUARANTINED)
     return True
-
-
-def _view(m: Message) -> MessageView:
-    return MessageView(m.id, m.direction, m.role, m.channel, m.body, m.created_at)

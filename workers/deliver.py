@@ -28,7 +28,6 @@ from conversations.errors import (
     TransientProviderError,
 )
 from conversations.ingest import IDENTITY_KIND
-from conversations.models import OutboxRow
 from conversations.settings import Settings
 from conversations.types import utcnow
 
@@ -129,7 +128,7 @@ def reconcile_after(settings: Settings) -> float:
     return max(settings.delivery_reconcile_after, deliver_time_limit(settings) + 5)
 
 
-def _outbound(session: Session, row: OutboxRow, channel: Channel) -> OutboundMessage:
+def _outbound(session: Session, row: outbox.Claimed, channel: Channel) -> OutboundMessage:
     thread = outbox.thread_of(session, row) if channel.threads_replies else None
     return OutboundMessage(
         channel=row.channel,
@@ -145,7 +144,7 @@ def _outbound(session: Session, row: OutboxRow, channel: Channel) -> OutboundMes
 
 def _sent(
     engine: Engine,
-    row: OutboxRow,
+    row: outbox.Claimed,
     result: SendResult,
     via_sink: bool,
     clock: Callable[[], datetime],
@@ -172,7 +171,7 @@ def _sent(
             log.warning("outbox %s: connection lost while recording the send; again", row.id)
 
 
-def _fail(engine: Engine, row: OutboxRow, error: str, clock: Callable[[], datetime]) -> str:
+def _fail(engine: Engine, row: outbox.Claimed, error: str, clock: Callable[[], datetime]) -> str:
     with transaction(engine) as session:
         outbox.mark_failed(session, row, error=error, now=clock())
     log.error("outbox %s failed permanently: %s", row.id, error)
@@ -180,7 +179,11 @@ def _fail(engine: Engine, row: OutboxRow, error: str, clock: Callable[[], dateti
 
 
 def _retry_or_fail(
-    engine: Engine, row: OutboxRow, error: str, settings: Settings, clock: Callable[[], datetime]
+    engine: Engine,
+    row: outbox.Claimed,
+    error: str,
+    settings: Settings,
+    clock: Callable[[], datetime],
 ) -> str:
     if row.attempts >= settings.delivery_max_attempts:
         return _fail(engine, row, f"gave up after {row.attempts} attempts: {error}", clock)
