@@ -27,6 +27,11 @@ def cli(log_level: str) -> None:
     )
 
 
+def _log_level() -> str:
+    """The level ``--log-level``/LOG_LEVEL set, for Celery, which configures its own logging."""
+    return logging.getLevelName(logging.getLogger().getEffectiveLevel())
+
+
 @cli.command()
 @click.option("--host", default="127.0.0.1", show_default=True)
 @click.option("--port", type=int, default=None, help="API port (default: PORT or 8000)")
@@ -80,7 +85,7 @@ def worker(concurrency: int, pool: str, hostname: str | None) -> None:
         f"--concurrency={concurrency}",
         f"--pool={pool}",
         f"--queues={','.join(QUEUES)}",
-        "--loglevel=INFO",
+        f"--loglevel={_log_level()}",
         "--without-gossip",
         "--without-mingle",
     ]
@@ -97,7 +102,7 @@ def beat() -> None:
     settings = get_settings()
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     schedule = settings.data_dir / "celerybeat-schedule"
-    app.start(["beat", f"--schedule={schedule}", "--loglevel=INFO"])
+    app.start(["beat", f"--schedule={schedule}", f"--loglevel={_log_level()}"])
 
 
 @cli.group()
