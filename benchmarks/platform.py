@@ -175,7 +175,7 @@ async def paced(base: str, rate: float, seconds: float, first: int) -> dict[str,
     """Send rate x seconds webhooks, each from a new number; return the send time of each
     one the API accepted (200)."""
     sent: dict[str, float] = {}
-    total = int(rate * seconds)
+    total = round(rate * seconds)
     async with httpx.AsyncClient(timeout=10, limits=httpx.Limits(max_connections=64)) as client:
         start = time.perf_counter()
 
@@ -255,14 +255,14 @@ def sustained(
 def feed(dormouse: Dormouse, fake: FakeTwilio, turns: int, numbers: int) -> int:
     """Webhooks from new numbers until the worker has answered ``turns`` in all (since it
     started), in batches it drains before the next; returns the next unused number."""
-    started, done = time.time(), len(fake.messages)
+    started, first = time.time(), len(fake.messages)
     while (done := len(fake.messages)) < turns:
         batch = min(FEED_BATCH, turns - done)
         sent = asyncio.run(paced(dormouse.base, FEED_RATE, batch / FEED_RATE, numbers))
         numbers += batch
         drain(fake, done + len(sent))
         if turns >= 10 * FEED_BATCH and (done // 10_000) != (len(fake.messages) // 10_000):
-            rate = (len(fake.messages) - done) / max(1e-9, time.time() - started)
+            rate = (len(fake.messages) - first) / max(1e-9, time.time() - started)
             print(
                 f"{len(fake.messages):,} turns, {rate:.0f}/s, worker RSS"
                 f" {dormouse.worker_rss() / 2**20:.0f} MiB", flush=True,

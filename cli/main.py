@@ -12,6 +12,7 @@ from typing import Any
 import click
 import httpx
 
+from cli.logs import effective_log_level
 from conversations.settings import get_settings
 from conversations.states import ConversationStatus, OutboxStatus
 
@@ -25,11 +26,6 @@ def cli(log_level: str) -> None:
     logging.basicConfig(
         level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
-
-
-def _log_level() -> str:
-    """The level ``--log-level``/LOG_LEVEL set, for Celery, which configures its own logging."""
-    return logging.getLevelName(logging.getLogger().getEffectiveLevel())
 
 
 @cli.command()
@@ -85,7 +81,7 @@ def worker(concurrency: int, pool: str, hostname: str | None) -> None:
         f"--concurrency={concurrency}",
         f"--pool={pool}",
         f"--queues={','.join(QUEUES)}",
-        f"--loglevel={_log_level()}",
+        f"--loglevel={effective_log_level()}",
         "--without-gossip",
         "--without-mingle",
     ]
@@ -102,7 +98,7 @@ def beat() -> None:
     settings = get_settings()
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     schedule = settings.data_dir / "celerybeat-schedule"
-    app.start(["beat", f"--schedule={schedule}", f"--loglevel={_log_level()}"])
+    app.start(["beat", f"--schedule={schedule}", f"--loglevel={effective_log_level()}"])
 
 
 @cli.group()

@@ -19,6 +19,7 @@ from typing import TextIO
 import click
 
 from cli.embedded import EmbeddedBroker
+from cli.logs import effective_log_level
 from conversations.migrate import migrate
 from conversations.settings import Settings
 
@@ -72,6 +73,7 @@ def run_up(settings: Settings, host: str, port: int, concurrency: int) -> int:
         broker = EmbeddedBroker(settings.embedded_broker_socket)
         broker.start()
     env["BROKER_URL"] = settings.effective_broker_url
+    env["LOG_LEVEL"] = effective_log_level()  # `dormouse --log-level X up` reaches every process
     if not os.environ.get("PUBLIC_URL"):
         env["PUBLIC_URL"] = f"http://{host}:{port}"
 

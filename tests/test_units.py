@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import uuid
 from datetime import timedelta
 from pathlib import Path
@@ -12,6 +13,7 @@ from agent.base import TurnContext
 from agent.offline import OfflineAgent
 from agent.tools import BUILTIN_TOOLS, Toolbox, ToolContext, ToolError, tool
 from channels.sms import shape_sms
+from cli.logs import effective_log_level
 from conversations.addresses import normalize_phone
 from conversations.errors import InvalidAddress
 from conversations.outbox import backoff
@@ -143,3 +145,17 @@ def test_tools_validate_arguments_and_enforce_time_limits() -> None:
         box.call("missing", {})
     schema = slow.schema()["function"]
     assert schema["name"] == "slow" and schema["parameters"]["required"] == ["seconds"]
+
+
+@pytest.mark.parametrize(
+    ("level", "passed_on"),
+    [(logging.WARNING, "WARNING"), (logging.INFO, "INFO"), (logging.NOTSET, "DEBUG")],
+)
+def test_the_log_level_reaches_celery_as_a_level_it_accepts(level: int, passed_on: str) -> None:
+    root = logging.getLogger()
+    before = root.level
+    root.setLevel(level)
+    try:
+        assert effective_log_level() == passed_on
+    finally:
+        root.setLevel(before)
