@@ -12,7 +12,7 @@ import uuid
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import delete, select
+from sqlalchemy import bindparam, delete, select
 from sqlalchemy.orm import Session
 
 from conversations.models import Conversation, MemoryEntry
@@ -20,6 +20,19 @@ from conversations.states import ConversationStatus
 
 MAX_ENTRIES = 50
 BUDGET_CHARS = 4000
+
+_entries = MemoryEntry.__table__
+# Built once, read as rows: a full window is 50 entries on every turn, and as mapped objects
+# they cost more than the rest of the turn's reads together.
+RECENT_ENTRIES = (
+    select(_entries.c.kind, _entries.c.text, _entries.c.created_at, _entries.c.conversation_id)
+    .where(
+        _entries.c.customer_id == bindparam("customer_id"),
+        _entries.c.created_at >= bindparam("since"),
+    )
+    .order_by(_entries.c.created_at.desc())  # the index order: no sort
+    .limit(bindparam("limit"))
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -40,11 +53,8 @@ def recall(
     budget: int = BUDGET_CHARS,
 ) -> list[Memory]:
     """Entries in the window, newest first, cut at ``budget`` characters."""
-    rows = session.scalars(
-        select(MemoryEntry)
-        .where(MemoryEntry.customer_id == customer_id, MemoryEntry.created_at >= now - retention)
-        .order_by(MemoryEntry.created_at.desc())  # the index order: no sort
-        .limit(limit)
+    rows = session.execute(
+        RECENT_ENTRIES, {"customer_id": customer_id, "since": now - retention, "limit": limit}
     )
     out: list[Memory] = []
     used = 0
@@ -52,7 +62,7 @@ def recall(
         used += len(row.text)
         if used > budget and out:
             break
-        out.append(Memory(row.kind, row.text, row.created_at, row.conversation_id))
+        out.append(Memory(*row))
     return out
 
 
