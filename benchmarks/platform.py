@@ -355,7 +355,7 @@ def main() -> None:
                 print(rows[-1], flush=True)
             drain(fake, accepted)
             top, top_lat, numbers = sustained(
-                dormouse.base, fake, (10, 20) if args.quick else (10, 15, 20, 25, 30, 40, 50, 60),
+                dormouse.base, fake, (20, 40) if args.quick else (10, 15, 20, 25, 30, 40, 50, 60),
                 4 if args.quick else 10, numbers,
             )  # fmt: skip
             total = len(top_lat)

@@ -38,6 +38,9 @@ DEFAULTS = SETTINGS.default_policies()
 TEXT = "Hi, I ordered a blue jacket last week and it has not arrived yet, can you check?"
 
 
+WARM_UP = 5
+
+
 class CountingWaker:
     """Counts wake-ups instead of publishing them: the benchmark measures database work."""
 
@@ -100,7 +103,9 @@ def per_turn(engine: Engine, history: int, turns: int) -> float:
     sender = f"+1555{history:07d}"
     seed_history(engine, sender, history)
     waker = CountingWaker()
-    one_turn(engine, sender, -1, waker)  # warm caches and statements
+    # Warm caches and statements: psycopg prepares a statement on its fifth execution.
+    for n in range(-WARM_UP, 0):
+        one_turn(engine, sender, n, waker)
     return statistics.median(one_turn(engine, sender, i, waker) for i in range(turns))
 
 
@@ -139,7 +144,7 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true")
     args = parser.parse_args()
     histories = (10, 100, 1_000) if args.quick else (10, 1_000, 10_000)
-    samples = 10 if args.quick else 30
+    samples = 10 if args.quick else 100
     long_run = 100 if args.quick else 1_000
 
     results: dict[str, dict[int, float]] = {}
@@ -177,8 +182,8 @@ def main() -> None:
 
 Measured {today()} on {facts}. Command: `make bench-turns`.
 One turn = ingest an inbound message + claim, rehydrate, offline agent, commit; median of
-{samples} turns after a warm-up, broker excluded. History = messages already in the
-customer's open conversation (plus a summary per 20 of them in memory).
+{samples} turns after {WARM_UP} warm-up turns, broker excluded. History = messages already
+in the customer's open conversation (plus a summary per 20 of them in memory).
 
 | backend | history (messages) | per turn | vs 10 messages |
 |---|---|---|---|
