@@ -4,7 +4,8 @@ parameters (see statements.py for why).
 In a worker profile, building these statements on every call and running them through the
 ORM's bulk-update path took about a quarter of the worker's CPU; prebuilt on the tables
 they keep their cache keys and skip the ORM. Results come back as rows, not mapped objects:
-nothing here needs an identity map.
+nothing here needs an identity map. Unlike ORM statements they do not autoflush the session:
+a caller that added mapped objects one of these must see flushes first.
 """
 
 from __future__ import annotations
