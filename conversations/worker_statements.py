@@ -10,17 +10,15 @@ a caller that added mapped objects one of these must see flushes first.
 
 from __future__ import annotations
 
-from sqlalchemy import and_, bindparam, exists, literal, or_, select, text, update
+from sqlalchemy import and_, bindparam, exists, or_, select, text, update
 
-from conversations.models import DeliveryEvent, Identity
-from conversations.statements import conversations, customers, messages, outbox
+from conversations.models import PENDING_MESSAGE as _pending
+from conversations.models import DeliveryEvent
+from conversations.statements import conversations, customers, identities, messages, outbox
 from conversations.states import ConversationStatus, InboundState, OutboxStatus, Role
 
-identities = Identity.__table__
 delivery_events = DeliveryEvent.__table__
 
-# As models.PENDING_MESSAGE: rendered into the SQL, so the partial index stays usable.
-_pending = messages.c.inbound_state == literal("pending", literal_execute=True)
 HAS_WORK = or_(
     conversations.c.wants_turn.is_(True),
     exists().where(messages.c.conversation_id == conversations.c.id, _pending),
