@@ -74,7 +74,7 @@ def api(host: str, port: int | None, workers: int) -> None:
 @click.option("--hostname", default=None, help="Celery node name (unique per worker)")
 def worker(concurrency: int, pool: str, hostname: str | None) -> None:
     """Run a Celery worker alone (turns, deliveries, sweeps). Run as many as you like."""
-    from workers.app import QUEUES, app
+    from workers.app import QUEUES
 
     argv = [
         "worker",
@@ -82,23 +82,35 @@ def worker(concurrency: int, pool: str, hostname: str | None) -> None:
         f"--pool={pool}",
         f"--queues={','.join(QUEUES)}",
         f"--loglevel={effective_log_level()}",
+        # Gossip, mingle and heartbeats are broker subscriptions and events nothing here reads.
         "--without-gossip",
         "--without-mingle",
+        "--without-heartbeat",
     ]
     if hostname:
         argv.append(f"--hostname={hostname}")
-    app.worker_main(argv)
+    sys.exit(run_celery(argv))
+
+
+def run_celery(argv: list[str]) -> int:
+    """Run a ``celery`` subcommand on Dormouse's app and return its exit status.
+
+    Not ``app.worker_main``/``app.start``: they drop the status, so a worker that died of an
+    unrecoverable error exited 0 and no restart-on-failure supervisor restarted it.
+    """
+    from celery.bin.celery import celery
+
+    status = celery.main(args=["--app=workers.app:app", *argv], standalone_mode=False)
+    return status if isinstance(status, int) else 0
 
 
 @cli.command()
 def beat() -> None:
     """Run the beat scheduler alone. Exactly one per deployment (sweeps tolerate two)."""
-    from workers.app import app
-
     settings = get_settings()
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     schedule = settings.data_dir / "celerybeat-schedule"
-    app.start(["beat", f"--schedule={schedule}", f"--loglevel={effective_log_level()}"])
+    sys.exit(run_celery(["beat", f"--schedule={schedule}", f"--loglevel={effective_log_level()}"]))
 
 
 @cli.group()

@@ -47,6 +47,12 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         "broker_connection_retry_on_startup": True,
         "task_serializer": "json",
         "accept_content": ["json"],
+        # Remote control (celery inspect/control) is a pub/sub subscription on Redis. When the
+        # broker restarts while a late-ack task is unacknowledged and that subscription is the
+        # first to notice, celery 5.7's reconnect closes an already-collected connection and
+        # dies on an AttributeError (kombu's restore_unacked with no client). Nothing in
+        # Dormouse uses remote control; the broker-restart fault test guards this.
+        "worker_enable_remote_control": False,
         "worker_hijack_root_logger": False,
         "worker_send_task_events": False,
         "task_send_sent_event": False,

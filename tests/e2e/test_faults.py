@@ -1,4 +1,5 @@
-"""Bursts, kill -9 mid-turn, a broker that is down: nothing lost, nothing sent twice."""
+"""Bursts, kill -9 mid-turn, a broker that is down or restarts mid-turn: nothing lost, nothing
+sent twice, no process dies."""
 
 from __future__ import annotations
 
@@ -102,6 +103,46 @@ def test_broker_down_webhook_is_accepted_and_answered_once_the_broker_is_back(
         broker.start()
         [reply] = fake_twilio.wait_for(1, to=CUSTOMER, timeout=60)
         assert '"is anyone there?"' in reply.body
+    finally:
+        stack.stop()
+        broker.stop()
+
+
+def test_broker_killed_mid_turn_the_worker_survives_and_the_reply_is_sent_once(
+    make_stack: Callable[..., Stack],
+    fake_twilio: FakeTwilio,
+    fake_model: FakeModel,
+    migrated: Backend,
+    tmp_path: Path,
+) -> None:
+    # The worker holds an unacknowledged late-ack turn when Redis dies: celery 5.7 used to
+    # exit (status 0) on an AttributeError while reconnecting.
+    fake_model.delay = 4
+    broker = EmbeddedBroker(tmp_path / "own-broker.sock", port=free_port())
+    broker.start()
+    own = Backend(migrated.name, migrated.database_url, broker.url, migrated.data_dir)
+    slow = {"MODEL_BASE_URL": fake_model.url, "MODEL_TIMEOUT": "10"}
+    limits = {"TURN_TIME_LIMIT": "12", "LEASE_SECONDS": "15"}
+    stack = make_stack(own, **slow, **limits).start(workers=1)
+    worker = stack.processes["worker0"]
+    try:
+        assert stack.text("are you still there?", CUSTOMER).status_code == 200
+        fake_model.wait_for_requests(1)
+        assert broker.process is not None
+        broker.process.kill()  # kill -9: no clean disconnect
+        broker.process.wait()
+        time.sleep(1)
+        broker.start()
+
+        [reply] = fake_twilio.wait_for(1, to=CUSTOMER, timeout=40)
+        assert reply.body == "ack: are you still there?"
+        # The same worker, reconnected, answers the next message.
+        assert stack.text("good", CUSTOMER).status_code == 200
+        replies = fake_twilio.wait_for(2, to=CUSTOMER, timeout=40)
+        assert [r.body for r in replies] == ["ack: are you still there?", "ack: good"]
+        assert worker.poll() is None, f"the worker exited with {worker.returncode}"
+        time.sleep(3)  # redrive passes later, still one reply each
+        assert len(fake_twilio.sent_to(CUSTOMER)) == 2
     finally:
         stack.stop()
         broker.stop()
