@@ -1,7 +1,7 @@
 FROM python:3.11-slim
 WORKDIR /app
 ENV PYTHONUNBUFFERED=1 DATA_DIR=/app/var
-COPY pyproject.toml README.md ./
+COPY pyproject.toml README.md constraints.txt ./
 COPY conversations conversations
 COPY memory memory
 COPY agent agent
@@ -10,6 +10,6 @@ COPY workers workers
 COPY scheduler scheduler
 COPY api api
 COPY cli cli
-RUN pip install --no-cache-dir . && useradd --create-home dormouse && mkdir -p var && chown dormouse var
+RUN pip install --no-cache-dir -c constraints.txt . && useradd --create-home dormouse && mkdir -p var && chown dormouse var
 USER dormouse
 CMD ["dormouse", "--help"]

@@ -4,14 +4,14 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: up test test-postgres test-sqlite lint install clean bench bench-quick bench-timeouts bench-turns
+.PHONY: up test test-postgres test-sqlite lint install lock clean bench bench-quick bench-timeouts bench-turns
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml constraints.txt
 	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' \
 		|| { echo "Dormouse needs Python 3.11 or newer (PYTHON=$(PYTHON))"; exit 1; }
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e '.[dev]'
+	$(BIN)/pip install --quiet -c constraints.txt -e '.[dev]'
 	@touch $@
 
 install: $(STAMP)
@@ -33,6 +33,16 @@ lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 
+## Re-resolve every dependency in a fresh venv and pin the result into constraints.txt.
+lock:
+	rm -rf .lock-venv
+	$(PYTHON) -m venv .lock-venv
+	.lock-venv/bin/pip install --quiet --upgrade pip
+	.lock-venv/bin/pip install --quiet '.[dev,bench]'
+	{ sed -n '1,3p' constraints.txt; .lock-venv/bin/pip freeze --exclude dormouse; } > constraints.new
+	mv constraints.new constraints.txt
+	rm -rf .lock-venv build
+
 clean:
 	rm -rf $(VENV) var .pytest_cache .ruff_cache *.egg-info
 
@@ -50,5 +60,5 @@ bench-quick: $(STAMP)
 	$(BIN)/python -m benchmarks.turn_cost --quick
 
 bench-turns: $(STAMP)
-	$(BIN)/pip install --quiet -e '.[dev,bench]'
+	$(BIN)/pip install --quiet -c constraints.txt -e '.[dev,bench]'
 	$(BIN)/python -m benchmarks.turn_cost

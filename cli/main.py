@@ -21,7 +21,9 @@ from conversations.states import ConversationStatus, OutboxStatus
 @click.option("--log-level", default="INFO", show_default=True, envvar="LOG_LEVEL")
 def cli(log_level: str) -> None:
     """Dormouse: asynchronous AI conversations over SMS, email and chat."""
+    # Both log every request at INFO (the Twilio SDK about 13 lines per SMS): noise, not news.
     logging.getLogger("httpx").setLevel(logging.WARNING)
+    logging.getLogger("twilio.http_client").setLevel(logging.WARNING)
     logging.getLogger("alembic.runtime.plugins").setLevel(logging.WARNING)
     logging.basicConfig(
         level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"

@@ -59,6 +59,8 @@ def test_conversation_round_trip_with_status_callbacks_and_a_new_one_after_goodb
         "finished",
         "suspended",
     }
+    # An operator reads the worker's log: one line per task, not the SDK's request dumps.
+    assert "twilio.http_client" not in (stack.workdir / "worker0.log").read_text()
 
 
 def test_a_retried_webhook_is_answered_once(
