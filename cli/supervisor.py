@@ -1,5 +1,6 @@
 """``dormouse up``: broker (embedded unless BROKER_URL is set), migrations, then API, worker
-and beat as child processes in the foreground. Ctrl-C stops them all; if one dies, all stop.
+and beat as child processes in the foreground. Ctrl-C stops them all. A child that exits is
+restarted with backoff, saying why; only one that keeps crashing fast stops everything.
 """
 
 from __future__ import annotations
@@ -12,14 +13,16 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from types import FrameType
-from typing import TextIO
+from typing import Protocol, TextIO
 
 import click
 
 from cli.embedded import EmbeddedBroker
 from cli.logs import effective_log_level
+from cli.restarts import RestartPolicy
 from conversations.migrate import migrate
 from conversations.settings import Settings
 
@@ -77,7 +80,7 @@ def run_up(settings: Settings, host: str, port: int, concurrency: int) -> int:
     if not os.environ.get("PUBLIC_URL"):
         env["PUBLIC_URL"] = f"http://{host}:{port}"
 
-    children: list[tuple[str, subprocess.Popen[bytes]]] = []
+    children: list[Child] = []
     try:
         click.echo("dormouse: migrating the database …")
         migrate(settings)
@@ -87,21 +90,48 @@ def run_up(settings: Settings, host: str, port: int, concurrency: int) -> int:
             "worker": [*me, "worker", "--concurrency", str(concurrency)],
             "beat": [*me, "beat"],
         }
-        for name, argv in commands.items():
-            # Own session: Ctrl-C reaches only us, and we stop the children in order.
-            children.append((name, subprocess.Popen(argv, env=env, start_new_session=True)))
+        children = [Child(name, argv, env) for name, argv in commands.items()]
+        for child in children:
+            child.start()
         # `dormouse simulate` reads where this instance listens and what URL it verifies.
         state_file(settings).write_text(
             json.dumps({"api": f"http://{host}:{port}", "public_url": env["PUBLIC_URL"]})
         )
         _banner(settings, host, port, env["PUBLIC_URL"], broker)
-        return _wait(children)
+        restartable: list[Restartable] = [*children, *([broker] if broker else [])]
+        return _supervise(restartable, RestartPolicy())
     finally:
         _stop(children)
         if broker is not None:
             broker.stop()
         state_file(settings).unlink(missing_ok=True)
         lock.close()
+
+
+class Child:
+    """One process `up` runs, restartable with the same command line."""
+
+    def __init__(self, name: str, argv: list[str], env: dict[str, str]) -> None:
+        self.name, self.argv, self.env = name, argv, env
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.started_at = 0.0
+
+    def start(self) -> None:
+        # Own session: Ctrl-C reaches only us, and we stop the children in order.
+        self.proc = subprocess.Popen(self.argv, env=self.env, start_new_session=True)
+        self.started_at = time.monotonic()
+
+    def exit_status(self) -> int | None:
+        return None if self.proc is None else self.proc.poll()
+
+
+def describe_exit(status: int) -> str:
+    if status < 0:
+        try:
+            return f"was killed by {signal.Signals(-status).name}"
+        except ValueError:
+            return f"was killed by signal {-status}"
+    return f"exited with status {status}"
 
 
 def _banner(
@@ -135,7 +165,15 @@ def _banner(
     click.echo("\n".join(lines))
 
 
-def _wait(children: list[tuple[str, subprocess.Popen[bytes]]]) -> int:
+class Restartable(Protocol):
+    name: str
+    started_at: float
+
+    def start(self) -> None: ...
+    def exit_status(self) -> int | None: ...
+
+
+def _supervise(processes: Sequence[Restartable], policy: RestartPolicy) -> int:
     stopping = False
 
     def _on_signal(signum: int, _frame: FrameType | None) -> None:
@@ -144,22 +182,60 @@ def _wait(children: list[tuple[str, subprocess.Popen[bytes]]]) -> int:
 
     signal.signal(signal.SIGINT, _on_signal)
     signal.signal(signal.SIGTERM, _on_signal)
+    due: dict[str, float] = {}  # name -> when it restarts
     while not stopping:
-        for name, proc in children:
-            if proc.poll() is not None:
-                click.echo(f"dormouse: {name} exited with {proc.returncode}; stopping", err=True)
-                return proc.returncode or 1
+        now = time.monotonic()
+        for process in processes:
+            status = process.exit_status()
+            if status is None or process.name in due:
+                continue
+            delay = _restart_delay(process, status, now, policy)
+            if delay is None:
+                return status or 1
+            due[process.name] = now + delay
+        for process in processes:
+            if process.name in due and due[process.name] <= now:
+                del due[process.name]
+                try:
+                    process.start()
+                except RuntimeError as exc:  # the broker did not come up: counts as a crash
+                    click.echo(f"dormouse: {process.name} did not start: {exc}", err=True)
+                else:
+                    click.echo(f"dormouse: {process.name} restarted", err=True)
         time.sleep(0.2)
     click.echo("\ndormouse: stopping …")
     return 0
 
 
-def _stop(children: list[tuple[str, subprocess.Popen[bytes]]], timeout: float = 15.0) -> None:
-    for _, proc in children:
+def _restart_delay(
+    process: Restartable, status: int, now: float, policy: RestartPolicy
+) -> float | None:
+    """Say why it stopped; the delay before its restart, or None to give up."""
+    ran = now - process.started_at
+    delay = policy.record_exit(process.name, ran_for=ran, now=now)
+    if delay is None:
+        click.echo(
+            f"dormouse: {process.name} {describe_exit(status)} and keeps crashing "
+            f"({policy.max_fast_crashes} times within {policy.window:.0f}s, each after less "
+            f"than {policy.stable_after:.0f}s); stopping everything",
+            err=True,
+        )
+        return None
+    click.echo(
+        f"dormouse: {process.name} {describe_exit(status)} after {ran:.1f}s; "
+        f"restarting in {delay:.0f}s",
+        err=True,
+    )
+    return delay
+
+
+def _stop(children: list[Child], timeout: float = 15.0) -> None:
+    procs = [c.proc for c in children if c.proc is not None]
+    for proc in procs:
         if proc.poll() is None:
             proc.send_signal(signal.SIGTERM)  # warm shutdown: running turns finish
     deadline = time.monotonic() + timeout
-    for _, proc in children:
+    for proc in procs:
         try:
             proc.wait(timeout=max(0.1, deadline - time.monotonic()))
         except subprocess.TimeoutExpired:
