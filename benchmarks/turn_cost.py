@@ -51,7 +51,7 @@ class CountingWaker:
         self.sent += 1
         return True
 
-    deliver = wrap_up = turn  # type: ignore[assignment]
+    deliver = reconcile = wrap_up = turn  # type: ignore[assignment]
 
     def recompute(self, service: str, channel: str) -> bool:
         return True

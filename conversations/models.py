@@ -125,6 +125,8 @@ class Conversation(Base):
     # An outbound conversation whose opening message the agent writes: a turn with no inbound.
     wants_turn: Mapped[bool] = mapped_column(Boolean, default=False)
     context: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    # When the redrive last published a wake-up for it (scheduler/sweeps.py).
+    redriven_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
 
 
 class TimeoutPolicy(Base):
@@ -298,6 +300,8 @@ class OutboxRow(Base):
     last_error: Mapped[str | None] = mapped_column(Text)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    # When the redrive last published a deliver/reconcile for it (scheduler/sweeps.py).
+    redriven_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
 
 
 class DeliveryEvent(Base):

@@ -59,6 +59,8 @@ class Settings(BaseSettings):
     max_turn_attempts: int = Field(5, gt=0)
     history_window: int = Field(20, gt=0)
     redrive_interval: float = Field(15.0, gt=0)
+    # A row the redrive woke is left alone this long, unless it needs work anew meanwhile.
+    redrive_rewake_after: float = Field(60.0, gt=0)
     delivery_max_attempts: int = Field(8, gt=0)
     delivery_backoff_base: float = Field(2.0, gt=0)
     delivery_reconcile_after: float = Field(60.0, gt=0)

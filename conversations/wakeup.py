@@ -40,6 +40,7 @@ PUBLISH_RETRY_POLICY = {"max_retries": 1, "interval_start": 0, "interval_step": 
 class Waker(Protocol):
     def turn(self, conversation_id: uuid.UUID) -> bool: ...
     def deliver(self, outbox_id: int) -> bool: ...
+    def reconcile(self, outbox_id: int) -> bool: ...
     def wrap_up(self, conversation_id: uuid.UUID) -> bool: ...
     def recompute(self, service: str, channel: str) -> bool: ...
 
@@ -64,6 +65,9 @@ class CeleryWaker:
 
     def deliver(self, outbox_id: int) -> bool:
         return self._send(DELIVER_TASK, [outbox_id], DELIVER_QUEUE)
+
+    def reconcile(self, outbox_id: int) -> bool:
+        return self._send(RECONCILE_TASK, [outbox_id], DELIVER_QUEUE)
 
     def wrap_up(self, conversation_id: uuid.UUID) -> bool:
         return self._send(WRAPUP_TASK, [str(conversation_id)], SWEEP_QUEUE)

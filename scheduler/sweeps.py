@@ -1,20 +1,49 @@
-"""Sweeps: find work the broker lost. Each reads an index range, bounded by ``limit``.
+"""Redrive: find work the broker lost and wake it again. Each query reads an index range,
+bounded by ``limit``.
 
-Every wake-up they send may duplicate one already queued; the claims it leads to are
-conditional updates, so a duplicate (or a second beat) is a no-op.
+A wake-up the redrive sends is stamped on its row (``redriven_at``), and the next passes leave
+the row alone while that wake-up is recent and newer than the reason the row needs work (the
+pending message, the expired lease, the due attempt). So a backlog after an outage is woken
+once, not once per pass; a row whose wake-up the broker lost again is re-woken after
+``rewake_after``. Every wake-up may still duplicate one already queued: the claims it leads to
+are conditional updates, so a duplicate (or a second beat) is a no-op.
 """
 
 from __future__ import annotations
 
+import logging
 import uuid
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import Any
 
-from sqlalchemy import and_, or_, select
-from sqlalchemy.orm import Session
+from sqlalchemy import ColumnElement, Engine, and_, or_, select, update
+from sqlalchemy.orm import InstrumentedAttribute, Session
 
+from conversations.db import session_factory, transaction
 from conversations.models import PENDING_MESSAGE, Conversation, Message, OutboxRow
 from conversations.states import ConversationStatus, OutboxStatus
+from conversations.wakeup import Waker
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class Window:
+    now: datetime
+    grace: timedelta  # leaves fresh rows to the wake-up their writer already sent
+    rewake_after: timedelta
+
+    def not_woken_since(
+        self, redriven_at: InstrumentedAttribute[Any], reason_at: Any
+    ) -> ColumnElement[bool]:
+        """No wake-up from us since the row needed work, or ours is old enough to be lost."""
+        return or_(
+            redriven_at.is_(None),
+            redriven_at < reason_at,
+            redriven_at <= self.now - self.rewake_after,
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -24,28 +53,35 @@ class RedriveWork:
     reconciles: list[int]
     wrap_ups: list[uuid.UUID]
 
+    def counts(self) -> dict[str, int]:
+        return {
+            "turns": len(self.turns),
+            "deliveries": len(self.deliveries),
+            "reconciles": len(self.reconciles),
+            "wrap_ups": len(self.wrap_ups),
+        }
 
-def conversations_to_wake(
-    session: Session, *, now: datetime, grace: timedelta, limit: int
-) -> list[uuid.UUID]:
-    """Conversations with a pending message and no live turn.
 
-    ``grace`` leaves fresh messages to the wake-up that ingest already sent.
-    """
+def conversations_to_wake(session: Session, w: Window, *, limit: int) -> list[uuid.UUID]:
+    """Conversations with a pending message (or an opening to write) and no live turn."""
+    c = Conversation
+    expired_lease = and_(
+        c.status == ConversationStatus.RUNNING,
+        c.lease_expires_at < w.now,
+        w.not_woken_since(c.redriven_at, c.lease_expires_at),
+    )
     query = (
-        select(Conversation.id)
-        .join(Message, Message.conversation_id == Conversation.id)
+        select(c.id)
+        .join(Message, Message.conversation_id == c.id)
         .where(
             PENDING_MESSAGE,
             or_(
                 and_(
-                    Conversation.status == ConversationStatus.SUSPENDED,
-                    Message.created_at <= now - grace,
+                    c.status == ConversationStatus.SUSPENDED,
+                    Message.created_at <= w.now - w.grace,
+                    w.not_woken_since(c.redriven_at, Message.created_at),
                 ),
-                and_(
-                    Conversation.status == ConversationStatus.RUNNING,
-                    Conversation.lease_expires_at < now,
-                ),
+                expired_lease,
             ),
         )
         .distinct()
@@ -54,18 +90,16 @@ def conversations_to_wake(
     found = list(session.scalars(query))
     # Outbound conversations whose opening the agent has yet to write (no inbound message).
     openings = (
-        select(Conversation.id)
+        select(c.id)
         .where(
-            Conversation.wants_turn.is_(True),
+            c.wants_turn.is_(True),
             or_(
                 and_(
-                    Conversation.status == ConversationStatus.SUSPENDED,
-                    Conversation.updated_at <= now - grace,
+                    c.status == ConversationStatus.SUSPENDED,
+                    c.updated_at <= w.now - w.grace,
+                    w.not_woken_since(c.redriven_at, c.updated_at),
                 ),
-                and_(
-                    Conversation.status == ConversationStatus.RUNNING,
-                    Conversation.lease_expires_at < now,
-                ),
+                expired_lease,
             ),
         )
         .limit(limit)
@@ -73,54 +107,90 @@ def conversations_to_wake(
     return list(dict.fromkeys(found + list(session.scalars(openings))))
 
 
-def outbox_to_send(session: Session, *, now: datetime, grace: timedelta, limit: int) -> list[int]:
+def outbox_to_send(session: Session, w: Window, *, limit: int) -> list[int]:
+    o = OutboxRow
     query = (
-        select(OutboxRow.id)
+        select(o.id)
         .where(
-            OutboxRow.status == OutboxStatus.PENDING,
-            OutboxRow.next_attempt_at <= now,
-            OutboxRow.updated_at <= now - grace,
+            o.status == OutboxStatus.PENDING,
+            o.next_attempt_at <= w.now,
+            o.updated_at <= w.now - w.grace,
+            w.not_woken_since(o.redriven_at, o.next_attempt_at),
         )
-        .order_by(OutboxRow.next_attempt_at)
+        .order_by(o.next_attempt_at)
         .limit(limit)
     )
     return list(session.scalars(query))
 
 
-def outbox_to_reconcile(
-    session: Session, *, now: datetime, after: timedelta, limit: int
-) -> list[int]:
+def outbox_to_reconcile(session: Session, w: Window, *, after: timedelta, limit: int) -> list[int]:
+    o = OutboxRow
     query = (
-        select(OutboxRow.id)
-        .where(OutboxRow.status == OutboxStatus.SENDING, OutboxRow.updated_at <= now - after)
-        .order_by(OutboxRow.updated_at)
+        select(o.id)
+        .where(
+            o.status == OutboxStatus.SENDING,
+            o.updated_at <= w.now - after,
+            w.not_woken_since(o.redriven_at, o.updated_at),
+        )
+        .order_by(o.updated_at)
         .limit(limit)
     )
     return list(session.scalars(query))
 
 
-def conversations_to_wrap_up(
-    session: Session, *, now: datetime, grace: timedelta, limit: int
-) -> list[uuid.UUID]:
+def conversations_to_wrap_up(session: Session, w: Window, *, limit: int) -> list[uuid.UUID]:
+    c = Conversation
     query = (
-        select(Conversation.id)
+        select(c.id)
         .where(
-            Conversation.status == ConversationStatus.FINISHED,
-            Conversation.wrapped_up_at.is_(None),
-            Conversation.finished_at <= now - grace,
+            c.status == ConversationStatus.FINISHED,
+            c.wrapped_up_at.is_(None),
+            c.finished_at <= w.now - w.grace,
+            w.not_woken_since(c.redriven_at, c.finished_at),
         )
-        .order_by(Conversation.finished_at)
+        .order_by(c.finished_at)
         .limit(limit)
     )
     return list(session.scalars(query))
 
 
 def find_redrive_work(
-    session: Session, *, now: datetime, grace: timedelta, reconcile_after: timedelta, limit: int
+    session: Session, w: Window, *, reconcile_after: timedelta, limit: int
 ) -> RedriveWork:
     return RedriveWork(
-        turns=conversations_to_wake(session, now=now, grace=grace, limit=limit),
-        deliveries=outbox_to_send(session, now=now, grace=grace, limit=limit),
-        reconciles=outbox_to_reconcile(session, now=now, after=reconcile_after, limit=limit),
-        wrap_ups=conversations_to_wrap_up(session, now=now, grace=grace, limit=limit),
+        turns=conversations_to_wake(session, w, limit=limit),
+        deliveries=outbox_to_send(session, w, limit=limit),
+        reconciles=outbox_to_reconcile(session, w, after=reconcile_after, limit=limit),
+        wrap_ups=conversations_to_wrap_up(session, w, limit=limit),
     )
+
+
+def redrive_once(
+    engine: Engine, waker: Waker, w: Window, *, reconcile_after: timedelta, limit: int
+) -> dict[str, int]:
+    """Wake what the broker lost; stamp what was published, so later passes skip it."""
+    with session_factory(engine)() as session:
+        work = find_redrive_work(session, w, reconcile_after=reconcile_after, limit=limit)
+    woken_conversations = _published(waker.turn, work.turns) + _published(
+        waker.wrap_up, work.wrap_ups
+    )
+    woken_rows = _published(waker.deliver, work.deliveries) + _published(
+        waker.reconcile, work.reconciles
+    )
+    with transaction(engine) as session:
+        _stamp(session, Conversation, woken_conversations, w.now)
+        _stamp(session, OutboxRow, woken_rows, w.now)
+    counts = work.counts()
+    if any(counts.values()):
+        log.info("redrive: %s", counts)
+    return counts
+
+
+def _published(send: Callable[[Any], bool], ids: Iterable[Any]) -> list[Any]:
+    return [i for i in ids if send(i)]
+
+
+def _stamp(session: Session, model: type[Conversation | OutboxRow], ids: Sequence[Any],
+           now: datetime) -> None:  # fmt: skip
+    if ids:
+        session.execute(update(model).where(model.id.in_(ids)).values(redriven_at=now))

@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 from datetime import timedelta
 
-from conversations.db import get_engine, session_factory, transaction
+from conversations.db import get_engine, transaction
 from conversations.nonces import purge_before
 from conversations.settings import get_settings
 from conversations.timeout_store import recompute_batch
@@ -14,13 +14,12 @@ from conversations.types import utcnow
 from conversations.wakeup import (
     PURGE_TASK,
     RECOMPUTE_TASK,
-    RECONCILE_TASK,
     REDRIVE_TASK,
     TIMEOUT_SWEEP_TASK,
     WRAPUP_TASK,
 )
 from memory.store import purge_expired
-from scheduler.sweeps import find_redrive_work
+from scheduler.sweeps import Window, redrive_once
 from scheduler.timeouts import close_expired, send_due_nudges
 from workers.app import app
 from workers.deliver import reconcile_after
@@ -41,32 +40,18 @@ PURGE_MAX_BATCHES = 200
 @app.task(name=REDRIVE_TASK)
 def redrive() -> dict[str, int]:
     settings = get_settings()
-    with session_factory(get_engine())() as session:
-        work = find_redrive_work(
-            session,
-            now=utcnow(),
-            grace=timedelta(seconds=settings.redrive_interval),
-            reconcile_after=timedelta(seconds=reconcile_after(settings)),
-            limit=REDRIVE_BATCH,
-        )
-    w = waker()
-    for conversation_id in work.turns:
-        w.turn(conversation_id)
-    for outbox_id in work.deliveries:
-        w.deliver(outbox_id)
-    for outbox_id in work.reconciles:
-        app.send_task(RECONCILE_TASK, args=[outbox_id])
-    for conversation_id in work.wrap_ups:
-        w.wrap_up(conversation_id)
-    counts = {
-        "turns": len(work.turns),
-        "deliveries": len(work.deliveries),
-        "reconciles": len(work.reconciles),
-        "wrap_ups": len(work.wrap_ups),
-    }
-    if any(counts.values()):
-        log.info("redrive: %s", counts)
-    return counts
+    window = Window(
+        now=utcnow(),
+        grace=timedelta(seconds=settings.redrive_interval),
+        rewake_after=timedelta(seconds=settings.redrive_rewake_after),
+    )
+    return redrive_once(
+        get_engine(),
+        waker(),
+        window,
+        reconcile_after=timedelta(seconds=reconcile_after(settings)),
+        limit=REDRIVE_BATCH,
+    )
 
 
 @app.task(name=TIMEOUT_SWEEP_TASK)
