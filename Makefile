@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: up test test-postgres test-sqlite lint install lock clean bench bench-quick bench-timeouts bench-turns
+.PHONY: up test test-postgres test-sqlite lint install lock clean bench bench-quick bench-timeouts bench-turns faults faults-quick
 
 $(STAMP): pyproject.toml constraints.txt
 	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' \
@@ -58,6 +58,13 @@ bench-quick: $(STAMP)
 	$(BIN)/python -m benchmarks.platform --quick
 	$(BIN)/python -m benchmarks.timeout_sweep --quick
 	$(BIN)/python -m benchmarks.turn_cost --quick
+
+## The fault suite: real processes while workers, the broker or the database fail.
+faults: $(STAMP)
+	$(BIN)/python -m benchmarks.faults
+
+faults-quick: $(STAMP)
+	$(BIN)/python -m benchmarks.faults --quick
 
 bench-turns: $(STAMP)
 	$(BIN)/pip install --quiet -c constraints.txt -e '.[dev,bench]'

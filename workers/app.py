@@ -19,6 +19,7 @@ from conversations.wakeup import (
     TURN_TASK,
     WRAPUP_TASK,
 )
+from workers.watchdog import WedgedChannelWatch
 
 QUEUES = (TURN_QUEUE, DELIVER_QUEUE, SWEEP_QUEUE)
 
@@ -26,6 +27,7 @@ QUEUES = (TURN_QUEUE, DELIVER_QUEUE, SWEEP_QUEUE)
 def create_celery(settings: Settings) -> Celery:
     app = Celery("dormouse", include=["workers.tasks", "scheduler.tasks"])
     app.conf.update(celery_config(settings))
+    app.steps["consumer"].add(WedgedChannelWatch)
     app.conf.task_default_queue = TURN_QUEUE
     app.conf.task_routes = {
         TURN_TASK: {"queue": TURN_QUEUE},

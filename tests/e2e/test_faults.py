@@ -3,9 +3,11 @@ sent twice, no process dies."""
 
 from __future__ import annotations
 
+import random
 import time
 from collections import defaultdict
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -47,6 +49,8 @@ def test_a_burst_of_20_is_answered_in_order_one_turn_at_a_time_and_coalesced(
     assert turns == sorted(turns), "a later message was answered in an earlier turn"
     assert len(set(turns)) < 20, "messages were not coalesced"
     assert fake_model.max_in_flight == 1, "two turns of one conversation ran at once"
+    for log in stack.workdir.glob("worker*.log"):  # no false alarm from workers/watchdog.py
+        assert "stopped consuming" not in log.read_text()
 
     # One reply per turn, each answering the newest message that turn saw.
     last_of_turn: dict[int, str] = defaultdict(str)
@@ -108,7 +112,9 @@ def test_broker_down_webhook_is_accepted_and_answered_once_the_broker_is_back(
         broker.stop()
 
 
+@pytest.mark.parametrize("pool", ["prefork", "solo"])
 def test_broker_killed_mid_turn_the_worker_survives_and_the_reply_is_sent_once(
+    pool: str,
     make_stack: Callable[..., Stack],
     fake_twilio: FakeTwilio,
     fake_model: FakeModel,
@@ -123,7 +129,7 @@ def test_broker_killed_mid_turn_the_worker_survives_and_the_reply_is_sent_once(
     own = Backend(migrated.name, migrated.database_url, broker.url, migrated.data_dir)
     slow = {"MODEL_BASE_URL": fake_model.url, "MODEL_TIMEOUT": "10"}
     limits = {"TURN_TIME_LIMIT": "12", "LEASE_SECONDS": "15"}
-    stack = make_stack(own, **slow, **limits).start(workers=1)
+    stack = make_stack(own, **slow, **limits).start(workers=1, pool=pool)
     worker = stack.processes["worker0"]
     try:
         assert stack.text("are you still there?", CUSTOMER).status_code == 200
@@ -143,6 +149,65 @@ def test_broker_killed_mid_turn_the_worker_survives_and_the_reply_is_sent_once(
         assert worker.poll() is None, f"the worker exited with {worker.returncode}"
         time.sleep(3)  # redrive passes later, still one reply each
         assert len(fake_twilio.sent_to(CUSTOMER)) == 2
+    finally:
+        stack.stop()
+        broker.stop()
+
+
+def test_ten_concurrent_copies_of_each_webhook_store_and_answer_each_message_once(
+    make_stack: Callable[..., Stack], fake_twilio: FakeTwilio
+) -> None:
+    # Twilio retries a webhook it did not see answered; copies may arrive at the same time.
+    stack = make_stack().start(workers=2)
+    customers = [f"+1555555031{i:1d}" for i in range(10)]
+    posts = [("SM" + f"{i:032x}", number) for i, number in enumerate(customers)] * 10
+    random.Random(7).shuffle(posts)
+    with ThreadPoolExecutor(max_workers=20) as pool:
+        codes = list(pool.map(lambda p: stack.text("just once", p[1], sid=p[0]).status_code, posts))
+    assert codes == [200] * len(posts)
+
+    for number in customers:
+        [reply] = fake_twilio.wait_for(1, to=number, timeout=30)
+        assert '"just once"' in reply.body and "1 message from you" in reply.body
+    time.sleep(3)  # redrive passes later
+    for number in customers:
+        [conv] = stack.conversations(number)
+        assert len(inbound(stack, conv["id"])) == 1
+        assert len(fake_twilio.sent_to(number)) == 1
+
+
+def test_broker_down_while_every_slot_is_busy_the_worker_consumes_again_once_it_is_back(
+    make_stack: Callable[..., Stack],
+    fake_twilio: FakeTwilio,
+    fake_model: FakeModel,
+    migrated: Backend,
+    tmp_path: Path,
+) -> None:
+    # Both pool slots busy (no BRPOP outstanding) and both turns finish while Redis is down:
+    # their acks fail, and without workers/watchdog.py the worker never asked Redis again.
+    fake_model.delay = 1.0
+    broker = EmbeddedBroker(tmp_path / "own-broker.sock", port=free_port())
+    broker.start()
+    own = Backend(migrated.name, migrated.database_url, broker.url, migrated.data_dir)
+    stack = make_stack(own, MODEL_BASE_URL=fake_model.url, MODEL_TIMEOUT="10").start(workers=1)
+    try:
+        first, second, later = "+15555550401", "+15555550402", "+15555550403"
+        stack.text("one", first)
+        stack.text("two", second)
+        fake_model.wait_for_requests(2)
+        assert broker.process is not None
+        broker.process.kill()
+        broker.process.wait()
+        time.sleep(3)  # the turns end, their acks fail
+        broker.start()
+
+        fake_twilio.wait_for(1, to=first, timeout=40)
+        fake_twilio.wait_for(1, to=second, timeout=40)
+        fake_model.delay = 0
+        stack.text("three", later)
+        [reply] = fake_twilio.wait_for(1, to=later, timeout=40)
+        assert reply.body == "ack: three"
+        assert "acks were lost and stopped consuming" in (stack.workdir / "worker0.log").read_text()
     finally:
         stack.stop()
         broker.stop()
