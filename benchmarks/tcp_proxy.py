@@ -8,8 +8,11 @@ refuses new ones until ``restore()``.
 from __future__ import annotations
 
 import contextlib
+import signal
 import socket
 import struct
+import subprocess
+import sys
 import threading
 
 
@@ -30,8 +33,8 @@ class TcpProxy:
         with self._lock:
             self._cut = True
             doomed, self._open = self._open, set()
+        self.dropped += len(doomed) // 2  # both ends of each connection
         for sock in doomed:
-            self.dropped += 1
             _close(sock)
 
     def restore(self) -> None:
@@ -85,3 +88,50 @@ def _close(sock: socket.socket) -> None:
     with contextlib.suppress(OSError):
         sock.shutdown(socket.SHUT_RDWR)
     sock.close()
+
+
+class ProxyProcess:
+    """The proxy in a process of its own, so its copying does not share the load's GIL.
+
+    SIGUSR1 cuts, SIGUSR2 restores; on SIGTERM it prints its counters and exits.
+    """
+
+    def __init__(self, target_host: str, target_port: int) -> None:
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "benchmarks.tcp_proxy", target_host, str(target_port)],
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        assert self.proc.stdout is not None
+        self.port = int(self.proc.stdout.readline())
+        self.dropped = self.refused = 0
+
+    def cut(self) -> None:
+        self.proc.send_signal(signal.SIGUSR1)
+
+    def restore(self) -> None:
+        self.proc.send_signal(signal.SIGUSR2)
+
+    def close(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            out, _ = self.proc.communicate(timeout=10)
+            self.dropped, self.refused = (int(n) for n in out.split())
+
+
+def main() -> None:
+    proxy = TcpProxy(sys.argv[1], int(sys.argv[2]))
+    stop = threading.Event()
+    signal.signal(signal.SIGUSR1, lambda *_: proxy.cut())
+    signal.signal(signal.SIGUSR2, lambda *_: proxy.restore())
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    print(proxy.port, flush=True)
+    while not stop.wait(0.2):
+        pass
+    refused = proxy.refused
+    proxy.close()
+    print(proxy.dropped, refused, flush=True)
+
+
+if __name__ == "__main__":
+    main()
