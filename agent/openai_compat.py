@@ -10,15 +10,12 @@ import httpx
 
 from agent.base import TurnContext
 from agent.summary import extractive_summary
-from agent.tools import Toolbox, ToolError
+from agent.tools import Toolbox
+from conversations.errors import ModelError, ToolError
 from conversations.states import Direction
 from conversations.turns import MessageView
 
 MAX_TOOL_ROUNDS = 4
-
-
-class ModelError(Exception):
-    """The model endpoint failed; the turn is released and retried later."""
 
 
 class OpenAICompatibleAgent:

@@ -18,6 +18,7 @@ from typing import Any
 
 from pydantic import BaseModel, ValidationError, create_model
 
+from conversations.errors import ToolError
 from conversations.states import FinishReason
 
 
@@ -34,10 +35,6 @@ class ToolContext:
     customer_id: uuid.UUID
     idempotency_key: str
     effects: TurnEffects = field(default_factory=TurnEffects)
-
-
-class ToolError(Exception):
-    """A tool call that could not run; its message goes back to the model."""
 
 
 @dataclass(frozen=True)

@@ -23,7 +23,7 @@ from api import (
 from api.deps import AppState, state
 from conversations.broker import ping_broker
 from conversations.db import get_engine
-from conversations.errors import ConcurrentChange, WebhookRejected
+from conversations.errors import ConcurrentChange, DormouseError
 from conversations.settings import Settings, get_settings
 from conversations.wakeup import CeleryWaker, Waker
 
@@ -49,9 +49,15 @@ def create_app(
     app.include_router(outbound_routes.router)
     app.include_router(customer_routes.router)
 
-    @app.exception_handler(WebhookRejected)
-    async def _rejected(_: Request, exc: WebhookRejected) -> JSONResponse:
-        return JSONResponse({"detail": exc.reason}, status_code=exc.status, headers=exc.headers)
+    @app.exception_handler(DormouseError)
+    async def _refused(_: Request, exc: DormouseError) -> JSONResponse:
+        # The one place an error of ours becomes an HTTP answer (conversations/errors.py).
+        if exc.http_status >= 500:
+            log.error("unhandled %s: %s", type(exc).__name__, exc)
+            return JSONResponse({"detail": "internal error"}, status_code=exc.http_status)
+        return JSONResponse(
+            {"detail": exc.detail()}, status_code=exc.http_status, headers=exc.headers
+        )
 
     @app.exception_handler(OperationalError)
     @app.exception_handler(PoolTimeout)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import uuid
 from typing import Annotated, Literal
 
-from fastapi import APIRouter, Body, Depends, HTTPException, Request
+from fastapi import APIRouter, Body, Depends, Request
 from pydantic import BaseModel, Field, field_validator
 from starlette.concurrency import run_in_threadpool
 
@@ -54,14 +54,9 @@ class PatchIn(BaseModel):
 
 
 def _run(engine, fn):  # type: ignore[no-untyped-def]
-    """Run one transition in its own transaction; map refusals to HTTP answers."""
-    try:
-        with transaction(engine) as session:
-            return fn(session)
-    except lifecycle.ConversationNotFound as exc:
-        raise HTTPException(404, str(exc)) from None
-    except lifecycle.TransitionRefused as exc:
-        raise HTTPException(409, str(exc)) from None
+    """Run one transition in its own transaction (refusals are answered by api/app.py)."""
+    with transaction(engine) as session:
+        return fn(session)
 
 
 def _detail(engine, conversation_id: uuid.UUID) -> ConversationDetail:  # type: ignore[no-untyped-def]

@@ -6,7 +6,7 @@ import uuid
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Depends, HTTPException, Request
+from fastapi import APIRouter, Depends, Request
 from pydantic import BaseModel, Field
 from sqlalchemy import select
 from starlette.concurrency import run_in_threadpool
@@ -14,16 +14,10 @@ from starlette.concurrency import run_in_threadpool
 from api.deps import require_api_key, state
 from conversations.addresses import normalize_address
 from conversations.db import session_factory, transaction
-from conversations.errors import InvalidAddress
+from conversations.errors import CustomerNotFound, InvalidAddress
 from conversations.models import Customer, Identity
 from conversations.types import utcnow
-from memory.identities import (
-    AddressTaken,
-    ExternalIdTaken,
-    create_customer,
-    erase_customer,
-    link_address,
-)
+from memory.identities import create_customer, erase_customer, link_address
 from memory.store import recall
 
 router = APIRouter(prefix="/v1/customers", tags=["customers"])
@@ -79,7 +73,7 @@ def _normalized(kind: str, field: str, values: list[str], region: str) -> list[t
         try:
             out.append((kind, normalize_address(kind, value, region)))
         except InvalidAddress as exc:
-            raise HTTPException(422, f"{field}[{i}]: {exc}") from None
+            raise InvalidAddress(f"{field}[{i}]: {exc}") from None
     return out
 
 
@@ -94,15 +88,12 @@ async def create(
     )
 
     def write() -> CustomerView:
-        try:
-            with transaction(app.engine) as session:
-                customer = create_customer(
-                    session, external_id=body.external_id, name=body.name,
-                    attributes=body.attributes, addresses=addresses,
-                )  # fmt: skip
-                view = _view(session, customer.id)
-        except (AddressTaken, ExternalIdTaken) as exc:
-            raise HTTPException(409, {"message": str(exc), "customer_id": str(exc.owner)}) from None
+        with transaction(app.engine) as session:
+            customer = create_customer(
+                session, external_id=body.external_id, name=body.name,
+                attributes=body.attributes, addresses=addresses,
+            )  # fmt: skip
+            view = _view(session, customer.id)
         assert view is not None
         return view
 
@@ -121,7 +112,7 @@ async def read(
 
     found = await run_in_threadpool(get)
     if found is None:
-        raise HTTPException(404, f"no customer {customer_id}")
+        raise CustomerNotFound(f"no customer {customer_id}")
     return found
 
 
@@ -136,20 +127,17 @@ async def add_identity(
     try:
         address = normalize_address(body.kind, body.address, app.settings.default_region)
     except InvalidAddress as exc:
-        raise HTTPException(422, f"address: {exc}") from None
+        raise InvalidAddress(f"address: {exc}") from None
 
     def write() -> dict[str, Any]:
-        try:
-            with transaction(app.engine) as session:
-                if session.get(Customer, customer_id) is None:
-                    raise HTTPException(404, f"no customer {customer_id}")
-                linked = link_address(
-                    session, customer_id, kind=body.kind, address=address, merge=body.merge,
-                    actor=actor, now=utcnow(),
-                )  # fmt: skip
-                view = _view(session, customer_id)
-        except AddressTaken as exc:
-            raise HTTPException(409, {"message": str(exc), "customer_id": str(exc.owner)}) from None
+        with transaction(app.engine) as session:
+            if session.get(Customer, customer_id) is None:
+                raise CustomerNotFound(f"no customer {customer_id}")
+            linked = link_address(
+                session, customer_id, kind=body.kind, address=address, merge=body.merge,
+                actor=actor, now=utcnow(),
+            )  # fmt: skip
+            view = _view(session, customer_id)
         merged = str(linked.merged_customer_id) if linked.merged_customer_id else None
         return {"customer": view.model_dump(mode="json") if view else None, "merged": merged}
 
@@ -167,7 +155,7 @@ async def erase(
             return erase_customer(session, customer_id)
 
     if not await run_in_threadpool(write):
-        raise HTTPException(404, f"no customer {customer_id}")
+        raise CustomerNotFound(f"no customer {customer_id}")
 
 
 @router.get("/{customer_id}/memory")
@@ -189,6 +177,6 @@ async def memory(
 
     entries = await run_in_threadpool(read)
     if entries is None:
-        raise HTTPException(404, f"no customer {customer_id}")
+        raise CustomerNotFound(f"no customer {customer_id}")
     return {"customer_id": str(customer_id), "retention": app.settings.memory_retention,
             "entries": entries}  # fmt: skip

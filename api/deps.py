@@ -5,10 +5,10 @@ from __future__ import annotations
 import hmac
 from dataclasses import dataclass
 
-from fastapi import HTTPException, Request
+from fastapi import Request
 from sqlalchemy import Engine
 
-from conversations.errors import WebhookRejected
+from conversations.errors import Unauthorized, WebhookRejected
 from conversations.settings import Settings
 from conversations.wakeup import Waker
 
@@ -30,13 +30,11 @@ def require_api_key(request: Request) -> str:
     header = request.headers.get("authorization", "")
     scheme, _, token = header.partition(" ")
     if scheme.lower() != "bearer" or not token:
-        raise HTTPException(
-            401, "missing Authorization: Bearer <key>", {"WWW-Authenticate": "Bearer"}
-        )
+        raise Unauthorized("missing Authorization: Bearer <key>")
     for key, name in state(request).api_keys.items():
         if hmac.compare_digest(key.encode(), token.strip().encode()):
             return name
-    raise HTTPException(401, "unknown API key", {"WWW-Authenticate": "Bearer"})
+    raise Unauthorized("unknown API key")
 
 
 async def read_body(request: Request, limit: int) -> bytes:

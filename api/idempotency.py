@@ -12,12 +12,12 @@ import json
 from collections.abc import Callable
 from typing import Any
 
-from fastapi import HTTPException
 from sqlalchemy import Engine, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from conversations.db import transaction
+from conversations.errors import BadRequest, Conflict, InvalidInput
 from conversations.models import IdempotencyKey
 from conversations.types import utcnow
 
@@ -41,7 +41,7 @@ def run_once(
         with transaction(engine) as session:
             return (*work(session), False)
     if not key or len(key) > MAX_KEY_LENGTH:
-        raise HTTPException(400, f"Idempotency-Key must be 1 to {MAX_KEY_LENGTH} characters")
+        raise BadRequest(f"Idempotency-Key must be 1 to {MAX_KEY_LENGTH} characters")
     digest = request_hash(body)
     with transaction(engine) as session:
         try:
@@ -56,13 +56,11 @@ def run_once(
                 )
             ).one()
             if first.request_hash != digest:
-                raise HTTPException(
-                    422, "Idempotency-Key was already used with a different request body"
+                raise InvalidInput(
+                    "Idempotency-Key was already used with a different request body"
                 ) from None
             if first.response is None or first.status_code is None:
-                raise HTTPException(
-                    409, "a request with this Idempotency-Key is in progress"
-                ) from None
+                raise Conflict("a request with this Idempotency-Key is in progress") from None
             return first.status_code, first.response, True
         status, response = work(session)
         row.status_code, row.response = status, response

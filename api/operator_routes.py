@@ -5,13 +5,13 @@ from __future__ import annotations
 import uuid
 from typing import Annotated, Literal
 
-from fastapi import APIRouter, Depends, HTTPException, Query, Request
+from fastapi import APIRouter, Depends, Query, Request
 from starlette.concurrency import run_in_threadpool
 
 from api.deps import require_api_key, state
 from conversations.addresses import normalize_phone
 from conversations.db import session_factory
-from conversations.errors import InvalidAddress
+from conversations.errors import ConversationNotFound, InvalidAddress
 from conversations.states import ConversationStatus, OutboxStatus
 from conversations.views import (
     ConversationDetail,
@@ -66,7 +66,7 @@ async def get_conversation(request: Request, conversation_id: uuid.UUID) -> Conv
 
     found = await run_in_threadpool(read)
     if found is None:
-        raise HTTPException(404, f"no conversation {conversation_id}")
+        raise ConversationNotFound(f"no conversation {conversation_id}")
     return found
 
 

@@ -5,14 +5,14 @@ from __future__ import annotations
 import uuid
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Depends, Header, HTTPException, Request
+from fastapi import APIRouter, Depends, Header, Request
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 from starlette.concurrency import run_in_threadpool
 
 from api.deps import require_api_key, state
 from api.idempotency import run_once
-from conversations.outbound import OutboundRefused, start_outbound
+from conversations.outbound import start_outbound
 from conversations.types import utcnow
 from conversations.views import conversation_detail
 
@@ -39,17 +39,11 @@ async def start_conversation(
     settings = app.settings
 
     def work(session) -> tuple[int, dict[str, Any]]:  # type: ignore[no-untyped-def]
-        try:
-            started = start_outbound(
-                session, service=body.service, channel=body.channel, to=body.to,
-                customer_id=body.customer_id, context=body.context, message=body.message,
-                now=utcnow(), defaults=settings.default_policies(), region=settings.default_region,
-            )  # fmt: skip
-        except OutboundRefused as exc:
-            detail: Any = exc.reason
-            if exc.conversation_id is not None:
-                detail = {"message": exc.reason, "conversation_id": str(exc.conversation_id)}
-            raise HTTPException(exc.status, detail) from None
+        started = start_outbound(
+            session, service=body.service, channel=body.channel, to=body.to,
+            customer_id=body.customer_id, context=body.context, message=body.message,
+            now=utcnow(), defaults=settings.default_policies(), region=settings.default_region,
+        )  # fmt: skip
         session.flush()
         view = conversation_detail(session, started.conversation_id)
         assert view is not None

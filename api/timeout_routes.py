@@ -5,12 +5,13 @@ from __future__ import annotations
 from datetime import timedelta
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, HTTPException, Query, Request
+from fastapi import APIRouter, Depends, Query, Request
 from pydantic import BaseModel, Field, field_validator, model_validator
 from starlette.concurrency import run_in_threadpool
 
 from api.deps import require_api_key, state
 from conversations.db import session_factory, transaction
+from conversations.errors import InvalidInput, NotFound
 from conversations.timeout_store import (
     delete_policy,
     history,
@@ -142,7 +143,7 @@ async def delete_timeout(
     try:
         scope = Scope(service or "", _channel(channel))
     except ValueError as exc:
-        raise HTTPException(422, f"channel: {exc}") from None
+        raise InvalidInput(f"channel: {exc}") from None
 
     def write() -> Policy | None:
         with transaction(app.engine) as session:
@@ -150,7 +151,7 @@ async def delete_timeout(
 
     old = await run_in_threadpool(write)
     if old is None:
-        raise HTTPException(404, f"no timeout policy for {scope.describe()}")
+        raise NotFound(f"no timeout policy for {scope.describe()}")
     await run_in_threadpool(app.waker.recompute, scope.service, scope.channel)
     return {"deleted": scope_view(scope, old)}
 

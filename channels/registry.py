@@ -7,16 +7,13 @@ from collections.abc import Callable
 from channels.base import Channel
 from channels.mail.channel import EmailChannel
 from channels.sms import SmsChannel
+from conversations.errors import UnknownChannel
 from conversations.settings import Settings
 
 CHANNELS: dict[str, Callable[[Settings], Channel]] = {
     "sms": SmsChannel,
     "email": EmailChannel,
 }
-
-
-class UnknownChannel(LookupError):
-    pass
 
 
 # One instance per (channel, settings) in a process: a channel holds its provider client and

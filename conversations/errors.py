@@ -1,10 +1,47 @@
-"""One error tree. Retry policy is decided in one place from the class of the error."""
+"""One error tree. Retry policy is decided in one place from the class of the error, and the
+HTTP answer in one handler (``api/app.py``) from ``http_status``: a route never maps errors
+by hand, and an error that is not ours is a 500 that says nothing of its internals.
+"""
 
 from __future__ import annotations
+
+import uuid
+from typing import Any
 
 
 class DormouseError(Exception):
     """Root of every error Dormouse raises on purpose."""
+
+    http_status = 500  # what the API answers if this escapes a route
+    headers: dict[str, str] = {}
+
+    def detail(self) -> Any:
+        return str(self)
+
+
+class NotFound(DormouseError):
+    http_status = 404
+
+
+class Conflict(DormouseError):
+    http_status = 409
+
+
+class InvalidInput(DormouseError):
+    http_status = 422
+
+
+class BadRequest(DormouseError):
+    http_status = 400
+
+
+class Unauthorized(DormouseError):
+    http_status = 401
+    headers = {"WWW-Authenticate": "Bearer"}
+
+
+class ConfigurationError(DormouseError):
+    """A setting that cannot work (a malformed URL, an unknown channel): fail at start-up."""
 
 
 class WebhookRejected(DormouseError):
@@ -12,13 +49,66 @@ class WebhookRejected(DormouseError):
 
     def __init__(self, status: int, reason: str, headers: dict[str, str] | None = None) -> None:
         super().__init__(reason)
-        self.status = status
+        self.status = self.http_status = status
         self.reason = reason
         self.headers = headers or {}
 
 
-class InvalidAddress(DormouseError):
+class InvalidAddress(InvalidInput):
     """An address that cannot be normalized (unparseable phone number, …)."""
+
+
+class UnknownChannel(InvalidInput):
+    """A channel name no registered channel answers to."""
+
+
+class ConversationNotFound(NotFound):
+    pass
+
+
+class CustomerNotFound(NotFound):
+    pass
+
+
+class TransitionRefused(Conflict):
+    """The conversation is not in a state that allows this; ``status`` is what it is in."""
+
+    def __init__(self, status: str, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+class Taken(Conflict):
+    """Something unique belongs to another customer; the answer names the owner."""
+
+    def __init__(self, message: str, owner: uuid.UUID) -> None:
+        super().__init__(message)
+        self.owner = owner
+
+    def detail(self) -> Any:
+        return {"message": str(self), "customer_id": str(self.owner)}
+
+
+class AddressTaken(Taken):
+    """The address belongs to another customer; linking it needs an explicit merge."""
+
+    def __init__(self, kind: str, address: str, owner: uuid.UUID) -> None:
+        super().__init__(
+            f"{kind} {address} belongs to customer {owner}; pass merge: true to merge", owner
+        )
+
+
+class ExternalIdTaken(Taken):
+    def __init__(self, external_id: str, owner: uuid.UUID) -> None:
+        super().__init__(f"external_id {external_id!r} belongs to customer {owner}", owner)
+
+
+class ModelError(DormouseError):
+    """The model call failed or answered something unusable; the turn is retried."""
+
+
+class ToolError(DormouseError):
+    """A tool call the agent made could not run; the model is told why."""
 
 
 class ProviderError(DormouseError):

@@ -199,7 +199,7 @@ def _open_or_start(
         if inserted is not None:
             return opened, True
         look_first = True
-    raise LookupError(f"cannot open a conversation for {customer_id}: it keeps conflicting")
+    raise ConcurrentChange(f"cannot open a conversation for {customer_id}: it keeps conflicting")
 
 
 def _record_automatic(

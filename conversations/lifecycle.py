@@ -14,23 +14,12 @@ from datetime import datetime
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
+from conversations.errors import ConversationNotFound, TransitionRefused
 from conversations.models import OPEN_CONVERSATION, PENDING_MESSAGE, Conversation, Message
 from conversations.replies import enqueue_reply
 from conversations.states import ConversationStatus, FinishReason, InboundState, Role
 from conversations.timeout_store import refresh_deadline
 from conversations.timeouts import Policy
-
-
-class TransitionRefused(Exception):
-    """The conversation is not in a state that allows this; ``status`` is what it is in."""
-
-    def __init__(self, status: str, message: str) -> None:
-        super().__init__(message)
-        self.status = status
-
-
-class ConversationNotFound(LookupError):
-    pass
 
 
 @dataclass(frozen=True, slots=True)

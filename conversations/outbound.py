@@ -28,6 +28,12 @@ class OutboundRefused(DormouseError):
     def __init__(self, status: int, reason: str, conversation_id: uuid.UUID | None = None) -> None:
         super().__init__(reason)
         self.status, self.reason, self.conversation_id = status, reason, conversation_id
+        self.http_status = status
+
+    def detail(self) -> Any:
+        if self.conversation_id is None:
+            return self.reason
+        return {"message": self.reason, "conversation_id": str(self.conversation_id)}
 
 
 @dataclass(frozen=True, slots=True)

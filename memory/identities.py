@@ -10,7 +10,7 @@ from typing import Any
 from sqlalchemy import delete, select, update
 from sqlalchemy.orm import Session
 
-from conversations.errors import InvalidAddress
+from conversations.errors import AddressTaken, ExternalIdTaken, InvalidAddress
 from conversations.lifecycle import finish
 from conversations.models import (
     Conversation,
@@ -22,20 +22,6 @@ from conversations.models import (
     Message,
 )
 from conversations.states import OPEN_STATUSES, FinishReason
-
-
-class AddressTaken(Exception):
-    """The address belongs to another customer; linking it needs an explicit merge."""
-
-    def __init__(self, kind: str, address: str, owner: uuid.UUID) -> None:
-        super().__init__(f"{kind} {address} belongs to customer {owner}; pass merge: true to merge")
-        self.owner = owner
-
-
-class ExternalIdTaken(Exception):
-    def __init__(self, external_id: str, owner: uuid.UUID) -> None:
-        super().__init__(f"external_id {external_id!r} belongs to customer {owner}")
-        self.owner = owner
 
 
 def owner_of(session: Session, kind: str, address: str) -> uuid.UUID | None:

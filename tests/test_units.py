@@ -11,11 +11,11 @@ import pytest
 
 from agent.base import TurnContext
 from agent.offline import OfflineAgent
-from agent.tools import BUILTIN_TOOLS, Toolbox, ToolContext, ToolError, tool
+from agent.tools import BUILTIN_TOOLS, Toolbox, ToolContext, tool
 from channels.sms import shape_sms
 from cli.logs import effective_log_level
 from conversations.addresses import normalize_phone
-from conversations.errors import InvalidAddress
+from conversations.errors import InvalidAddress, ToolError
 from conversations.outbox import backoff
 from conversations.settings import Settings, local_secret
 from conversations.turns import MessageView

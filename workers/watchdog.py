@@ -21,12 +21,14 @@ from typing import Any
 from celery import bootsteps
 from celery.worker import state
 
+from conversations.errors import DormouseError
+
 log = logging.getLogger(__name__)
 
 CHECK_EVERY = 5.0
 
 
-class ConsumerWedged(OSError):
+class ConsumerWedged(DormouseError, OSError):
     """An OSError so the event loop propagates it as a connection error on every transport."""
 
 

@@ -18,6 +18,7 @@ from channels.mail.text import tidy
 from conversations.envelope import OutboundMessage, SendResult
 from conversations.errors import (
     AmbiguousProviderError,
+    ConfigurationError,
     PermanentProviderError,
     TransientProviderError,
 )
@@ -35,17 +36,13 @@ SCHEMES = {
 }
 
 
-class SmtpUrlError(ValueError):
-    pass
-
-
 def smtp_options(url: str) -> dict[str, object]:
     """``smtp://user:pass@host:port`` → aiosmtplib.SMTP keyword arguments."""
     parts = urlsplit(url)
     if parts.scheme not in SCHEMES:
-        raise SmtpUrlError(f"SMTP_URL: scheme must be one of {', '.join(SCHEMES)}")
+        raise ConfigurationError(f"SMTP_URL: scheme must be one of {', '.join(SCHEMES)}")
     if not parts.hostname:
-        raise SmtpUrlError("SMTP_URL: no host")
+        raise ConfigurationError("SMTP_URL: no host")
     use_tls, start_tls, default_port = SCHEMES[parts.scheme]
     return {
         "hostname": parts.hostname,

@@ -1,0 +1,69 @@
+"""One error tree: every exception Dormouse defines is a DormouseError, mapped to HTTP once."""
+
+from __future__ import annotations
+
+import importlib
+import inspect
+import pkgutil
+from collections.abc import Iterator
+
+import pytest
+from fastapi.testclient import TestClient
+from sqlalchemy import Engine
+
+from api.app import create_app
+from conversations.errors import DormouseError
+from conversations.settings import Settings
+from conversations.wakeup import CeleryWaker
+from tests.conftest import API_KEY
+
+PACKAGES = ["conversations", "memory", "agent", "channels", "workers", "scheduler", "api", "cli"]
+
+
+@pytest.fixture
+def client(db: Engine, settings: Settings, waker: CeleryWaker) -> Iterator[TestClient]:
+    app = create_app(settings, db, waker)
+    with TestClient(app, raise_server_exceptions=False) as c:
+        c.headers["Authorization"] = f"Bearer {API_KEY}"
+        yield c
+
+
+def our_exceptions() -> list[type[BaseException]]:
+    found = []
+    for name in PACKAGES:
+        package = importlib.import_module(name)
+        for info in pkgutil.walk_packages(package.__path__, f"{name}."):
+            if ".migrations" in info.name:
+                continue
+            module = importlib.import_module(info.name)
+            for _, cls in inspect.getmembers(module, inspect.isclass):
+                if issubclass(cls, BaseException) and cls.__module__ == info.name:
+                    found.append(cls)
+    return found
+
+
+def test_every_exception_of_ours_is_in_the_tree() -> None:
+    outside = [f"{c.__module__}.{c.__qualname__}" for c in our_exceptions()
+               if not issubclass(c, DormouseError)]  # fmt: skip
+    assert outside == []
+
+
+@pytest.mark.parametrize(
+    ("path", "status"),
+    [
+        ("/v1/conversations/00000000-0000-0000-0000-000000000000", 404),
+        ("/v1/customers/00000000-0000-0000-0000-000000000000", 404),
+    ],
+)
+def test_refusals_are_answered_with_their_status_and_a_detail(
+    client: TestClient, path: str, status: int
+) -> None:
+    response = client.get(path)
+    assert response.status_code == status
+    assert "00000000-0000-0000-0000-000000000000" in response.json()["detail"]
+
+
+def test_without_a_key_the_answer_is_401_with_a_challenge(client: TestClient) -> None:
+    response = client.get("/v1/conversations", headers={"Authorization": ""})
+    assert response.status_code == 401
+    assert response.headers["WWW-Authenticate"] == "Bearer"
