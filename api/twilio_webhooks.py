@@ -52,21 +52,16 @@ async def inbound_sms(request: Request) -> Response:
 async def delivery_status(request: Request) -> Response:
     app = state(request)
     channel = SmsChannel(app.settings)
-    params = await _verified_form(request, channel)
-    sid, status = params.get("MessageSid"), params.get("MessageStatus")
-    if not sid or not status:
-        raise WebhookRejected(400, "missing form field(s): MessageSid and MessageStatus")
-    if len(sid) > 128 or len(status) > 32 or len(params.get("ErrorCode") or "") > 16:
-        raise WebhookRejected(400, "MessageSid, MessageStatus or ErrorCode is too long")
+    update = channel.parse_status(await _verified_form(request, channel))
 
     def record() -> None:
         with transaction(app.engine) as session:
             record_delivery_status(
                 session,
                 channel=channel.name,
-                provider_id=sid,
-                status=status,
-                error_code=params.get("ErrorCode") or None,
+                provider_id=update.provider_id,
+                status=update.status,
+                error_code=update.error_code,
                 now=utcnow(),
             )
 

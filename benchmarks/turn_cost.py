@@ -61,7 +61,7 @@ def one_turn(engine: Engine, sender: str, n: int, waker: CountingWaker) -> float
     start = time.perf_counter()
     with transaction(engine) as session:
         result = ingest(session, sms(f"{TEXT} ({n})", sender=sender), service="bench",
-                        now=utcnow(), defaults=DEFAULTS)  # fmt: skip
+                        now=utcnow(), defaults=DEFAULTS, help_text=SETTINGS.help_text)  # fmt: skip
     committed = run_turns(result.conversation_id, engine=engine, agent=OfflineAgent(),
                           settings=SETTINGS, waker=waker)  # fmt: skip
     assert committed == 1
@@ -72,7 +72,7 @@ def seed_history(engine: Engine, sender: str, messages: int) -> None:
     """A customer with ``messages`` messages in their open conversation, and memory."""
     with transaction(engine) as session:
         result = ingest(session, sms("first", sender=sender), service="bench", now=utcnow(),
-                        defaults=DEFAULTS)  # fmt: skip
+                        defaults=DEFAULTS, help_text=SETTINGS.help_text)  # fmt: skip
         cid = result.conversation_id
         session.execute(
             update(Message).where(Message.conversation_id == cid).values(inbound_state="done")

@@ -18,7 +18,7 @@ from urllib3.exceptions import MaxRetryError, NewConnectionError
 
 from channels.base import Channel
 from conversations.addresses import normalize_phone
-from conversations.envelope import InboundMessage, OutboundMessage, SendResult
+from conversations.envelope import DeliveryUpdate, InboundMessage, OutboundMessage, SendResult
 from conversations.errors import (
     AmbiguousProviderError,
     InvalidAddress,
@@ -31,6 +31,7 @@ from conversations.settings import Settings
 TWILIO_API_BASE = "https://api.twilio.com"
 STATUS_CALLBACK_PATH = "/webhooks/twilio/status"
 
+OPTED_OUT_CODE = 21610  # the recipient replied STOP
 # Twilio error codes that no retry will fix.
 PERMANENT_ERROR_CODES = {
     21211,  # invalid 'To' number
@@ -121,6 +122,16 @@ class SmsChannel(Channel):
             control=control_word(params["Body"]),
         )
 
+    def parse_status(self, params: Mapping[str, str]) -> DeliveryUpdate:
+        """A status callback's form: which message, what status, which error code."""
+        sid, status = params.get("MessageSid"), params.get("MessageStatus")
+        if not sid or not status:
+            raise WebhookRejected(400, "missing form field(s): MessageSid and MessageStatus")
+        error_code = params.get("ErrorCode") or None
+        if len(sid) > 128 or len(status) > 32 or len(error_code or "") > 16:
+            raise WebhookRejected(400, "MessageSid, MessageStatus or ErrorCode is too long")
+        return DeliveryUpdate(provider_id=sid, status=status, error_code=error_code)
+
     # --- outbound ------------------------------------------------------------------------
 
     @property
@@ -196,7 +207,7 @@ def shape_sms(text: str, limit: int = MAX_BODY_CHARS) -> str:
 def _classify_rest_error(exc: TwilioRestException) -> Exception:
     detail = f"Twilio {exc.status} error {exc.code}: {exc.msg}"
     if exc.code in PERMANENT_ERROR_CODES:
-        return PermanentProviderError(detail, exc.code)
+        return PermanentProviderError(detail, exc.code, opted_out=exc.code == OPTED_OUT_CODE)
     if exc.status == 429:
         return TransientProviderError(detail, exc.code)
     if exc.status >= 500:

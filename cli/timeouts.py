@@ -8,19 +8,17 @@ import click
 from pydantic import ValidationError
 
 from api.timeout_routes import PolicyIn, scope_view
-from conversations.db import session_factory, transaction
+from conversations.db import get_engine, session_factory, transaction
 from conversations.settings import get_settings
 from conversations.timeout_store import (
     delete_policy,
     history,
     load_policies,
-    recompute_batch,
+    recompute_all,
     set_policy,
 )
 from conversations.timeouts import KNOWN_CHANNELS, Scope, format_duration
 from conversations.types import utcnow
-
-RECOMPUTE_BATCH = 1000
 
 
 def _actor() -> str:
@@ -123,17 +121,9 @@ def recompute(service: str | None, channel: str | None) -> None:
 
 
 def _recompute(scope: Scope) -> None:
+    def progress(total: int) -> None:
+        click.echo(f"\rrecomputing deadlines: {total} open conversation(s)", nl=False)
+
     defaults = get_settings().default_policies()
-    after, total = None, 0
-    while True:
-        with transaction() as session:
-            progress = recompute_batch(
-                session, scope, after=after, batch=RECOMPUTE_BATCH, defaults=defaults
-            )
-        total += progress.processed
-        if progress.processed:
-            click.echo(f"\rrecomputing deadlines: {total} open conversation(s)", nl=False)
-        if progress.last_id is None:
-            break
-        after = progress.last_id
+    total = recompute_all(get_engine(), scope, defaults=defaults, progress=progress)
     click.echo(f"\rrecomputed deadlines of {total} open conversation(s) ({scope.describe()})")

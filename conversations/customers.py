@@ -87,14 +87,6 @@ def mark_undeliverable(
     return result.rowcount
 
 
-def is_opted_out(session: Session, kind: str, address: str) -> bool:
-    return bool(
-        session.scalar(
-            select(Identity.opted_out_at).where(Identity.kind == kind, Identity.address == address)
-        )
-    )
-
-
 def send_refusal(session: Session, kind: str, address: str) -> str | None:
     """Why nothing may be sent to ``address`` now, or None."""
     row = session.execute(sql.REFUSAL, {"kind": kind, "address": address}).first()

@@ -46,3 +46,12 @@ class OutboundMessage:
 class SendResult:
     provider_id: str
     status: str = "queued"
+
+
+@dataclass(frozen=True, slots=True)
+class DeliveryUpdate:
+    """A provider's word on a message it was given (a status callback)."""
+
+    provider_id: str
+    status: str
+    error_code: str | None = None

@@ -124,7 +124,16 @@ class TransientProviderError(ProviderError):
 
 
 class PermanentProviderError(ProviderError):
-    """Will never succeed (opted out, landline, invalid number): mark the row failed."""
+    """Will never succeed (opted out, landline, invalid number): mark the row failed.
+
+    ``opted_out``: the provider says the recipient opted out, so nothing more goes to them.
+    """
+
+    def __init__(
+        self, message: str, code: int | str | None = None, *, opted_out: bool = False
+    ) -> None:
+        super().__init__(message, code)
+        self.opted_out = opted_out
 
 
 class AmbiguousProviderError(ProviderError):

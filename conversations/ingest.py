@@ -32,7 +32,6 @@ from conversations.types import utcnow
 
 # Channel → kind of identity its sender address is.
 IDENTITY_KIND = {"sms": "phone", "email": "email", "chat": "chat"}
-DEFAULT_HELP = "Reply STOP to stop messages, START to resume."
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,7 +51,7 @@ def ingest(
     service: str,
     now: datetime,
     defaults: Mapping[str, Policy],
-    help_text: str = DEFAULT_HELP,
+    help_text: str,
 ) -> IngestResult:
     """Store ``msg`` in its customer's open conversation for ``service`` (opening one if none).
 
@@ -330,7 +329,7 @@ def ingest_committed(
     *,
     service: str,
     defaults: Mapping[str, Policy],
-    help_text: str = DEFAULT_HELP,
+    help_text: str,
     attempts: int = 3,
     before: Callable[[Session], None] | None = None,
 ) -> IngestResult:

@@ -153,28 +153,6 @@ def backoff(attempts: int, *, base: float, cap: float = 3600.0) -> timedelta:
     return timedelta(seconds=min(cap, base * 2 ** max(0, attempts - 1)))
 
 
-def due_for_send(session: Session, *, now: datetime, limit: int) -> list[int]:
-    return list(
-        session.scalars(
-            select(OutboxRow.id)
-            .where(OutboxRow.status == OutboxStatus.PENDING, OutboxRow.next_attempt_at <= now)
-            .order_by(OutboxRow.next_attempt_at)
-            .limit(limit)
-        )
-    )
-
-
-def stuck_sending(session: Session, *, stale_before: datetime, limit: int) -> list[int]:
-    return list(
-        session.scalars(
-            select(OutboxRow.id)
-            .where(OutboxRow.status == OutboxStatus.SENDING, OutboxRow.updated_at <= stale_before)
-            .order_by(OutboxRow.updated_at)
-            .limit(limit)
-        )
-    )
-
-
 def record_delivery_status(
     session: Session,
     *,

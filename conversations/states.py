@@ -55,17 +55,6 @@ class OutboxStatus(StrEnum):
     FAILED = "failed"
 
 
-class DeliveryStatus(StrEnum):
-    """Twilio's message statuses that we track, in the order they may advance."""
-
-    PENDING = "pending"
-    QUEUED = "queued"
-    SENT = "sent"
-    DELIVERED = "delivered"
-    UNDELIVERED = "undelivered"
-    FAILED = "failed"
-
-
 # A status never moves backwards: a late "sent" callback does not overwrite "delivered".
 DELIVERY_RANK: dict[str, int] = {
     "pending": 0,

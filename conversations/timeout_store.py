@@ -7,14 +7,15 @@ policy change, so the sweep never has to evaluate a policy: it reads ``expires_a
 from __future__ import annotations
 
 import uuid
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, Protocol
 
-from sqlalchemy import Row, select, update
+from sqlalchemy import Engine, Row, select, update
 from sqlalchemy.orm import Session
 
+from conversations.db import transaction
 from conversations.models import Conversation, TimeoutPolicy, TimeoutPolicyChange
 from conversations.statements import ALL_POLICIES
 from conversations.states import ConversationStatus
@@ -239,3 +240,28 @@ def recompute_batch(
             .execution_options(synchronize_session=False)
         )
     return RecomputeProgress(len(rows), rows[-1].id if rows else None)
+
+
+RECOMPUTE_BATCH = 1000
+
+
+def recompute_all(
+    engine: Engine,
+    scope: Scope,
+    *,
+    defaults: Mapping[str, Policy],
+    batch: int = RECOMPUTE_BATCH,
+    progress: Callable[[int], None] | None = None,
+) -> int:
+    """Recompute every open conversation ``scope`` governs, one transaction per batch;
+    ``progress`` is told the running total after each batch. Returns the total."""
+    after, total = None, 0
+    while True:
+        with transaction(engine) as session:
+            step = recompute_batch(session, scope, after=after, batch=batch, defaults=defaults)
+        total += step.processed
+        if progress is not None and step.processed:
+            progress(total)
+        if step.last_id is None:
+            return total
+        after = step.last_id

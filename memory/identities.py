@@ -10,7 +10,7 @@ from typing import Any
 from sqlalchemy import delete, select, update
 from sqlalchemy.orm import Session
 
-from conversations.errors import AddressTaken, ExternalIdTaken, InvalidAddress
+from conversations.errors import AddressTaken, ExternalIdTaken
 from conversations.lifecycle import finish
 from conversations.models import (
     Conversation,
@@ -154,6 +154,3 @@ def erase_customer(session: Session, customer_id: uuid.UUID) -> bool:
     )
     session.execute(delete(Customer).where(Customer.id == customer_id))
     return True
-
-
-__all__ = ["InvalidAddress"]

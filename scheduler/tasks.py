@@ -8,7 +8,7 @@ from datetime import timedelta
 from conversations.db import get_engine, transaction
 from conversations.nonces import purge_before
 from conversations.settings import get_settings
-from conversations.timeout_store import recompute_batch
+from conversations.timeout_store import recompute_all
 from conversations.timeouts import Scope
 from conversations.types import utcnow
 from conversations.wakeup import (
@@ -32,7 +32,6 @@ REDRIVE_BATCH = 500
 SWEEP_BATCH = 500
 # One sweep run handles at most this many batches; the next run (seconds later) continues.
 SWEEP_MAX_BATCHES = 200
-RECOMPUTE_BATCH = 1000
 PURGE_BATCH = 500
 PURGE_MAX_BATCHES = 200
 
@@ -114,15 +113,6 @@ def wrap_up(conversation_id: str) -> bool:
 
 @app.task(name=RECOMPUTE_TASK)
 def recompute_timeouts(service: str, channel: str) -> int:
-    engine, defaults = get_engine(), get_settings().default_policies()
-    after, total = None, 0
-    while True:
-        with transaction(engine) as session:
-            progress = recompute_batch(
-                session, Scope(service, channel), after=after, batch=RECOMPUTE_BATCH,
-                defaults=defaults,
-            )  # fmt: skip
-        total += progress.processed
-        if progress.last_id is None:
-            return total
-        after = progress.last_id
+    return recompute_all(
+        get_engine(), Scope(service, channel), defaults=get_settings().default_policies()
+    )

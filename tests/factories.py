@@ -14,6 +14,7 @@ from conversations.settings import Settings
 from conversations.types import utcnow
 
 DEFAULTS = Settings().default_policies()
+HELP = Settings().help_text
 
 
 def sms(text: str, sender: str = "+15555550100", sid: str | None = None) -> InboundMessage:
@@ -38,5 +39,5 @@ def ingest_sms(
     with transaction(engine) as session:
         return ingest(
             session, sms(text, sender, sid), service=service, now=now or utcnow(),
-            defaults=DEFAULTS,
+            defaults=DEFAULTS, help_text=HELP,
         )  # fmt: skip

@@ -328,7 +328,7 @@ def test_help_gets_the_help_text_and_no_turn(
 def test_twilio_21610_on_send_opts_the_number_out(
     db: Engine, settings: Settings, fake_twilio: FakeTwilio
 ) -> None:
-    from conversations.customers import is_opted_out
+    from conversations.customers import send_refusal
     from conversations.replies import enqueue_reply
     from conversations.states import Role
 
@@ -347,7 +347,7 @@ def test_twilio_21610_on_send_opts_the_number_out(
         )
     assert deliver(oid, engine=db, settings=settings) == "failed"
     with session_factory(db)() as s:
-        assert is_opted_out(s, "phone", "+15555550100")
+        assert "opted out" in (send_refusal(s, "phone", "+15555550100") or "")
 
 
 def test_a_message_from_any_linked_address_continues_and_replies_on_the_last_channel(
@@ -369,7 +369,7 @@ def test_a_message_from_any_linked_address_continues_and_replies_on_the_last_cha
         )
     with transaction(db) as s:
         from conversations.ingest import ingest
-        from tests.factories import DEFAULTS
+        from tests.factories import DEFAULTS, HELP
 
         second = ingest(
             s,
@@ -377,6 +377,7 @@ def test_a_message_from_any_linked_address_continues_and_replies_on_the_last_cha
             service="default",
             now=utcnow(),
             defaults=DEFAULTS,
+            help_text=HELP,
         ).conversation_id
     assert second == first
     with session_factory(db)() as s:

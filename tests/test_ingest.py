@@ -9,7 +9,7 @@ from sqlalchemy import Engine, func, select, update
 from conversations.db import make_engine, session_factory, transaction
 from conversations.ingest import ingest_committed
 from conversations.models import Conversation, Customer, Identity, Message
-from tests.factories import DEFAULTS, ingest_sms, sms
+from tests.factories import DEFAULTS, HELP, ingest_sms, sms
 
 
 def count(engine: Engine, model: type) -> int:
@@ -32,7 +32,10 @@ def test_concurrent_first_messages_from_one_address_converge(db: Engine) -> None
     with ThreadPoolExecutor(max_workers=10) as pool:
         results = list(
             pool.map(
-                lambda m: ingest_committed(db, m, service="default", defaults=DEFAULTS), messages
+                lambda m: ingest_committed(
+                    db, m, service="default", defaults=DEFAULTS, help_text=HELP
+                ),
+                messages,
             )
         )
     assert len({r.conversation_id for r in results}) == 1
@@ -45,7 +48,9 @@ def test_concurrent_retries_of_one_webhook_store_it_once(db: Engine) -> None:
     with ThreadPoolExecutor(max_workers=8) as pool:
         results = list(
             pool.map(
-                lambda _: ingest_committed(db, message, service="default", defaults=DEFAULTS),
+                lambda _: ingest_committed(
+                    db, message, service="default", defaults=DEFAULTS, help_text=HELP
+                ),
                 range(8),
             )
         )

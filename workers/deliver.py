@@ -33,8 +33,6 @@ from conversations.types import utcnow
 
 log = logging.getLogger(__name__)
 
-OPTED_OUT_CODE = 21610  # Twilio: the recipient replied STOP
-
 
 def deliver(
     outbox_id: int,
@@ -64,7 +62,7 @@ def deliver(
         else:
             result = channel.send(message)
     except PermanentProviderError as exc:
-        if exc.code == OPTED_OUT_CODE:
+        if exc.opted_out:
             with transaction(engine) as session:
                 set_opt_out(session, kind, row.to_address, clock())
         return _fail(engine, row, str(exc), clock)

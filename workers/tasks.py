@@ -9,7 +9,6 @@ from agent.base import Agent
 from agent.factory import build_agent
 from conversations.db import get_engine
 from conversations.settings import get_settings
-from conversations.types import utcnow
 from conversations.wakeup import DELIVER_TASK, RECONCILE_TASK, TURN_TASK, CeleryWaker
 from workers import deliver as delivery
 from workers.app import app
@@ -63,6 +62,3 @@ def _hint(task: str, outbox_id: int, delay: float) -> None:
         app.send_task(task, args=[outbox_id], countdown=min(delay, MAX_HINT_SECONDS))
     except Exception:  # the sweep will find the row anyway
         return
-
-
-__all__ = ["deliver", "reconcile", "turn", "utcnow"]

@@ -7,10 +7,9 @@ from datetime import datetime
 from email.message import EmailMessage
 from email.utils import format_datetime, parseaddr
 
+from channels.mail.headers import MAX_REFERENCES
 from channels.mail.text import one_line
 from conversations.envelope import OutboundMessage
-
-MAX_REFERENCES = 20  # RFC 5322 allows trimming the middle of a long References chain
 
 
 def reply_subject(message: OutboundMessage, sender: str) -> str:

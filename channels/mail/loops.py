@@ -11,6 +11,8 @@ from __future__ import annotations
 import re
 from email.message import Message
 
+from channels.mail.headers import header
+
 NO_REPLY_PRECEDENCE = {"bulk", "junk", "list", "auto_reply"}
 # Matched against the local part up to any "+tag", and as prefixes ("noreply-billing").
 NO_REPLY_SENDERS = ("mailer-daemon", "postmaster", "no-reply", "noreply", "no_reply",
@@ -21,10 +23,10 @@ _COMMENT = re.compile(r"\([^)]*\)")
 def automatic_reason(message: Message, sender: str) -> str | None:
     """Why this mail is automatic (and must not be answered), or None for a person's mail."""
     # RFC 3834 allows comments and parameters: "no (a person wrote this)", "auto-replied; x=y".
-    auto_submitted = _token(_header(message, "Auto-Submitted"))
+    auto_submitted = _token(header(message, "Auto-Submitted"))
     if auto_submitted and auto_submitted != "no":
         return f"Auto-Submitted: {auto_submitted}"
-    precedence = _token(_header(message, "Precedence"))
+    precedence = _token(header(message, "Precedence"))
     if precedence in NO_REPLY_PRECEDENCE:
         return f"Precedence: {precedence}"
     for name in ("X-Autoreply", "X-Autorespond"):
@@ -37,7 +39,7 @@ def automatic_reason(message: Message, sender: str) -> str | None:
         return f"sent by {local_part}"
     # An empty envelope sender (RFC 5321 §4.5.5) is what bounces and auto-replies use so
     # that nothing answers them.
-    if _header(message, "Return-Path").strip() == "<>":
+    if header(message, "Return-Path").strip() == "<>":
         return "null Return-Path"
     return None
 
@@ -59,9 +61,9 @@ def bounced_recipients(message: Message) -> list[str]:
         for block in blocks if isinstance(blocks, list) else []:
             if not isinstance(block, Message):
                 continue
-            if _header(block, "Action").strip().lower() != "failed":
+            if header(block, "Action").strip().lower() != "failed":
                 continue
-            recipient = _header(block, "Final-Recipient") or _header(block, "Original-Recipient")
+            recipient = header(block, "Final-Recipient") or header(block, "Original-Recipient")
             _, _, address = recipient.partition(";")
             address = address.strip().strip("<>").lower()
             if "@" in address and address.isprintable() and len(address) <= 320:
@@ -80,7 +82,7 @@ def returned_message_ids(message: Message) -> list[str]:
             inner = part.get_payload()
             original = inner[0] if isinstance(inner, list) and inner else None
             if isinstance(original, Message):
-                found.append(_header(original, "Message-ID"))
+                found.append(header(original, "Message-ID"))
         elif kind == "text/rfc822-headers":
             payload = part.get_payload(decode=True) or b""
             for line in payload.decode("utf-8", "replace").splitlines():
@@ -88,11 +90,3 @@ def returned_message_ids(message: Message) -> list[str]:
                 if sep and name.strip().lower() == "message-id":
                     found.append(value.strip())
     return [f for f in found if f]
-
-
-def _header(message: Message, name: str) -> str:
-    try:
-        value = message.get(name)
-    except (ValueError, IndexError, TypeError, LookupError):  # a mangled header reads as absent
-        return ""
-    return str(value) if value is not None else ""

@@ -10,10 +10,10 @@ from email.parser import BytesParser
 from email.utils import getaddresses, parseaddr
 
 from channels.mail import loops, text
+from channels.mail.headers import MAX_REFERENCES, header
 from conversations.envelope import InboundMessage
 from conversations.errors import WebhookRejected
 
-MAX_REFERENCES = 50  # a thread longer than this is still threaded by its nearest ids
 MAX_PROVIDER_ID = 128  # the width of messages.provider_id
 # A Message-ID is printable and has no spaces; anything else in brackets is not one.
 _MSG_ID = re.compile(r"<([^<>\s\x00-\x1f\x7f]{1,998})>")
@@ -40,15 +40,15 @@ def parse_email(raw: bytes) -> InboundMessage:
     if sender is None:
         raise WebhookRejected(400, "not an email: no valid From address")
 
-    message_id = _header(message, "Message-ID")
+    message_id = header(message, "Message-ID")
     ids = _MSG_ID.findall(message_id)
     provider_id = (
         message_key(ids[0])
         if ids
         else "sha256:" + hashlib.sha256(raw).hexdigest()  # no Message-ID: a stable hash
     )
-    references = _MSG_ID.findall(_header(message, "References"))
-    in_reply_to = _MSG_ID.findall(_header(message, "In-Reply-To"))
+    references = _MSG_ID.findall(header(message, "References"))
+    in_reply_to = _MSG_ID.findall(header(message, "In-Reply-To"))
     returned = [i for v in loops.returned_message_ids(message) for i in _MSG_ID.findall(v)]
     # Nearest first: the direct parent, then the thread from newest to oldest.
     nearest = [*in_reply_to, *reversed(references), *returned]
@@ -61,7 +61,7 @@ def parse_email(raw: bytes) -> InboundMessage:
     except Exception as exc:  # a part the email package cannot walk: refuse, store nothing
         raise WebhookRejected(400, f"unreadable MIME structure: {exc.__class__.__name__}") from None
     written = full if automatic else text.new_part(full)
-    subject = text.one_line(_header(message, "Subject"))
+    subject = text.one_line(header(message, "Subject"))
     metadata = {
         "subject": subject,
         "message_id": f"<{ids[0]}>" if ids else None,
@@ -69,7 +69,7 @@ def parse_email(raw: bytes) -> InboundMessage:
         "in_reply_to": f"<{in_reply_to[0]}>" if in_reply_to else None,
         "to": _addresses(message, "To"),
         "cc": _addresses(message, "Cc"),
-        "date": text.one_line(_header(message, "Date"), 100) or None,
+        "date": text.one_line(header(message, "Date"), 100) or None,
         "attachments": found_attachments,
     }
     if automatic:
@@ -97,7 +97,7 @@ def recipients(parsed: InboundMessage) -> list[str]:
 
 def _sender(message: Message) -> str | None:
     for name in ("From", "Sender", "Return-Path"):
-        _, address = parseaddr(_header(message, name))
+        _, address = parseaddr(header(message, name))
         address = address.strip().lower()
         local, at, domain = address.rpartition("@")
         if (at and local and "." in domain and len(address) <= 320
@@ -108,15 +108,7 @@ def _sender(message: Message) -> str | None:
 
 def _addresses(message: Message, name: str) -> list[str]:
     try:
-        pairs = getaddresses([_header(message, name)])
+        pairs = getaddresses([header(message, name)])
     except (ValueError, IndexError, TypeError):
         return []
     return [a.lower() for _, a in pairs if "@" in a and a.isprintable() and len(a) <= 320][:20]
-
-
-def _header(message: Message, name: str) -> str:
-    try:
-        value = message.get(name)
-        return str(value) if value is not None else ""
-    except Exception:  # policy.default raises on some malformed values: read them as absent
-        return ""
