@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 from agent.tools import Toolbox
-from conversations.turns import MessageView
+from conversations.transcript import MessageView
 from memory.store import Memory
 
 

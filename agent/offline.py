@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from agent.base import TurnContext
 from agent.summary import extractive_summary
 from agent.tools import Toolbox
-from conversations.turns import MessageView
+from conversations.transcript import MessageView
 
 GOODBYE_WORDS = {"bye", "goodbye"}
 NAME = re.compile(r"\bmy name is ([A-Za-z][\w'-]{0,40})", re.IGNORECASE)

@@ -13,7 +13,7 @@ from agent.summary import extractive_summary
 from agent.tools import Toolbox
 from conversations.errors import ModelError, ToolError
 from conversations.states import Direction
-from conversations.turns import MessageView
+from conversations.transcript import MessageView
 
 MAX_TOOL_ROUNDS = 4
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from conversations.turns import MessageView
+from conversations.transcript import MessageView
 
 
 def _clip(text: str, limit: int = 120) -> str:

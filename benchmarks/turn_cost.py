@@ -31,7 +31,7 @@ from conversations.models import Conversation, MemoryEntry, Message
 from conversations.settings import Settings
 from conversations.types import utcnow
 from tests.factories import sms
-from workers.turn import run_turns
+from workers.turn import run_turn
 
 SETTINGS = Settings(history_window=20)
 DEFAULTS = SETTINGS.default_policies()
@@ -62,7 +62,7 @@ def one_turn(engine: Engine, sender: str, n: int, waker: CountingWaker) -> float
     with transaction(engine) as session:
         result = ingest(session, sms(f"{TEXT} ({n})", sender=sender), service="bench",
                         now=utcnow(), defaults=DEFAULTS, help_text=SETTINGS.help_text)  # fmt: skip
-    committed = run_turns(result.conversation_id, engine=engine, agent=OfflineAgent(),
+    committed = run_turn(result.conversation_id, engine=engine, agent=OfflineAgent(),
                           settings=SETTINGS, waker=waker)  # fmt: skip
     assert committed == 1
     return time.perf_counter() - start

@@ -9,7 +9,7 @@ from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
 from conversations import statements
-from conversations import worker_statements as sql
+from conversations import statements as sql
 from conversations.errors import ConcurrentChange
 from conversations.models import Identity
 

@@ -16,7 +16,7 @@ from sqlalchemy import select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from conversations import worker_statements as sql
+from conversations import outbox_statements as sql
 from conversations.models import Conversation, DeliveryEvent, Message, OutboxRow
 from conversations.states import DELIVERY_RANK, Direction, OutboxStatus, Role
 

@@ -116,3 +116,9 @@ def insert_message(dialect: str) -> Insert:
         .on_conflict_do_nothing(index_elements=["channel", "provider_id"])
         .returning(messages.c.id)
     )
+
+
+# Why nothing may be sent to an address now (opted out, bounced).
+REFUSAL = select(identities.c.opted_out_at, identities.c.undeliverable_at).where(
+    identities.c.kind == bindparam("kind"), identities.c.address == bindparam("address")
+)

@@ -24,7 +24,7 @@ from tests.factories import ingest_sms, sms
 from tests.fakes.twilio_api import FakeTwilio
 from tests.test_twilio_webhooks import signed, twilio_form
 from workers.deliver import deliver
-from workers.turn import run_turns
+from workers.turn import run_turn
 
 AUTH = {"Authorization": f"Bearer {API_KEY}"}
 
@@ -111,12 +111,12 @@ def test_memory_carries_a_name_into_the_next_conversation(
     db: Engine, settings: Settings, waker: CeleryWaker, client: TestClient
 ) -> None:
     cid = ingest_sms(db, "hello, my name is Ada").conversation_id
-    run_turns(cid, engine=db, agent=OfflineAgent(), settings=settings, waker=waker)
+    run_turn(cid, engine=db, agent=OfflineAgent(), settings=settings, waker=waker)
     with transaction(db) as s:
         s.execute(update(Conversation).values(status="finished", finish_reason="agent"))
     nxt = ingest_sms(db, "it's me again").conversation_id
     assert nxt != cid
-    run_turns(nxt, engine=db, agent=OfflineAgent(), settings=settings, waker=waker)
+    run_turn(nxt, engine=db, agent=OfflineAgent(), settings=settings, waker=waker)
     with session_factory(db)() as s:
         reply = s.scalars(
             select(Message.body).where(
@@ -224,7 +224,7 @@ def test_outbound_without_a_message_lets_the_agent_open(
     ).json()
     assert queued(settings.effective_broker_url, TURN_QUEUE) == [(TURN_TASK, [body["id"]])]
     assert (
-        run_turns(
+        run_turn(
             uuid.UUID(body["id"]), engine=db, agent=OfflineAgent(), settings=settings, waker=waker
         )
         == 1

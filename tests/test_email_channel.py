@@ -23,13 +23,13 @@ from api.app import create_app
 from conversations.db import session_factory
 from conversations.models import Conversation, Identity, Message, OutboxRow
 from conversations.settings import Settings
-from conversations.turns import rehydrate
 from conversations.types import utcnow
 from conversations.wakeup import TURN_QUEUE, CeleryWaker
 from tests.conftest import API_KEY, queued
 from tests.fakes.smtp_server import FakeSmtp
 from workers.deliver import deliver, reconcile
-from workers.turn import run_turns
+from workers.turn import run_turn
+from workers.turn_store import rehydrate
 
 CORPUS = Path(__file__).parent / "email_corpus"
 SUPPORT = "Acme Support <support@acme.test>"
@@ -93,7 +93,7 @@ def post(client: TestClient, raw: bytes, secret: str = "inbound-secret-for-tests
 
 def answer(db: Engine, settings: Settings, waker: CeleryWaker, conversation_id: str) -> None:
     """Run the turn the webhook woke, and deliver what it wrote."""
-    run_turns(uuid.UUID(conversation_id), engine=db, agent=OfflineAgent(), settings=settings,
+    run_turn(uuid.UUID(conversation_id), engine=db, agent=OfflineAgent(), settings=settings,
               waker=waker)  # fmt: skip
     for outbox_id in pending_outbox(db):
         deliver(outbox_id, engine=db, settings=settings)
@@ -301,7 +301,7 @@ def test_a_bounce_marks_the_address_undeliverable_until_the_customer_writes_agai
 def reply_waiting(client: TestClient, db: Engine, settings: Settings, waker: CeleryWaker) -> int:
     """A customer's mail answered by a turn: the outbox row of the reply, not yet sent."""
     cid = post(client, mail("hi")).json()["conversation_id"]
-    run_turns(uuid.UUID(cid), engine=db, agent=OfflineAgent(), settings=settings, waker=waker)
+    run_turn(uuid.UUID(cid), engine=db, agent=OfflineAgent(), settings=settings, waker=waker)
     [oid] = pending_outbox(db)
     return oid
 

@@ -11,7 +11,7 @@ from sqlalchemy import Engine, select
 from agent.base import TurnContext
 from agent.offline import OfflineAgent
 from agent.tools import Toolbox
-from conversations import lifecycle, turns
+from conversations import lifecycle
 from conversations.db import session_factory, transaction
 from conversations.errors import LeaseLost
 from conversations.models import Conversation, Message, OutboxRow
@@ -21,7 +21,8 @@ from conversations.types import utcnow
 from conversations.wakeup import TURN_QUEUE, TURN_TASK, CeleryWaker
 from tests.conftest import queued
 from tests.factories import DEFAULTS, ingest_sms
-from workers.turn import run_turns
+from workers import turn_store as turns
+from workers.turn import run_turn
 
 
 def conversation(engine: Engine, conversation_id: uuid.UUID) -> Conversation:
@@ -41,7 +42,7 @@ def messages(engine: Engine, conversation_id: uuid.UUID) -> list[Message]:
 
 
 def run(engine: Engine, cid: uuid.UUID, settings: Settings, waker: CeleryWaker, agent=None) -> int:
-    return run_turns(
+    return run_turn(
         cid, engine=engine, agent=agent or OfflineAgent(), settings=settings, waker=waker
     )
 

@@ -18,7 +18,7 @@ from conversations.addresses import normalize_phone
 from conversations.errors import InvalidAddress, ToolError
 from conversations.outbox import backoff
 from conversations.settings import Settings, local_secret
-from conversations.turns import MessageView
+from conversations.transcript import MessageView
 from conversations.types import utcnow
 
 

@@ -13,7 +13,7 @@ from conversations.wakeup import DELIVER_TASK, RECONCILE_TASK, TURN_TASK, Celery
 from workers import deliver as delivery
 from workers.app import app
 from workers.deliver import deliver_time_limit
-from workers.turn import run_turns
+from workers.turn import run_turn
 
 # Countdown hints for retries stay far below the visibility timeout; the redrive sweep, not
 # this hint, is what guarantees the retry happens.
@@ -32,7 +32,7 @@ def waker() -> CeleryWaker:
 
 @app.task(name=TURN_TASK)
 def turn(conversation_id: str) -> int:
-    return run_turns(
+    return run_turn(
         uuid.UUID(conversation_id),
         engine=get_engine(),
         agent=agent(),

@@ -16,18 +16,18 @@ from sqlalchemy import Engine
 from agent.base import Agent, TurnContext
 from agent.tools import BUILTIN_TOOLS, Toolbox, ToolContext
 from channels.registry import get_channel
-from conversations import turns
 from conversations.db import session_factory, transaction
 from conversations.errors import LeaseLost
 from conversations.settings import Settings
 from conversations.types import utcnow
 from conversations.wakeup import Waker
 from memory.store import Memory, recall
+from workers import turn_store
 
 log = logging.getLogger(__name__)
 
 
-def run_turns(
+def run_turn(
     conversation_id: uuid.UUID,
     *,
     engine: Engine,
@@ -56,7 +56,7 @@ def _one_turn(
         # The claim commits on its own: its attempt count must survive a turn that crashes
         # while reading, or a poison message would never reach quarantine.
         with session.begin():
-            attempts = turns.claim(
+            attempts = turn_store.claim(
                 session, conversation_id, token=token, now=clock(),
                 lease_seconds=settings.lease_seconds,
             )  # fmt: skip
@@ -65,18 +65,20 @@ def _one_turn(
         # Then the reads, in a second transaction of the same session.
         with session.begin():
             if attempts > settings.max_turn_attempts:
-                turns.quarantine(
+                turn_store.quarantine(
                     session, conversation_id, token=token, attempts=attempts, now=clock()
                 )
                 log.error(
                     "conversation %s quarantined after %d attempts", conversation_id, attempts - 1
                 )
                 return False
-            snapshot = turns.rehydrate(session, conversation_id, window=settings.history_window)
+            snapshot = turn_store.rehydrate(
+                session, conversation_id, window=settings.history_window
+            )
             if not snapshot.new_messages and not snapshot.opening:
                 # The claim raced the previous holder's commit on PostgreSQL (its WHERE was
                 # re-checked on the new row, not the new messages): nothing to answer.
-                turns.release(session, conversation_id, token=token, now=clock())
+                turn_store.release(session, conversation_id, token=token, now=clock())
                 return False
             memory = recall(
                 session, snapshot.customer_id, now=clock(),
@@ -88,13 +90,13 @@ def _one_turn(
         outcome = _decide(snapshot, memory, agent, settings)
     except Exception as exc:
         with transaction(engine) as session:
-            turns.release(session, conversation_id, token=token, now=clock(), error=repr(exc))
+            turn_store.release(session, conversation_id, token=token, now=clock(), error=repr(exc))
         log.exception("turn of conversation %s failed; released for retry", conversation_id)
         return False
 
     try:
         with transaction(engine) as session:
-            result = turns.commit_turn(
+            result = turn_store.commit_turn(
                 session,
                 snapshot,
                 outcome,
@@ -120,8 +122,8 @@ def _one_turn(
 
 
 def _decide(
-    snapshot: turns.TurnSnapshot, memory: list[Memory], agent: Agent, settings: Settings
-) -> turns.TurnOutcome:
+    snapshot: turn_store.TurnSnapshot, memory: list[Memory], agent: Agent, settings: Settings
+) -> turn_store.TurnOutcome:
     context = TurnContext(
         conversation_id=snapshot.conversation_id,
         customer_id=snapshot.customer_id,
@@ -146,7 +148,7 @@ def _decide(
     )
     replies = agent.run_turn(context, Toolbox(BUILTIN_TOOLS, tool_ctx))
     channel = get_channel(snapshot.channel, settings)
-    return turns.TurnOutcome(
+    return turn_store.TurnOutcome(
         replies=[channel.shape(r) for r in replies],
         finish_reason=tool_ctx.effects.finish_reason,
         handoff_reason=tool_ctx.effects.handoff_reason,

@@ -14,7 +14,7 @@ from agent.base import Agent
 from conversations.db import session_factory, transaction
 from conversations.models import Conversation, ConversationEvent, MemoryEntry, Message
 from conversations.states import ConversationStatus, Direction
-from conversations.turns import MessageView
+from conversations.transcript import MessageView
 from conversations.types import utcnow
 
 FINISHED_EVENT = "conversation.finished"

@@ -1,23 +1,19 @@
-"""Statements of a turn and of a delivery, built once at import and executed with bound
-parameters (see statements.py for why).
+"""Statements of a turn, built once at import and executed with bound parameters.
 
 In a worker profile, building these statements on every call and running them through the
 ORM's bulk-update path took about a quarter of the worker's CPU; prebuilt on the tables
 they keep their cache keys and skip the ORM. Results come back as rows, not mapped objects:
 nothing here needs an identity map. Unlike ORM statements they do not autoflush the session:
-a caller that added mapped objects one of these must see flushes first.
+a caller that added mapped objects must flush before running one of these.
 """
 
 from __future__ import annotations
 
-from sqlalchemy import and_, bindparam, exists, or_, select, text, update
+from sqlalchemy import and_, bindparam, exists, or_, select, update
 
 from conversations.models import PENDING_MESSAGE as _pending
-from conversations.models import DeliveryEvent
-from conversations.statements import conversations, customers, identities, messages, outbox
-from conversations.states import ConversationStatus, InboundState, OutboxStatus, Role
-
-delivery_events = DeliveryEvent.__table__
+from conversations.statements import conversations, customers, messages
+from conversations.states import ConversationStatus, InboundState, Role
 
 HAS_WORK = or_(
     conversations.c.wants_turn.is_(True),
@@ -134,61 +130,3 @@ MARK_HANDLED = (
 )
 
 # Delivery: a due pending row becomes ``sending`` before the provider call.
-CLAIMED_COLUMNS = (
-    outbox.c.id,
-    outbox.c.message_id,
-    outbox.c.conversation_id,
-    outbox.c.channel,
-    outbox.c.to_address,
-    outbox.c.body,
-    outbox.c.attempts,
-    outbox.c.idempotency_key,
-    outbox.c.via_sink,
-    outbox.c.last_error,
-    outbox.c.sending_started_at,
-    outbox.c.created_at,
-)
-CLAIM_FOR_SEND = (
-    update(outbox)
-    .where(
-        outbox.c.id == bindparam("outbox_id"),
-        outbox.c.status == OutboxStatus.PENDING,
-        outbox.c.next_attempt_at <= bindparam("now"),
-    )
-    .values(
-        status=OutboxStatus.SENDING,
-        attempts=outbox.c.attempts + 1,
-        sending_started_at=bindparam("now"),
-        updated_at=bindparam("now"),
-    )
-    .returning(*CLAIMED_COLUMNS)
-)
-CLAIM_FOR_RECONCILE = (
-    update(outbox)
-    .where(
-        outbox.c.id == bindparam("outbox_id"),
-        outbox.c.status == OutboxStatus.SENDING,
-        outbox.c.updated_at <= bindparam("stale_before"),
-    )
-    .values(updated_at=bindparam("now"))
-    .returning(*CLAIMED_COLUMNS)
-)
-
-# provider_id, via_sink and updated_at come as parameters.
-MARK_SENT = (
-    update(outbox)
-    .where(outbox.c.id == bindparam("outbox_id"), outbox.c.status == OutboxStatus.SENDING)
-    .values(status=OutboxStatus.SENT, last_error=None)
-)
-
-DELIVERY_STATUSES = select(delivery_events.c.status).where(
-    delivery_events.c.channel == bindparam("channel"),
-    delivery_events.c.provider_id == bindparam("provider_id"),
-)
-# provider_id and delivery_status come as parameters.
-SET_MESSAGE_DELIVERY = update(messages).where(messages.c.id == bindparam("message_id"))
-ADVISORY_XACT_LOCK = text("SELECT pg_advisory_xact_lock(hashtext(:k))")
-
-REFUSAL = select(identities.c.opted_out_at, identities.c.undeliverable_at).where(
-    identities.c.kind == bindparam("kind"), identities.c.address == bindparam("address")
-)

@@ -16,7 +16,6 @@ from typing import Any
 from sqlalchemy import Row, update
 from sqlalchemy.orm import Session
 
-from conversations import worker_statements as sql
 from conversations.errors import LeaseLost
 from conversations.lifecycle import reopen_pending, settle_pending
 from conversations.models import Conversation, MemoryEntry
@@ -29,20 +28,12 @@ from conversations.states import (
 )
 from conversations.timeout_store import deadline_values, load_policies
 from conversations.timeouts import Policy
+from conversations.transcript import MessageView
+from workers import turn_statements as sql
 
 # A burst larger than this is answered over several turns, oldest first.
 MAX_MESSAGES_PER_TURN = 50
 EARLIER_MESSAGES = 4
-
-
-@dataclass(frozen=True, slots=True)
-class MessageView:
-    id: int
-    direction: str
-    role: str
-    channel: str
-    body: str
-    created_at: datetime
 
 
 @dataclass(frozen=True, slots=True)
