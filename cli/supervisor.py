@@ -97,6 +97,7 @@ def run_up(settings: Settings, host: str, port: int, concurrency: int) -> int:
         state_file(settings).write_text(
             json.dumps({"api": f"http://{host}:{port}", "public_url": env["PUBLIC_URL"]})
         )
+        _wait_for_api(host, port, children[0])
         _banner(settings, host, port, env["PUBLIC_URL"], broker)
         restartable: list[Restartable] = [*children, *([broker] if broker else [])]
         return _supervise(restartable, RestartPolicy())
@@ -123,6 +124,18 @@ class Child:
 
     def exit_status(self) -> int | None:
         return None if self.proc is None else self.proc.poll()
+
+
+def _wait_for_api(host: str, port: int, api: Child, timeout: float = 30.0) -> None:
+    """Say "up" only once the API accepts connections (a newcomer's first command needs it)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and api.exit_status() is None:
+        try:
+            socket.create_connection((host, port), timeout=0.5).close()
+            return
+        except OSError:
+            time.sleep(0.1)
+    # An API that exited or never listened: the supervisor below reports and restarts it.
 
 
 def describe_exit(status: int) -> str:
