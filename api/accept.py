@@ -13,6 +13,7 @@ from sqlalchemy.orm import Session
 from api.deps import AppState
 from conversations.envelope import InboundMessage
 from conversations.ingest import IngestResult, ingest_committed
+from conversations.wakeup import Produced, publish
 
 
 def accept(
@@ -36,10 +37,13 @@ def accept(
     )
     if result.conversation_id is None:
         return result
-    if result.needs_turn:  # a retried webhook still pending re-wakes: harmless, and helps
-        app.waker.turn(result.conversation_id)
-    for outbox_id in result.outbox_ids:
-        app.waker.deliver(outbox_id)
-    if result.finished:
-        app.waker.wrap_up(result.conversation_id)
+    # A retried webhook still pending re-wakes its turn: harmless, and it helps.
+    publish(
+        app.waker,
+        Produced.of(
+            turns=[result.conversation_id] if result.needs_turn else [],
+            deliveries=result.outbox_ids,
+            wrap_ups=[result.conversation_id] if result.finished else [],
+        ),
+    )
     return result

@@ -17,6 +17,7 @@ from conversations.states import FinishReason
 from conversations.timeouts import parse_duration
 from conversations.types import utcnow
 from conversations.views import ConversationDetail, conversation_detail
+from conversations.wakeup import Produced, publish
 
 router = APIRouter(
     prefix="/v1/conversations", dependencies=[Depends(require_api_key)], tags=["operators"]
@@ -76,9 +77,8 @@ async def finish(
         _run, app.engine,
         lambda s: lifecycle.finish(s, conversation_id, reason=reason, now=utcnow()),
     )  # fmt: skip
-    await run_in_threadpool(app.waker.wrap_up, conversation_id)
-    if done.reopened_conversation_id is not None:
-        await run_in_threadpool(app.waker.turn, done.reopened_conversation_id)
+    produced = Produced.of(wrap_ups=[conversation_id], turns=[done.reopened_conversation_id])
+    await run_in_threadpool(publish, app.waker, produced)
     return await run_in_threadpool(_detail, app.engine, conversation_id)
 
 
@@ -118,7 +118,7 @@ async def operator_message(
             s, conversation_id, text=body.text, now=utcnow(), defaults=defaults
         ),
     )  # fmt: skip
-    await run_in_threadpool(app.waker.deliver, outbox_id)
+    await run_in_threadpool(publish, app.waker, Produced.of(deliveries=[outbox_id]))
     return {"outbox_id": outbox_id, "conversation_id": str(conversation_id), "text": body.text}
 
 

@@ -15,6 +15,7 @@ from api.idempotency import run_once
 from conversations.outbound import start_outbound
 from conversations.types import utcnow
 from conversations.views import conversation_detail
+from conversations.wakeup import Produced, publish
 
 router = APIRouter(prefix="/v1", tags=["outbound"])
 
@@ -54,10 +55,13 @@ async def start_conversation(
         body=body.model_dump(mode="json"), work=work,
     )  # fmt: skip
     if not replayed:
-        conversation_id = uuid.UUID(payload["id"])
-        if payload.get("outbox_id"):
-            await run_in_threadpool(app.waker.deliver, payload["outbox_id"])
-        else:
-            await run_in_threadpool(app.waker.turn, conversation_id)
+        await run_in_threadpool(publish, app.waker, _produced(payload))
     headers = {"Idempotent-Replayed": "true"} if replayed else {}
     return JSONResponse(payload, status_code=status, headers=headers)
+
+
+def _produced(payload: dict[str, Any]) -> Produced:
+    """The opening as written is delivered; without one, the agent's turn writes it."""
+    if payload.get("outbox_id"):
+        return Produced.of(deliveries=[payload["outbox_id"]])
+    return Produced.of(turns=[uuid.UUID(payload["id"])])

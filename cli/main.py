@@ -230,7 +230,7 @@ def send(service: str, channel: str, to: str, message: str | None, context: str)
     from conversations.db import transaction
     from conversations.outbound import OutboundRefused, start_outbound
     from conversations.types import utcnow
-    from conversations.wakeup import CeleryWaker
+    from conversations.wakeup import CeleryWaker, Produced, publish
 
     settings = get_settings()
     try:
@@ -248,11 +248,11 @@ def send(service: str, channel: str, to: str, message: str | None, context: str)
             )  # fmt: skip
     except OutboundRefused as exc:
         raise click.ClickException(exc.reason) from None
-    waker = CeleryWaker(settings=settings)
-    woken = (
-        waker.deliver(started.outbox_id)
+    woken = publish(
+        CeleryWaker(settings=settings),
+        Produced.of(deliveries=[started.outbox_id])
         if started.outbox_id is not None
-        else waker.turn(started.conversation_id)
+        else Produced.of(turns=[started.conversation_id]),
     )
     click.echo(f"started conversation {started.conversation_id}")
     if not woken:

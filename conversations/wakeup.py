@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import logging
 import uuid
+from collections.abc import Iterable
+from dataclasses import dataclass
 from functools import cached_property
 from typing import Protocol
 
@@ -39,8 +41,8 @@ PUBLISH_RETRY_POLICY = {"max_retries": 1, "interval_start": 0, "interval_step": 
 
 class Waker(Protocol):
     def turn(self, conversation_id: uuid.UUID) -> bool: ...
-    def deliver(self, outbox_id: int) -> bool: ...
-    def reconcile(self, outbox_id: int) -> bool: ...
+    def deliver(self, outbox_id: int, delay: float = 0) -> bool: ...
+    def reconcile(self, outbox_id: int, delay: float = 0) -> bool: ...
     def wrap_up(self, conversation_id: uuid.UUID) -> bool: ...
     def recompute(self, service: str, channel: str) -> bool: ...
 
@@ -63,11 +65,11 @@ class CeleryWaker:
     def turn(self, conversation_id: uuid.UUID) -> bool:
         return self._send(TURN_TASK, [str(conversation_id)], TURN_QUEUE)
 
-    def deliver(self, outbox_id: int) -> bool:
-        return self._send(DELIVER_TASK, [outbox_id], DELIVER_QUEUE)
+    def deliver(self, outbox_id: int, delay: float = 0) -> bool:
+        return self._send(DELIVER_TASK, [outbox_id], DELIVER_QUEUE, delay)
 
-    def reconcile(self, outbox_id: int) -> bool:
-        return self._send(RECONCILE_TASK, [outbox_id], DELIVER_QUEUE)
+    def reconcile(self, outbox_id: int, delay: float = 0) -> bool:
+        return self._send(RECONCILE_TASK, [outbox_id], DELIVER_QUEUE, delay)
 
     def wrap_up(self, conversation_id: uuid.UUID) -> bool:
         return self._send(WRAPUP_TASK, [str(conversation_id)], SWEEP_QUEUE)
@@ -75,12 +77,56 @@ class CeleryWaker:
     def recompute(self, service: str, channel: str) -> bool:
         return self._send(RECOMPUTE_TASK, [service, channel], SWEEP_QUEUE)
 
-    def _send(self, name: str, args: list[object], queue: str) -> bool:
+    def _send(self, name: str, args: list[object], queue: str, delay: float = 0) -> bool:
+        # A delay is a hint only (kept far below the visibility timeout by the caller): the
+        # redrive sweep, not the countdown, is what guarantees the work happens.
         try:
             self.app.send_task(
-                name, args=args, queue=queue, retry=True, retry_policy=PUBLISH_RETRY_POLICY
-            )
+                name, args=args, queue=queue, countdown=delay or None, retry=True,
+                retry_policy=PUBLISH_RETRY_POLICY,
+            )  # fmt: skip
         except Exception as exc:  # kombu raises several families; all mean "not published"
             log.warning("wake-up %s%s not published (redrive will recover): %s", name, args, exc)
             return False
         return True
+
+
+@dataclass(frozen=True, slots=True)
+class Produced:
+    """What a committed unit of work left for others: the turns, deliveries and wrap-ups it
+    made due. Returned by whatever commits, published by ``publish`` once committed."""
+
+    turns: tuple[uuid.UUID, ...] = ()
+    deliveries: tuple[int, ...] = ()
+    wrap_ups: tuple[uuid.UUID, ...] = ()
+
+    @classmethod
+    def of(
+        cls,
+        *,
+        turns: Iterable[uuid.UUID | None] = (),
+        deliveries: Iterable[int | None] = (),
+        wrap_ups: Iterable[uuid.UUID | None] = (),
+    ) -> Produced:
+        """Build one, leaving out the Nones a caller's optional results bring."""
+        return cls(
+            turns=tuple(t for t in turns if t is not None),
+            deliveries=tuple(d for d in deliveries if d is not None),
+            wrap_ups=tuple(w for w in wrap_ups if w is not None),
+        )
+
+    def __add__(self, other: Produced) -> Produced:
+        return Produced(
+            self.turns + other.turns,
+            self.deliveries + other.deliveries,
+            self.wrap_ups + other.wrap_ups,
+        )
+
+
+def publish(waker: Waker, produced: Produced) -> bool:
+    """The one place a commit's consequences leave the process. Never raises; False when a
+    wake-up was not published (the redrive sweep will find its work)."""
+    sent = [waker.deliver(outbox_id) for outbox_id in produced.deliveries]
+    sent += [waker.turn(conversation_id) for conversation_id in produced.turns]
+    sent += [waker.wrap_up(conversation_id) for conversation_id in produced.wrap_ups]
+    return all(sent)

@@ -17,6 +17,8 @@ from conversations.wakeup import (
     REDRIVE_TASK,
     TIMEOUT_SWEEP_TASK,
     WRAPUP_TASK,
+    Produced,
+    publish,
 )
 from memory.store import purge_expired
 from scheduler.sweeps import Window, redrive_once
@@ -67,12 +69,13 @@ def sweep_once(engine, *, defaults, now=None) -> dict[str, int]:  # type: ignore
         for _ in range(SWEEP_MAX_BATCHES):
             with transaction(engine) as session:
                 result = step(session, now=now, limit=SWEEP_BATCH, defaults=defaults)
-            for outbox_id in result.outbox_ids:
-                w.deliver(outbox_id)
-            if step is close_expired:
+            closing = step is close_expired
+            produced = Produced.of(
+                deliveries=result.outbox_ids, wrap_ups=result.closed if closing else ()
+            )
+            publish(w, produced)
+            if closing:
                 closed += len(result.closed)
-                for conversation_id in result.closed:
-                    w.wrap_up(conversation_id)
             else:
                 nudged += len(result.closed)
             if not result.closed:

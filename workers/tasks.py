@@ -46,19 +46,13 @@ def deliver(outbox_id: int) -> str:
     settings = get_settings()
     status = delivery.deliver(outbox_id, engine=get_engine(), settings=settings)
     if status == "pending":
-        _hint(DELIVER_TASK, outbox_id, settings.delivery_backoff_base)
+        waker().deliver(outbox_id, delay=min(settings.delivery_backoff_base, MAX_HINT_SECONDS))
     elif status == "sending":
-        _hint(RECONCILE_TASK, outbox_id, delivery.reconcile_after(settings) + 1)
+        later = min(delivery.reconcile_after(settings) + 1, MAX_HINT_SECONDS)
+        waker().reconcile(outbox_id, delay=later)
     return status
 
 
 @app.task(name=RECONCILE_TASK, time_limit=deliver_time_limit(get_settings()))
 def reconcile(outbox_id: int) -> str:
     return delivery.reconcile(outbox_id, engine=get_engine(), settings=get_settings())
-
-
-def _hint(task: str, outbox_id: int, delay: float) -> None:
-    try:
-        app.send_task(task, args=[outbox_id], countdown=min(delay, MAX_HINT_SECONDS))
-    except Exception:  # the sweep will find the row anyway
-        return

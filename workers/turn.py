@@ -20,7 +20,7 @@ from conversations.db import session_factory, transaction
 from conversations.errors import LeaseLost
 from conversations.settings import Settings
 from conversations.types import utcnow
-from conversations.wakeup import Waker
+from conversations.wakeup import Produced, Waker, publish
 from memory.store import Memory, recall
 from workers import turn_store
 
@@ -108,16 +108,19 @@ def _one_turn(
         log.warning("turn of conversation %s lost its lease; discarded", conversation_id)
         return False
 
-    for outbox_id in result.outbox_ids:
-        waker.deliver(outbox_id)
-    if result.more_pending:
-        # A message committed during the turn had a wake-up that found the conversation
-        # running and did nothing; this one is the wake-up that is not lost.
-        waker.turn(conversation_id)
-    if result.status == "finished":
-        waker.wrap_up(conversation_id)
-    if result.reopened_conversation_id is not None:
-        waker.turn(result.reopened_conversation_id)
+    # more_pending: a message committed during the turn had a wake-up that found the
+    # conversation running and did nothing; this one is the wake-up that is not lost.
+    publish(
+        waker,
+        Produced.of(
+            deliveries=result.outbox_ids,
+            turns=[
+                conversation_id if result.more_pending else None,
+                result.reopened_conversation_id,
+            ],
+            wrap_ups=[conversation_id if result.status == "finished" else None],
+        ),
+    )
     return True
 
 
