@@ -9,7 +9,7 @@ from typing import Protocol
 
 from agent.tools import Toolbox
 from conversations.transcript import MessageView
-from memory.store import Memory
+from memory.store import Memory, MemoryKind
 
 
 @dataclass(frozen=True, slots=True)
@@ -35,7 +35,7 @@ class TurnContext:
     def remembered(self, prefix: str) -> str | None:
         """The newest remembered fact starting with ``prefix`` (e.g. "name: ")."""
         for entry in self.memory:
-            if entry.kind == "fact" and entry.text.startswith(prefix):
+            if entry.kind == MemoryKind.FACT and entry.text.startswith(prefix):
                 return entry.text[len(prefix) :].strip() or None
         return None
 

@@ -24,7 +24,7 @@ from conversations.envelope import InboundMessage
 from conversations.errors import ConcurrentChange
 from conversations.lifecycle import finish
 from conversations.models import OPEN_CONVERSATION, Conversation, Identity, Message
-from conversations.replies import enqueue_reply
+from conversations.outbox import enqueue_reply
 from conversations.states import ConversationStatus, Direction, FinishReason, InboundState, Role
 from conversations.timeout_store import deadline_values, load_policies
 from conversations.timeouts import Policy, Scope

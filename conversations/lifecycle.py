@@ -16,7 +16,7 @@ from sqlalchemy.orm import Session
 
 from conversations.errors import ConversationNotFound, TransitionRefused
 from conversations.models import OPEN_CONVERSATION, PENDING_MESSAGE, Conversation, Message
-from conversations.replies import enqueue_reply
+from conversations.outbox import enqueue_reply
 from conversations.states import ConversationStatus, FinishReason, InboundState, Role
 from conversations.timeout_store import refresh_deadline
 from conversations.timeouts import Policy

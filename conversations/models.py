@@ -192,7 +192,7 @@ class MemoryEntry(Base):
     conversation_id: Mapped[uuid.UUID | None] = mapped_column(
         ForeignKey("conversations.id", ondelete="CASCADE")
     )
-    kind: Mapped[str] = mapped_column(String(16))  # summary | fact | message
+    kind: Mapped[str] = mapped_column(String(16))  # a memory.store.MemoryKind
     text: Mapped[str] = mapped_column(Text)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
 

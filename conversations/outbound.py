@@ -16,7 +16,7 @@ from conversations.customers import resolve_customer, send_refusal
 from conversations.errors import DormouseError, InvalidAddress
 from conversations.ingest import IDENTITY_KIND, insert_conversation
 from conversations.models import OPEN_CONVERSATION, Conversation, Customer, Identity
-from conversations.replies import enqueue_reply
+from conversations.outbox import enqueue_reply
 from conversations.states import Role
 from conversations.timeout_store import refresh_deadline
 from conversations.timeouts import Policy

@@ -11,6 +11,7 @@ from __future__ import annotations
 import uuid
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from enum import StrEnum
 
 from sqlalchemy import bindparam, delete, select
 from sqlalchemy.orm import Session
@@ -20,6 +21,33 @@ from conversations.states import ConversationStatus
 
 MAX_ENTRIES = 50
 BUDGET_CHARS = 4000
+MAX_FACT_CHARS = 1000
+
+
+class MemoryKind(StrEnum):
+    SUMMARY = "summary"  # a finished conversation, written by its wrap-up
+    FACT = "fact"  # something the agent was told to remember (the remember tool)
+
+
+def remember(
+    session: Session,
+    *,
+    customer_id: uuid.UUID,
+    conversation_id: uuid.UUID | None,
+    kind: MemoryKind,
+    text: str,
+    now: datetime,
+) -> None:
+    """Add one entry to the customer's memory (the caller's transaction commits it)."""
+    if kind is MemoryKind.FACT:
+        text = text[:MAX_FACT_CHARS]
+    session.add(
+        MemoryEntry(
+            customer_id=customer_id, conversation_id=conversation_id, kind=kind, text=text,
+            created_at=now,
+        )
+    )  # fmt: skip
+
 
 _entries = MemoryEntry.__table__
 # Built once, read as rows: a full window is 50 entries on every turn, and as mapped objects

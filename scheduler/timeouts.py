@@ -18,7 +18,7 @@ from sqlalchemy import Select, exists, select, update
 from sqlalchemy.orm import Session
 
 from conversations.models import PENDING_MESSAGE, Conversation, Message
-from conversations.replies import Reply, enqueue_replies
+from conversations.outbox import Reply, enqueue_replies
 from conversations.states import ConversationStatus, FinishReason, Role
 from conversations.timeout_store import load_policies, policy_for
 from conversations.timeouts import Policy

@@ -286,7 +286,7 @@ def test_stop_opts_out_finishes_and_nothing_is_sent_after(
     )
     assert refused.status_code == 409 and "opted out" in refused.text
     with transaction(db) as s:  # even a row that slipped in before the STOP is never sent
-        from conversations.replies import enqueue_reply
+        from conversations.outbox import enqueue_reply
         from conversations.states import Role
 
         oid = enqueue_reply(
@@ -329,7 +329,7 @@ def test_twilio_21610_on_send_opts_the_number_out(
     db: Engine, settings: Settings, fake_twilio: FakeTwilio
 ) -> None:
     from conversations.customers import send_refusal
-    from conversations.replies import enqueue_reply
+    from conversations.outbox import enqueue_reply
     from conversations.states import Role
 
     cid = ingest_sms(db, "hi").conversation_id

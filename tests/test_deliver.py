@@ -7,7 +7,7 @@ from datetime import timedelta
 import pytest
 from sqlalchemy import Engine, select, text
 
-from conversations import replies
+from conversations import outbox
 from conversations.db import make_engine, session_factory, transaction
 from conversations.models import Message, OutboxRow
 from conversations.settings import Settings
@@ -24,7 +24,7 @@ CUSTOMER = "+15555550100"
 def reply(engine: Engine, text: str = "your order shipped") -> int:
     cid = ingest_sms(engine, "where is my order?").conversation_id
     with transaction(engine) as s:
-        return replies.enqueue_reply(
+        return outbox.enqueue_reply(
             s, conversation_id=cid, channel="sms", to=CUSTOMER, text=text,
             role=Role.AGENT, turn=1, now=utcnow(),
         )  # fmt: skip
@@ -170,7 +170,7 @@ def test_reconcile_never_takes_the_twilio_id_of_another_row_with_the_same_text(
     with session_factory(db)() as s:
         cid = s.get_one(OutboxRow, first).conversation_id
     with transaction(db) as s:
-        second = replies.enqueue_reply(
+        second = outbox.enqueue_reply(
             s, conversation_id=cid, channel="sms", to=CUSTOMER, text="Thanks!",
             role=Role.AGENT, turn=2, now=utcnow(),
         )  # fmt: skip

@@ -279,11 +279,11 @@ def test_a_bounce_marks_the_address_undeliverable_until_the_customer_writes_agai
 
     # The next reply to that address is refused visibly instead of bouncing again.
     with session_factory(db)() as s:
-        from conversations import replies
+        from conversations import outbox
         from conversations.states import Role
         from conversations.types import utcnow
 
-        oid = replies.enqueue_reply(s, conversation_id=uuid.UUID(cid), channel="email",
+        oid = outbox.enqueue_reply(s, conversation_id=uuid.UUID(cid), channel="email",
                                     to="gone@example.com", text="still there?",
                                     role=Role.AGENT, turn=None, now=utcnow())  # fmt: skip
         s.commit()

@@ -168,7 +168,7 @@ def test_database_down_answers_503_so_twilio_retries(settings: Settings, db: Eng
 def test_status_callbacks_are_deduplicated_and_never_move_backwards(
     client: TestClient, db: Engine
 ) -> None:
-    from conversations import replies
+    from conversations import outbox
     from conversations.db import transaction
     from conversations.states import Role
     from conversations.types import utcnow
@@ -176,7 +176,7 @@ def test_status_callbacks_are_deduplicated_and_never_move_backwards(
 
     conversation_id = ingest_sms(db, "hi").conversation_id
     with transaction(db) as s:
-        replies.enqueue_reply(
+        outbox.enqueue_reply(
             s,
             conversation_id=conversation_id,
             channel="sms",

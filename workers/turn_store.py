@@ -18,8 +18,8 @@ from sqlalchemy.orm import Session
 
 from conversations.errors import LeaseLost
 from conversations.lifecycle import reopen_pending, settle_pending
-from conversations.models import Conversation, MemoryEntry
-from conversations.replies import enqueue_reply
+from conversations.models import Conversation
+from conversations.outbox import enqueue_reply
 from conversations.states import (
     ConversationStatus,
     FinishReason,
@@ -29,6 +29,7 @@ from conversations.states import (
 from conversations.timeout_store import deadline_values, load_policies
 from conversations.timeouts import Policy
 from conversations.transcript import MessageView
+from memory.store import MemoryKind, remember
 from workers import turn_statements as sql
 
 # A burst larger than this is answered over several turns, oldest first.
@@ -206,15 +207,10 @@ def commit_turn(
     )
 
     for fact in outcome.facts:
-        session.add(
-            MemoryEntry(
-                customer_id=snapshot.customer_id,
-                conversation_id=snapshot.conversation_id,
-                kind="fact",
-                text=fact[:1000],
-                created_at=now,
-            )
-        )
+        remember(
+            session, customer_id=snapshot.customer_id, conversation_id=snapshot.conversation_id,
+            kind=MemoryKind.FACT, text=fact, now=now,
+        )  # fmt: skip
 
     if status == ConversationStatus.HANDOFF:
         # Arrived during this turn: for the human now, like lifecycle.handoff does.

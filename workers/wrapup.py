@@ -12,10 +12,11 @@ from sqlalchemy.exc import IntegrityError
 
 from agent.base import Agent
 from conversations.db import session_factory, transaction
-from conversations.models import Conversation, ConversationEvent, MemoryEntry, Message
+from conversations.models import Conversation, ConversationEvent, Message
 from conversations.states import ConversationStatus, Direction
 from conversations.transcript import MessageView
 from conversations.types import utcnow
+from memory.store import MemoryKind, remember
 
 FINISHED_EVENT = "conversation.finished"
 SUMMARY_WINDOW = 200  # the summary reads at most this many of the latest messages
@@ -78,8 +79,8 @@ def wrap_up(
                 return False
             session.add(ConversationEvent(conversation_id=conv.id, kind=FINISHED_EVENT,
                                           payload=payload, created_at=now))  # fmt: skip
-            session.add(MemoryEntry(customer_id=conv.customer_id, conversation_id=conv.id,
-                                    kind="summary", text=summary, created_at=now))  # fmt: skip
+            remember(session, customer_id=conv.customer_id, conversation_id=conv.id,
+                     kind=MemoryKind.SUMMARY, text=summary, now=now)  # fmt: skip
     except IntegrityError:
         return False  # a concurrent wrap-up recorded the event first
     return True
