@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import uuid
 from datetime import datetime
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Request
 from pydantic import BaseModel, Field
@@ -13,6 +13,7 @@ from starlette.concurrency import run_in_threadpool
 
 from api.deps import require_api_key, state
 from conversations.addresses import normalize_address
+from conversations.channel_names import AddressKind
 from conversations.db import session_factory, transaction
 from conversations.errors import CustomerNotFound, InvalidAddress
 from conversations.models import Customer, Identity
@@ -32,7 +33,7 @@ class CustomerIn(BaseModel):
 
 
 class IdentityIn(BaseModel):
-    kind: Literal["phone", "email", "chat"]
+    kind: AddressKind
     address: str = Field(..., min_length=1, max_length=320)
     merge: bool = False
 

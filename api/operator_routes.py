@@ -3,15 +3,16 @@
 from __future__ import annotations
 
 import uuid
-from typing import Annotated, Literal
+from typing import Annotated
 
 from fastapi import APIRouter, Depends, Query, Request
 from starlette.concurrency import run_in_threadpool
 
 from api.deps import require_api_key, state
-from conversations.addresses import normalize_phone
+from conversations.addresses import normalize_any
+from conversations.channel_names import ChannelName
 from conversations.db import session_factory
-from conversations.errors import ConversationNotFound, InvalidAddress
+from conversations.errors import ConversationNotFound
 from conversations.states import ConversationStatus, OutboxStatus
 from conversations.views import (
     ConversationDetail,
@@ -25,27 +26,17 @@ from conversations.views import (
 router = APIRouter(prefix="/v1", dependencies=[Depends(require_api_key)], tags=["operators"])
 
 
-def normalize_address(address: str, region: str) -> str:
-    """Phone numbers in any spelling find their E.164 form; other addresses lower-cased."""
-    if "@" in address:
-        return address.strip().lower()
-    try:
-        return normalize_phone(address, region)
-    except InvalidAddress:
-        return address.strip()
-
-
 @router.get("/conversations", response_model=list[ConversationSummary])
 async def get_conversations(
     request: Request,
     status: ConversationStatus | None = None,
-    channel: Literal["sms", "email", "chat"] | None = None,
+    channel: ChannelName | None = None,
     address: str | None = None,
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
 ) -> list[ConversationSummary]:
     app = state(request)
     if address is not None:
-        address = normalize_address(address, app.settings.default_region)
+        address = normalize_any(address, app.settings.default_region)
 
     def read() -> list[ConversationSummary]:
         with session_factory(app.engine)() as session:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import uuid
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Header, Request
 from fastapi.responses import JSONResponse
@@ -12,6 +12,7 @@ from starlette.concurrency import run_in_threadpool
 
 from api.deps import require_api_key, state
 from api.idempotency import run_once
+from conversations.channel_names import ChannelName
 from conversations.outbound import start_outbound
 from conversations.types import utcnow
 from conversations.views import conversation_detail
@@ -22,7 +23,7 @@ router = APIRouter(prefix="/v1", tags=["outbound"])
 
 class StartIn(BaseModel):
     service: str = Field(..., min_length=1, max_length=64)
-    channel: Literal["sms", "email", "chat"]
+    channel: ChannelName
     to: str | None = Field(None, max_length=320)
     customer_id: uuid.UUID | None = None
     context: dict[str, Any] = Field(default_factory=dict)

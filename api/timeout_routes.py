@@ -10,6 +10,7 @@ from pydantic import BaseModel, Field, field_validator, model_validator
 from starlette.concurrency import run_in_threadpool
 
 from api.deps import require_api_key, state
+from conversations.channel_names import CHANNEL_NAMES
 from conversations.db import session_factory, transaction
 from conversations.errors import InvalidInput, NotFound
 from conversations.timeout_store import (
@@ -19,7 +20,7 @@ from conversations.timeout_store import (
     policy_as_dict,
     set_policy,
 )
-from conversations.timeouts import KNOWN_CHANNELS, Policy, Scope, format_duration, parse_duration
+from conversations.timeouts import Policy, Scope, format_duration, parse_duration
 from conversations.types import utcnow
 
 router = APIRouter(
@@ -34,8 +35,8 @@ Duration = str | int | float | None
 
 
 def _channel(value: str | None) -> str:
-    if value and value not in KNOWN_CHANNELS:
-        raise ValueError(f"unknown channel {value!r}; known: {', '.join(KNOWN_CHANNELS)}")
+    if value and value not in CHANNEL_NAMES:
+        raise ValueError(f"unknown channel {value!r}; known: {', '.join(CHANNEL_NAMES)}")
     return value or ""
 
 

@@ -1,4 +1,4 @@
-"""Channel name → channel. Adding a channel touches its module and this table only."""
+"""Channel name → its implementation (the names themselves are conversations/channel_names.py)."""
 
 from __future__ import annotations
 
@@ -7,13 +7,21 @@ from collections.abc import Callable
 from channels.base import Channel
 from channels.mail.channel import EmailChannel
 from channels.sms import SmsChannel
-from conversations.errors import UnknownChannel
+from conversations.channel_names import CHANNEL_NAMES
+from conversations.errors import ConfigurationError, UnknownChannel
 from conversations.settings import Settings
 
 CHANNELS: dict[str, Callable[[Settings], Channel]] = {
     "sms": SmsChannel,
     "email": EmailChannel,
 }
+
+# Fail at start-up, not at the first message, if the list of channels and the registry part.
+if set(CHANNELS) != set(CHANNEL_NAMES):
+    raise ConfigurationError(
+        f"channels/registry.py has {sorted(CHANNELS)}, conversations/channel_names.py "
+        f"{sorted(CHANNEL_NAMES)}: a channel needs both"
+    )
 
 
 # One instance per (channel, settings) in a process: a channel holds its provider client and

@@ -13,6 +13,7 @@ import click
 import httpx
 
 from cli.logs import effective_log_level
+from conversations.channel_names import CHANNEL_NAMES
 from conversations.settings import get_settings
 from conversations.states import ConversationStatus, OutboxStatus
 
@@ -221,7 +222,7 @@ def outbox(status: str | None, limit: int) -> None:
 
 @cli.command()
 @click.option("--service", required=True)
-@click.option("--channel", type=click.Choice(["sms", "email", "chat"]), required=True)
+@click.option("--channel", type=click.Choice(CHANNEL_NAMES), required=True)
 @click.option("--to", "to", required=True, help="the customer's address on that channel")
 @click.option("--message", default=None, help="sent as written; without it the agent writes one")
 @click.option("--context", default="{}", help="JSON given to the agent")

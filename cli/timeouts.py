@@ -8,6 +8,7 @@ import click
 from pydantic import ValidationError
 
 from api.timeout_routes import PolicyIn, scope_view
+from conversations.channel_names import CHANNEL_NAMES
 from conversations.db import get_engine, session_factory, transaction
 from conversations.settings import get_settings
 from conversations.timeout_store import (
@@ -17,7 +18,7 @@ from conversations.timeout_store import (
     recompute_all,
     set_policy,
 )
-from conversations.timeouts import KNOWN_CHANNELS, Scope, format_duration
+from conversations.timeouts import Scope, format_duration
 from conversations.types import utcnow
 
 
@@ -55,7 +56,7 @@ def list_() -> None:
 @click.argument("inactivity")
 @click.option("--service", default=None, help="scope: one service (agent)")
 @click.option(
-    "--channel", type=click.Choice(KNOWN_CHANNELS), default=None, help="scope: one channel"
+    "--channel", type=click.Choice(CHANNEL_NAMES), default=None, help="scope: one channel"
 )
 @click.option("--nudge-before", default=None, help="send a nudge this long before closing")
 @click.option("--nudge-message", default=None)
@@ -86,7 +87,7 @@ def set_(
 
 @timeouts.command("unset")
 @click.option("--service", default=None)
-@click.option("--channel", type=click.Choice(KNOWN_CHANNELS), default=None)
+@click.option("--channel", type=click.Choice(CHANNEL_NAMES), default=None)
 def unset(service: str | None, channel: str | None) -> None:
     """Remove the policy of a scope; the next less specific one applies."""
     scope = Scope(service or "", channel or "")
@@ -114,7 +115,7 @@ def history_(limit: int) -> None:
 
 @timeouts.command("recompute")
 @click.option("--service", default=None)
-@click.option("--channel", type=click.Choice(KNOWN_CHANNELS), default=None)
+@click.option("--channel", type=click.Choice(CHANNEL_NAMES), default=None)
 def recompute(service: str | None, channel: str | None) -> None:
     """Recompute the deadlines of the open conversations a scope governs (default: all)."""
     _recompute(Scope(service or "", channel or ""))

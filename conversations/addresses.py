@@ -4,9 +4,8 @@ from __future__ import annotations
 
 import phonenumbers
 
+from conversations.channel_names import ADDRESS_KINDS
 from conversations.errors import InvalidAddress
-
-KINDS = ("phone", "email", "chat")
 
 
 def normalize_phone(raw: str, default_region: str = "US") -> str:
@@ -31,8 +30,15 @@ def normalize_address(kind: str, address: str, region: str) -> str:
         if not at or not local or "." not in domain or " " in address:
             raise InvalidAddress(f"{address!r} is not an email address")
         return address
-    if kind == "chat":
-        if not address.strip():
-            raise InvalidAddress("a chat user id cannot be blank")
+    raise InvalidAddress(f"unknown address kind {kind!r}; known: {', '.join(ADDRESS_KINDS)}")
+
+
+def normalize_any(address: str, region: str) -> str:
+    """An address of unknown kind, as an operator types it into a search: an email if it has
+    an @, else a phone number in any spelling if it is one, else as typed (trimmed)."""
+    if "@" in address:
+        return address.strip().lower()
+    try:
+        return normalize_phone(address, region)
+    except InvalidAddress:
         return address.strip()
-    raise InvalidAddress(f"unknown address kind {kind!r}; known: {', '.join(KINDS)}")

@@ -18,6 +18,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from conversations import statements
+from conversations.channel_names import address_kind
 from conversations.customers import customer_for, mark_undeliverable, set_opt_out
 from conversations.db import transaction
 from conversations.envelope import InboundMessage
@@ -29,9 +30,6 @@ from conversations.states import ConversationStatus, Direction, FinishReason, In
 from conversations.timeout_store import deadline_values, load_policies
 from conversations.timeouts import Policy, Scope
 from conversations.types import utcnow
-
-# Channel → kind of identity its sender address is.
-IDENTITY_KIND = {"sms": "phone", "email": "email", "chat": "chat"}
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,7 +60,7 @@ def ingest(
     if existing is not None:
         return _duplicate(existing)
 
-    kind = IDENTITY_KIND.get(msg.channel, msg.channel)
+    kind = address_kind(msg.channel)
     if msg.control == "no_reply":
         return _record_automatic(session, msg, kind=kind, now=now)
     customer_id, new_customer = customer_for(session, kind, msg.sender, inbound=True)
@@ -270,7 +268,7 @@ def _control(
     help_text: str,
 ) -> IngestResult:
     """Opt-out, opt-in and help words: handled by rule, the same way on every channel."""
-    kind = IDENTITY_KIND.get(msg.channel, msg.channel)
+    kind = address_kind(msg.channel)
     if msg.control == "opt_out":
         set_opt_out(session, kind, msg.sender, now)
         finish(session, conversation_id, reason=FinishReason.OPT_OUT, now=now, answer_pending=False)

@@ -12,9 +12,10 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from conversations.addresses import normalize_address
+from conversations.channel_names import CHANNELS
 from conversations.customers import resolve_customer, send_refusal
 from conversations.errors import DormouseError, InvalidAddress
-from conversations.ingest import IDENTITY_KIND, insert_conversation
+from conversations.ingest import insert_conversation
 from conversations.models import OPEN_CONVERSATION, Conversation, Customer, Identity
 from conversations.outbox import enqueue_reply
 from conversations.states import Role
@@ -55,7 +56,7 @@ def start_outbound(
     defaults: Mapping[str, Policy],
     region: str,
 ) -> Started:
-    kind = IDENTITY_KIND.get(channel)
+    kind = CHANNELS.get(channel)
     if kind is None:
         raise OutboundRefused(422, f"channel: unknown channel {channel!r}")
     if (to is None) == (customer_id is None):

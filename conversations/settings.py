@@ -15,6 +15,7 @@ from pathlib import Path
 from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from conversations.channel_names import CHANNEL_NAMES
 from conversations.timeouts import Policy, parse_duration
 
 
@@ -109,12 +110,13 @@ class Settings(BaseSettings):
         return value
 
     def default_policies(self) -> dict[str, Policy]:
-        """Channel ('' for any other) → shipped policy."""
+        """Channel ('' for any other) → shipped policy: TIMEOUT_<CHANNEL> of each channel
+        that exists, else TIMEOUT_DEFAULT."""
+        fallback = self.timeout_default
+        shipped = {name: getattr(self, f"timeout_{name}", fallback) for name in CHANNEL_NAMES}
         return {
-            "sms": Policy(parse_duration(self.timeout_sms)),
-            "email": Policy(parse_duration(self.timeout_email)),
-            "chat": Policy(parse_duration(self.timeout_chat)),
-            "": Policy(parse_duration(self.timeout_default)),
+            **{name: Policy(parse_duration(value)) for name, value in shipped.items()},
+            "": Policy(parse_duration(fallback)),
         }
 
     @field_validator("data_dir")

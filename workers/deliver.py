@@ -18,6 +18,7 @@ from channels.base import Channel
 from channels.devsink import sink_send
 from channels.registry import get_channel
 from conversations import outbox
+from conversations.channel_names import address_kind
 from conversations.customers import send_refusal, set_opt_out
 from conversations.db import session_factory, transaction
 from conversations.envelope import OutboundMessage, SendResult
@@ -27,7 +28,6 @@ from conversations.errors import (
     ProviderError,
     TransientProviderError,
 )
-from conversations.ingest import IDENTITY_KIND
 from conversations.settings import Settings
 from conversations.types import utcnow
 
@@ -49,7 +49,7 @@ def deliver(
         if row is None:
             return "skipped"
         channel = get_channel(row.channel, settings)
-        kind = IDENTITY_KIND.get(row.channel, row.channel)
+        kind = address_kind(row.channel)
         with session.begin():
             refusal = send_refusal(session, kind, row.to_address)
             message = _outbound(session, row, channel)
