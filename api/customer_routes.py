@@ -14,11 +14,11 @@ from starlette.concurrency import run_in_threadpool
 from api.deps import require_api_key, state
 from conversations.addresses import normalize_address
 from conversations.channel_names import AddressKind
+from conversations.customers import create_customer, erase_customer, link_address
 from conversations.db import session_factory, transaction
 from conversations.errors import CustomerNotFound, InvalidAddress
 from conversations.models import Customer, Identity
 from conversations.types import utcnow
-from memory.identities import create_customer, erase_customer, link_address
 from memory.store import recall
 
 router = APIRouter(prefix="/v1/customers", tags=["customers"])

@@ -355,7 +355,7 @@ def test_a_message_from_any_linked_address_continues_and_replies_on_the_last_cha
 ) -> None:
     first = ingest_sms(db, "from phone one", sender="+15555550166").conversation_id
     with transaction(db) as s:
-        from memory.identities import link_address
+        from conversations.customers import link_address
 
         customer_id = s.get_one(Conversation, first).customer_id
         link_address(
