@@ -99,9 +99,7 @@ class Rig:
         self.proxy.close()
 
     def kill_broker(self, down_for: float) -> None:
-        assert self.broker.process is not None
-        self.broker.process.kill()
-        self.broker.process.wait()
+        self.broker.kill()
         time.sleep(down_for)
         self.broker.start()
 

@@ -62,6 +62,12 @@ class EmbeddedBroker:
         self.stop()
         raise RuntimeError(f"embedded broker did not start within {timeout}s")
 
+    def kill(self) -> None:
+        """SIGKILL, as a crash would: clients see their connections drop, not a shutdown."""
+        if self.process is not None and self.process.poll() is None:
+            self.process.kill()
+            self.process.wait()
+
     def exit_status(self) -> int | None:
         """None while it runs (or before it started), else how it exited."""
         return None if self.process is None else self.process.poll()

@@ -115,13 +115,6 @@ class Produced:
             wrap_ups=tuple(w for w in wrap_ups if w is not None),
         )
 
-    def __add__(self, other: Produced) -> Produced:
-        return Produced(
-            self.turns + other.turns,
-            self.deliveries + other.deliveries,
-            self.wrap_ups + other.wrap_ups,
-        )
-
 
 def publish(waker: Waker, produced: Produced) -> bool:
     """The one place a commit's consequences leave the process. Never raises; False when a

@@ -177,9 +177,10 @@ def redrive_once(
     woken_rows = _published(waker.deliver, work.deliveries) + _published(
         waker.reconcile, work.reconciles
     )
-    with transaction(engine) as session:
-        _stamp(session, Conversation, woken_conversations, w.now)
-        _stamp(session, OutboxRow, woken_rows, w.now)
+    if woken_conversations or woken_rows:  # most passes find nothing: no transaction then
+        with transaction(engine) as session:
+            _stamp(session, Conversation, woken_conversations, w.now)
+            _stamp(session, OutboxRow, woken_rows, w.now)
     counts = work.counts()
     if any(counts.values()):
         log.info("redrive: %s", counts)

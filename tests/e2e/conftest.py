@@ -6,8 +6,9 @@ from pathlib import Path
 import pytest
 from sqlalchemy import Engine
 
+from cli.embedded import EmbeddedBroker
 from tests.conftest import Backend
-from tests.e2e.stack import Stack
+from tests.e2e.stack import Stack, free_port
 from tests.fakes.twilio_api import FakeTwilio
 
 
@@ -32,6 +33,21 @@ def make_stack(
     yield make
     for stack in stacks:
         stack.stop()
+
+
+@pytest.fixture
+def own_broker(tmp_path: Path) -> Iterator[EmbeddedBroker]:
+    """A broker of the test's own, on a TCP port so a restart keeps its address: one it may
+    stop or kill. Request it before ``make_stack``, so it stops after the stack does."""
+    broker = EmbeddedBroker(tmp_path / "own-broker.sock", port=free_port())
+    broker.start()
+    yield broker
+    broker.stop()
+
+
+@pytest.fixture
+def on_own_broker(own_broker: EmbeddedBroker, migrated: Backend) -> Backend:
+    return Backend(migrated.name, migrated.database_url, own_broker.url, migrated.data_dir)
 
 
 @pytest.hookimpl(hookwrapper=True)

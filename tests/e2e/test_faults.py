@@ -8,13 +8,12 @@ import time
 from collections import defaultdict
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 
 import pytest
 
 from cli.embedded import EmbeddedBroker
 from tests.conftest import Backend
-from tests.e2e.stack import Stack, free_port, wait_until
+from tests.e2e.stack import Stack, wait_until
 from tests.fakes.model_api import FakeModel
 from tests.fakes.twilio_api import FakeTwilio
 
@@ -90,68 +89,55 @@ def test_kill_9_mid_turn_another_worker_finishes_it_and_nothing_is_sent_twice(
 
 
 def test_broker_down_webhook_is_accepted_and_answered_once_the_broker_is_back(
-    make_stack: Callable[..., Stack], fake_twilio: FakeTwilio, migrated: Backend, tmp_path: Path
+    own_broker: EmbeddedBroker,
+    on_own_broker: Backend,
+    make_stack: Callable[..., Stack],
+    fake_twilio: FakeTwilio,
 ) -> None:
-    broker = EmbeddedBroker(tmp_path / "own-broker.sock", port=free_port())
-    broker.start()
-    own = Backend(migrated.name, migrated.database_url, broker.url, migrated.data_dir)
-    stack = make_stack(own).start(workers=1)
-    try:
-        broker.stop()
-        response = stack.text("is anyone there?", CUSTOMER)
-        assert response.status_code == 200
-        [conv] = stack.conversations(CUSTOMER)
-        assert inbound(stack, conv["id"])[0]["inbound_state"] == "pending"
-        assert fake_twilio.sent_to(CUSTOMER) == []
+    stack = make_stack(on_own_broker).start(workers=1)
+    own_broker.stop()
+    response = stack.text("is anyone there?", CUSTOMER)
+    assert response.status_code == 200
+    [conv] = stack.conversations(CUSTOMER)
+    assert inbound(stack, conv["id"])[0]["inbound_state"] == "pending"
+    assert fake_twilio.sent_to(CUSTOMER) == []
 
-        broker.start()
-        [reply] = fake_twilio.wait_for(1, to=CUSTOMER, timeout=60)
-        assert '"is anyone there?"' in reply.body
-    finally:
-        stack.stop()
-        broker.stop()
+    own_broker.start()
+    [reply] = fake_twilio.wait_for(1, to=CUSTOMER, timeout=60)
+    assert '"is anyone there?"' in reply.body
 
 
 @pytest.mark.parametrize("pool", ["prefork", "solo"])
 def test_broker_killed_mid_turn_the_worker_survives_and_the_reply_is_sent_once(
     pool: str,
+    own_broker: EmbeddedBroker,
+    on_own_broker: Backend,
     make_stack: Callable[..., Stack],
     fake_twilio: FakeTwilio,
     fake_model: FakeModel,
-    migrated: Backend,
-    tmp_path: Path,
 ) -> None:
     # The worker holds an unacknowledged late-ack turn when Redis dies: celery 5.7 used to
     # exit (status 0) on an AttributeError while reconnecting.
     fake_model.delay = 4
-    broker = EmbeddedBroker(tmp_path / "own-broker.sock", port=free_port())
-    broker.start()
-    own = Backend(migrated.name, migrated.database_url, broker.url, migrated.data_dir)
     slow = {"MODEL_BASE_URL": fake_model.url, "MODEL_TIMEOUT": "10"}
     limits = {"TURN_TIME_LIMIT": "12", "LEASE_SECONDS": "15"}
-    stack = make_stack(own, **slow, **limits).start(workers=1, pool=pool)
+    stack = make_stack(on_own_broker, **slow, **limits).start(workers=1, pool=pool)
     worker = stack.processes["worker0"]
-    try:
-        assert stack.text("are you still there?", CUSTOMER).status_code == 200
-        fake_model.wait_for_requests(1)
-        assert broker.process is not None
-        broker.process.kill()  # kill -9: no clean disconnect
-        broker.process.wait()
-        time.sleep(1)
-        broker.start()
+    assert stack.text("are you still there?", CUSTOMER).status_code == 200
+    fake_model.wait_for_requests(1)
+    own_broker.kill()
+    time.sleep(1)
+    own_broker.start()
 
-        [reply] = fake_twilio.wait_for(1, to=CUSTOMER, timeout=40)
-        assert reply.body == "ack: are you still there?"
-        # The same worker, reconnected, answers the next message.
-        assert stack.text("good", CUSTOMER).status_code == 200
-        replies = fake_twilio.wait_for(2, to=CUSTOMER, timeout=40)
-        assert [r.body for r in replies] == ["ack: are you still there?", "ack: good"]
-        assert worker.poll() is None, f"the worker exited with {worker.returncode}"
-        time.sleep(3)  # redrive passes later, still one reply each
-        assert len(fake_twilio.sent_to(CUSTOMER)) == 2
-    finally:
-        stack.stop()
-        broker.stop()
+    [reply] = fake_twilio.wait_for(1, to=CUSTOMER, timeout=40)
+    assert reply.body == "ack: are you still there?"
+    # The same worker, reconnected, answers the next message.
+    assert stack.text("good", CUSTOMER).status_code == 200
+    replies = fake_twilio.wait_for(2, to=CUSTOMER, timeout=40)
+    assert [r.body for r in replies] == ["ack: are you still there?", "ack: good"]
+    assert worker.poll() is None, f"the worker exited with {worker.returncode}"
+    time.sleep(3)  # redrive passes later, still one reply each
+    assert len(fake_twilio.sent_to(CUSTOMER)) == 2
 
 
 def test_ten_concurrent_copies_of_each_webhook_store_and_answer_each_message_once(
@@ -177,37 +163,29 @@ def test_ten_concurrent_copies_of_each_webhook_store_and_answer_each_message_onc
 
 
 def test_broker_down_while_every_slot_is_busy_the_worker_consumes_again_once_it_is_back(
+    own_broker: EmbeddedBroker,
+    on_own_broker: Backend,
     make_stack: Callable[..., Stack],
     fake_twilio: FakeTwilio,
     fake_model: FakeModel,
-    migrated: Backend,
-    tmp_path: Path,
 ) -> None:
     # Both pool slots busy (no BRPOP outstanding) and both turns finish while Redis is down:
     # their acks fail, and without workers/watchdog.py the worker never asked Redis again.
     fake_model.delay = 1.0
-    broker = EmbeddedBroker(tmp_path / "own-broker.sock", port=free_port())
-    broker.start()
-    own = Backend(migrated.name, migrated.database_url, broker.url, migrated.data_dir)
-    stack = make_stack(own, MODEL_BASE_URL=fake_model.url, MODEL_TIMEOUT="10").start(workers=1)
-    try:
-        first, second, later = "+15555550401", "+15555550402", "+15555550403"
-        stack.text("one", first)
-        stack.text("two", second)
-        fake_model.wait_for_requests(2)
-        assert broker.process is not None
-        broker.process.kill()
-        broker.process.wait()
-        time.sleep(3)  # the turns end, their acks fail
-        broker.start()
+    model = {"MODEL_BASE_URL": fake_model.url, "MODEL_TIMEOUT": "10"}
+    stack = make_stack(on_own_broker, **model).start(workers=1)
+    first, second, later = "+15555550401", "+15555550402", "+15555550403"
+    stack.text("one", first)
+    stack.text("two", second)
+    fake_model.wait_for_requests(2)
+    own_broker.kill()
+    time.sleep(3)  # the turns end, their acks fail
+    own_broker.start()
 
-        fake_twilio.wait_for(1, to=first, timeout=40)
-        fake_twilio.wait_for(1, to=second, timeout=40)
-        fake_model.delay = 0
-        stack.text("three", later)
-        [reply] = fake_twilio.wait_for(1, to=later, timeout=40)
-        assert reply.body == "ack: three"
-        assert "acks were lost and stopped consuming" in (stack.workdir / "worker0.log").read_text()
-    finally:
-        stack.stop()
-        broker.stop()
+    fake_twilio.wait_for(1, to=first, timeout=40)
+    fake_twilio.wait_for(1, to=second, timeout=40)
+    fake_model.delay = 0
+    stack.text("three", later)
+    [reply] = fake_twilio.wait_for(1, to=later, timeout=40)
+    assert reply.body == "ack: three"
+    assert "acks were lost and stopped consuming" in (stack.workdir / "worker0.log").read_text()
