@@ -14,13 +14,12 @@ from starlette.concurrency import run_in_threadpool
 from api import (
     conversation_actions,
     customer_routes,
-    email_webhooks,
     operator_routes,
     outbound_routes,
     timeout_routes,
-    twilio_webhooks,
 )
 from api.deps import AppState, state
+from channels.registry import webhook_routers
 from conversations.broker import ping_broker
 from conversations.db import get_engine
 from conversations.errors import ConcurrentChange, DormouseError
@@ -41,8 +40,8 @@ def create_app(
         waker=waker or CeleryWaker(settings=settings),
         api_keys=settings.api_keys(),
     )
-    app.include_router(twilio_webhooks.router)
-    app.include_router(email_webhooks.router)
+    for router in webhook_routers():
+        app.include_router(router)
     app.include_router(operator_routes.router)
     app.include_router(conversation_actions.router)
     app.include_router(timeout_routes.router)

@@ -1,4 +1,4 @@
-"""Shared request dependencies: settings, engine, waker, API-key auth, raw bodies."""
+"""Shared request dependencies: settings, engine, waker, API-key auth."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from fastapi import Request
 from sqlalchemy import Engine
 
-from conversations.errors import Unauthorized, WebhookRejected
+from conversations.errors import Unauthorized
 from conversations.settings import Settings
 from conversations.wakeup import Waker
 
@@ -22,7 +22,8 @@ class AppState:
 
 
 def state(request: Request) -> AppState:
-    return request.app.state.dormouse  # type: ignore[no-any-return]
+    found: AppState = request.app.state.dormouse
+    return found
 
 
 def require_api_key(request: Request) -> str:
@@ -35,29 +36,3 @@ def require_api_key(request: Request) -> str:
         if hmac.compare_digest(key.encode(), token.strip().encode()):
             return name
     raise Unauthorized("unknown API key")
-
-
-async def read_body(request: Request, limit: int) -> bytes:
-    """The raw body, refusing (413) anything over ``limit`` before reading it all."""
-    declared = request.headers.get("content-length")
-    if declared is not None:
-        if not declared.isdigit():
-            raise WebhookRejected(400, "Content-Length is not a number")
-        if int(declared) > limit:
-            raise WebhookRejected(413, f"body larger than {limit} bytes")
-    chunks: list[bytes] = []
-    size = 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
-            raise WebhookRejected(413, f"body larger than {limit} bytes")
-        chunks.append(chunk)
-    return b"".join(chunks)
-
-
-def public_url_for(request: Request, settings: Settings) -> str:
-    """The URL the provider signed: PUBLIC_URL + path (+ query), not what a proxy shows us."""
-    url = settings.public_url.rstrip("/") + request.url.path
-    if request.url.query:
-        url += "?" + request.url.query
-    return url

@@ -1,19 +1,36 @@
-"""Channel name → its implementation (the names themselves are conversations/channel_names.py)."""
+"""Channel name → its implementation and its webhook router.
+
+The names themselves are ``conversations/channel_names.py``; the API mounts every router
+listed here and nothing else, so adding a channel is its module, one entry here and one name
+there.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
+
+from fastapi import APIRouter
 
 from channels.base import Channel
+from channels.mail import webhooks as email_webhooks
 from channels.mail.channel import EmailChannel
-from channels.sms import SmsChannel
+from channels.sms import webhooks as sms_webhooks
+from channels.sms.channel import SmsChannel
 from conversations.channel_names import CHANNEL_NAMES
 from conversations.errors import ConfigurationError, UnknownChannel
 from conversations.settings import Settings
 
-CHANNELS: dict[str, Callable[[Settings], Channel]] = {
-    "sms": SmsChannel,
-    "email": EmailChannel,
+
+@dataclass(frozen=True)
+class Registered:
+    factory: Callable[[Settings], Channel]
+    router: APIRouter  # its inbound webhooks (and provider callbacks)
+
+
+CHANNELS: dict[str, Registered] = {
+    "sms": Registered(SmsChannel, sms_webhooks.router),
+    "email": Registered(EmailChannel, email_webhooks.router),
 }
 
 # Fail at start-up, not at the first message, if the list of channels and the registry part.
@@ -35,8 +52,12 @@ def get_channel(name: str, settings: Settings) -> Channel:
     if found is not None and getattr(found, "settings", None) is settings:
         return found
     try:
-        factory = CHANNELS[name]
+        registered = CHANNELS[name]
     except KeyError:
         raise UnknownChannel(f"unknown channel {name!r}; known: {', '.join(CHANNELS)}") from None
-    channel = _instances[key] = factory(settings)
+    channel = _instances[key] = registered.factory(settings)
     return channel
+
+
+def webhook_routers() -> list[APIRouter]:
+    return [registered.router for registered in CHANNELS.values()]

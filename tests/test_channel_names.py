@@ -51,3 +51,14 @@ def test_the_cli_offers_only_the_listed_channels() -> None:
     result = CliRunner().invoke(cli, ["send", "--service", "x", "--channel", "chat", "--to", "u"])
     assert result.exit_code == 2
     assert "'chat' is not one of 'sms', 'email'" in result.output
+
+
+def test_the_api_serves_every_registered_channels_webhooks(client: TestClient) -> None:
+    # Ask the app itself: an unsigned POST to a served path is refused by the channel's own
+    # checks (403/400), never "not found".
+    for name, registered in IMPLEMENTED.items():
+        paths = {getattr(route, "path", None) for route in registered.router.routes} - {None}
+        assert paths, f"channel {name} has no webhook route"
+        for path in paths:
+            answer = client.post(str(path), content=b"")
+            assert answer.status_code not in (404, 405), f"channel {name}: {path} not served"

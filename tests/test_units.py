@@ -12,7 +12,7 @@ import pytest
 from agent.base import TurnContext
 from agent.offline import OfflineAgent
 from agent.tools import BUILTIN_TOOLS, Toolbox, ToolContext, tool
-from channels.sms import shape_sms
+from channels.sms.channel import shape_sms
 from cli.logs import effective_log_level
 from conversations.addresses import normalize_phone
 from conversations.errors import InvalidAddress, ToolError
@@ -64,8 +64,9 @@ def test_backoff_is_exponential_and_capped(attempt: int, seconds: float) -> None
 
 def test_api_keys_parse_and_refuse_malformed_pairs(tmp_path: Path) -> None:
     assert Settings(data_dir=tmp_path, dormouse_api_keys="ops:k1, ci:k2").api_keys() == {
-        "k1": "ops", "k2": "ci",
-    }  # fmt: skip
+        "k1": "ops",
+        "k2": "ci",
+    }
     with pytest.raises(ValueError, match="name:key"):
         Settings(data_dir=tmp_path, dormouse_api_keys="nokey").api_keys()
 

@@ -13,10 +13,9 @@ from fastapi.responses import JSONResponse
 from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
 
-from api.accept import accept
-from api.deps import read_body, state
 from channels.mail.inbound import check_secret, envelope_recipients, read_post, verify_mailgun
 from channels.mail.parse import parse_email, recipients
+from channels.webhook import accept, read_body, webhook_app
 from conversations.errors import WebhookRejected
 from conversations.ingest import is_stored
 from conversations.nonces import use_once
@@ -28,7 +27,7 @@ router = APIRouter(prefix="/webhooks", tags=["webhooks"])
 @router.post("/email")
 @router.post("/email/mime")  # Mailgun posts the raw message only to a URL ending in "mime"
 async def inbound_email(request: Request) -> JSONResponse:
-    app = state(request)
+    app = webhook_app(request)
     settings = app.settings
     check_secret(request.headers, settings.email_secret())
     body = await read_body(request, settings.email_max_bytes)

@@ -7,9 +7,8 @@ from urllib.parse import parse_qsl
 from fastapi import APIRouter, Request, Response
 from starlette.concurrency import run_in_threadpool
 
-from api.accept import accept
-from api.deps import public_url_for, read_body, state
-from channels.sms import SmsChannel
+from channels.sms.channel import SmsChannel
+from channels.webhook import accept, public_url_for, read_body, webhook_app
 from conversations.db import transaction
 from conversations.errors import WebhookRejected
 from conversations.outbox import record_delivery_status
@@ -21,7 +20,7 @@ EMPTY_TWIML = '<?xml version="1.0" encoding="UTF-8"?><Response/>'
 
 
 async def _verified_form(request: Request, channel: SmsChannel) -> dict[str, str]:
-    settings = state(request).settings
+    settings = webhook_app(request).settings
     if not request.headers.get("x-twilio-signature"):
         # Cheap and first: an unsigned request learns nothing about what we would accept.
         raise WebhookRejected(403, "missing X-Twilio-Signature header")
@@ -40,7 +39,7 @@ async def _verified_form(request: Request, channel: SmsChannel) -> dict[str, str
 
 @router.post("/sms")
 async def inbound_sms(request: Request) -> Response:
-    app = state(request)
+    app = webhook_app(request)
     channel = SmsChannel(app.settings)
     params = await _verified_form(request, channel)
     message = channel.parse(params, request.headers)
@@ -50,7 +49,7 @@ async def inbound_sms(request: Request) -> Response:
 
 @router.post("/status")
 async def delivery_status(request: Request) -> Response:
-    app = state(request)
+    app = webhook_app(request)
     channel = SmsChannel(app.settings)
     update = channel.parse_status(await _verified_form(request, channel))
 

@@ -1,0 +1,1 @@
+"""SMS through Twilio: ``channel`` sends and parses, ``webhooks`` is its inbound router."""
