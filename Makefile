@@ -32,6 +32,7 @@ test-sqlite: $(STAMP)
 lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	$(BIN)/mypy
 
 ## Re-resolve every dependency in a fresh venv and pin the result into constraints.txt.
 lock:

@@ -55,10 +55,13 @@ class OpenAICompatibleAgent:
     def summarize(self, messages: Sequence[MessageView], finish_reason: str | None) -> str:
         transcript = "\n".join(f"{m.role}: {m.body}" for m in messages)
         prompt = [
-            {"role": "system", "content": "Summarize this customer conversation in two or "
-             "three sentences: what the customer wanted and how it ended."},
+            {
+                "role": "system",
+                "content": "Summarize this customer conversation in two or "
+                "three sentences: what the customer wanted and how it ended.",
+            },
             {"role": "user", "content": f"{transcript}\n\n(ended: {finish_reason})"},
-        ]  # fmt: skip
+        ]
         try:
             content = self._complete(prompt, [])["message"].get("content")
         except (ModelError, KeyError):
@@ -75,7 +78,8 @@ class OpenAICompatibleAgent:
         try:
             response = self.http.post("/chat/completions", json=body)
             response.raise_for_status()
-            return response.json()["choices"][0]
+            choice: dict[str, Any] = response.json()["choices"][0]
+            return choice
         except (httpx.HTTPError, KeyError, IndexError, ValueError) as exc:
             raise ModelError(f"model call failed: {exc!r}") from exc
 
@@ -111,14 +115,20 @@ def _system_prompt(context: TurnContext) -> str:
     if context.channel in MEDIUM:
         parts.append(MEDIUM[context.channel])
     if context.customer_name or context.customer_attributes:
-        parts.append(f"Customer: {context.customer_name or 'unknown name'}; "
-                     f"attributes: {json.dumps(context.customer_attributes)}")  # fmt: skip
+        parts.append(
+            f"Customer: {context.customer_name or 'unknown name'}; "
+            f"attributes: {json.dumps(context.customer_attributes)}"
+        )
     if context.memory:
-        parts.append("What you remember of this customer (newest first):\n" + "\n".join(
-            f"- [{m.kind} {m.created_at:%Y-%m-%d}] {m.text}" for m in context.memory))  # fmt: skip
+        parts.append(
+            "What you remember of this customer (newest first):\n"
+            + "\n".join(f"- [{m.kind} {m.created_at:%Y-%m-%d}] {m.text}" for m in context.memory)
+        )
     if context.earlier:
-        parts.append("How this conversation began:\n" + "\n".join(
-            f"- {m.role}: {m.body}" for m in context.earlier))  # fmt: skip
+        parts.append(
+            "How this conversation began:\n"
+            + "\n".join(f"- {m.role}: {m.body}" for m in context.earlier)
+        )
     if context.context:
         parts.append(f"Context from the business: {json.dumps(context.context)}")
     if context.opening:

@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import uuid
-from typing import Annotated, Literal
+from collections.abc import Callable
+from typing import Annotated, Literal, TypeVar
 
 from fastapi import APIRouter, Body, Depends, Request
 from pydantic import BaseModel, Field, field_validator
+from sqlalchemy import Engine
+from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
 
 from api.deps import require_api_key, state
@@ -54,13 +57,16 @@ class PatchIn(BaseModel):
         return value
 
 
-def _run(engine, fn):  # type: ignore[no-untyped-def]
+T = TypeVar("T")
+
+
+def _run(engine: Engine, fn: Callable[[Session], T]) -> T:
     """Run one transition in its own transaction (refusals are answered by api/app.py)."""
     with transaction(engine) as session:
         return fn(session)
 
 
-def _detail(engine, conversation_id: uuid.UUID) -> ConversationDetail:  # type: ignore[no-untyped-def]
+def _detail(engine: Engine, conversation_id: uuid.UUID) -> ConversationDetail:
     with session_factory(engine)() as session:
         found = conversation_detail(session, conversation_id)
     assert found is not None
@@ -74,9 +80,10 @@ async def finish(
     app = state(request)
     reason = FinishReason((body or FinishIn()).reason)
     done = await run_in_threadpool(
-        _run, app.engine,
+        _run,
+        app.engine,
         lambda s: lifecycle.finish(s, conversation_id, reason=reason, now=utcnow()),
-    )  # fmt: skip
+    )
     produced = Produced.of(wrap_ups=[conversation_id], turns=[done.reopened_conversation_id])
     await run_in_threadpool(publish, app.waker, produced)
     return await run_in_threadpool(_detail, app.engine, conversation_id)
@@ -89,9 +96,10 @@ async def handoff(
     app = state(request)
     reason = (body or HandoffIn()).reason
     await run_in_threadpool(
-        _run, app.engine,
+        _run,
+        app.engine,
         lambda s: lifecycle.handoff(s, conversation_id, reason=reason, now=utcnow()),
-    )  # fmt: skip
+    )
     return await run_in_threadpool(_detail, app.engine, conversation_id)
 
 
@@ -100,9 +108,10 @@ async def handback(request: Request, conversation_id: uuid.UUID) -> Conversation
     app = state(request)
     defaults = app.settings.default_policies()
     await run_in_threadpool(
-        _run, app.engine,
+        _run,
+        app.engine,
         lambda s: lifecycle.handback(s, conversation_id, now=utcnow(), defaults=defaults),
-    )  # fmt: skip
+    )
     return await run_in_threadpool(_detail, app.engine, conversation_id)
 
 
@@ -113,11 +122,12 @@ async def operator_message(
     app = state(request)
     defaults = app.settings.default_policies()
     outbox_id = await run_in_threadpool(
-        _run, app.engine,
+        _run,
+        app.engine,
         lambda s: lifecycle.operator_reply(
             s, conversation_id, text=body.text, now=utcnow(), defaults=defaults
         ),
-    )  # fmt: skip
+    )
     await run_in_threadpool(publish, app.waker, Produced.of(deliveries=[outbox_id]))
     return {"outbox_id": outbox_id, "conversation_id": str(conversation_id), "text": body.text}
 
@@ -130,9 +140,10 @@ async def patch_conversation(
     defaults = app.settings.default_policies()
     override = override_from(body.inactivity)
     await run_in_threadpool(
-        _run, app.engine,
+        _run,
+        app.engine,
         lambda s: lifecycle.set_timeout_override(
             s, conversation_id, override=override, defaults=defaults
         ),
-    )  # fmt: skip
+    )
     return await run_in_threadpool(_detail, app.engine, conversation_id)

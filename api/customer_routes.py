@@ -9,6 +9,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, Request
 from pydantic import BaseModel, Field
 from sqlalchemy import select
+from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
 
 from api.deps import require_api_key, state
@@ -53,7 +54,7 @@ class CustomerView(BaseModel):
     created_at: datetime
 
 
-def _view(session, customer_id: uuid.UUID) -> CustomerView | None:  # type: ignore[no-untyped-def]
+def _view(session: Session, customer_id: uuid.UUID) -> CustomerView | None:
     customer = session.get(Customer, customer_id)
     if customer is None:
         return None
@@ -61,11 +62,16 @@ def _view(session, customer_id: uuid.UUID) -> CustomerView | None:  # type: igno
         select(Identity).where(Identity.customer_id == customer_id).order_by(Identity.id)
     )
     return CustomerView(
-        id=customer.id, external_id=customer.external_id, name=customer.name,
-        attributes=customer.attributes or {}, created_at=customer.created_at,
-        identities=[IdentityView(kind=i.kind, address=i.address, opted_out_at=i.opted_out_at)
-                    for i in identities],
-    )  # fmt: skip
+        id=customer.id,
+        external_id=customer.external_id,
+        name=customer.name,
+        attributes=customer.attributes or {},
+        created_at=customer.created_at,
+        identities=[
+            IdentityView(kind=i.kind, address=i.address, opted_out_at=i.opted_out_at)
+            for i in identities
+        ],
+    )
 
 
 def _normalized(kind: str, field: str, values: list[str], region: str) -> list[tuple[str, str]]:
@@ -91,9 +97,12 @@ async def create(
     def write() -> CustomerView:
         with transaction(app.engine) as session:
             customer = create_customer(
-                session, external_id=body.external_id, name=body.name,
-                attributes=body.attributes, addresses=addresses,
-            )  # fmt: skip
+                session,
+                external_id=body.external_id,
+                name=body.name,
+                attributes=body.attributes,
+                addresses=addresses,
+            )
             view = _view(session, customer.id)
         assert view is not None
         return view
@@ -135,9 +144,14 @@ async def add_identity(
             if session.get(Customer, customer_id) is None:
                 raise CustomerNotFound(f"no customer {customer_id}")
             linked = link_address(
-                session, customer_id, kind=body.kind, address=address, merge=body.merge,
-                actor=actor, now=utcnow(),
-            )  # fmt: skip
+                session,
+                customer_id,
+                kind=body.kind,
+                address=address,
+                merge=body.merge,
+                actor=actor,
+                now=utcnow(),
+            )
             view = _view(session, customer_id)
         merged = str(linked.merged_customer_id) if linked.merged_customer_id else None
         return {"customer": view.model_dump(mode="json") if view else None, "merged": merged}
@@ -171,13 +185,20 @@ async def memory(
             if session.get(Customer, customer_id) is None:
                 return None
             return [
-                {"kind": m.kind, "text": m.text, "created_at": m.created_at.isoformat(),
-                 "conversation_id": str(m.conversation_id) if m.conversation_id else None}
+                {
+                    "kind": m.kind,
+                    "text": m.text,
+                    "created_at": m.created_at.isoformat(),
+                    "conversation_id": str(m.conversation_id) if m.conversation_id else None,
+                }
                 for m in recall(session, customer_id, now=utcnow(), retention=retention)
-            ]  # fmt: skip
+            ]
 
     entries = await run_in_threadpool(read)
     if entries is None:
         raise CustomerNotFound(f"no customer {customer_id}")
-    return {"customer_id": str(customer_id), "retention": app.settings.memory_retention,
-            "entries": entries}  # fmt: skip
+    return {
+        "customer_id": str(customer_id),
+        "retention": app.settings.memory_retention,
+        "entries": entries,
+    }

@@ -8,6 +8,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, Header, Request
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
+from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
 
 from api.deps import require_api_key, state
@@ -40,21 +41,32 @@ async def start_conversation(
     app = state(request)
     settings = app.settings
 
-    def work(session) -> tuple[int, dict[str, Any]]:  # type: ignore[no-untyped-def]
+    def work(session: Session) -> tuple[int, dict[str, Any]]:
         started = start_outbound(
-            session, service=body.service, channel=body.channel, to=body.to,
-            customer_id=body.customer_id, context=body.context, message=body.message,
-            now=utcnow(), defaults=settings.default_policies(), region=settings.default_region,
-        )  # fmt: skip
+            session,
+            service=body.service,
+            channel=body.channel,
+            to=body.to,
+            customer_id=body.customer_id,
+            context=body.context,
+            message=body.message,
+            now=utcnow(),
+            defaults=settings.default_policies(),
+            region=settings.default_region,
+        )
         session.flush()
         view = conversation_detail(session, started.conversation_id)
         assert view is not None
         return 201, view.model_dump(mode="json") | {"outbox_id": started.outbox_id}
 
     status, payload, replayed = await run_in_threadpool(
-        run_once, app.engine, owner=actor, key=idempotency_key,
-        body=body.model_dump(mode="json"), work=work,
-    )  # fmt: skip
+        run_once,
+        app.engine,
+        owner=actor,
+        key=idempotency_key,
+        body=body.model_dump(mode="json"),
+        work=work,
+    )
     if not replayed:
         await run_in_threadpool(publish, app.waker, _produced(payload))
     headers = {"Idempotent-Replayed": "true"} if replayed else {}

@@ -68,10 +68,17 @@ class Row:
     def cells(self) -> list[str]:
         died = str(self.died)
         return [
-            self.scenario, f"{self.sent:,}", f"{self.acknowledged:,}", f"{self.stored:,}",
-            str(self.lost), str(self.twice), str(self.stuck), died, f"{self.slowest:.1f} s",
+            self.scenario,
+            f"{self.sent:,}",
+            f"{self.acknowledged:,}",
+            f"{self.stored:,}",
+            str(self.lost),
+            str(self.twice),
+            str(self.stuck),
+            died,
+            f"{self.slowest:.1f} s",
             self.note,
-        ]  # fmt: skip
+        ]
 
 
 class Rig:
@@ -175,13 +182,15 @@ def settle(r: Rig, row: Row, acked: set[str], drain: float) -> None:
     def counts() -> tuple[int, int]:
         with session_factory(r.engine)() as s:
             pending = s.scalar(
-                select(func.count()).select_from(Message)
+                select(func.count())
+                .select_from(Message)
                 .where(Message.direction == "inbound", Message.inbound_state != "done")
-            )  # fmt: skip
+            )
             unsent = s.scalar(
-                select(func.count()).select_from(OutboxRow)
+                select(func.count())
+                .select_from(OutboxRow)
                 .where(OutboxRow.status.not_in(DELIVERED))
-            )  # fmt: skip
+            )
         return int(pending or 0), int(unsent or 0)
 
     with suppress(AssertionError):
@@ -252,9 +261,13 @@ def broker_restart_mid_turn(runs: int) -> Row:
     model = FakeModel(delay=4).start()
     try:
         with rig(
-            "midturn", workers=1, MODEL_BASE_URL=model.url, MODEL_TIMEOUT="10",
-            TURN_TIME_LIMIT="12", LEASE_SECONDS="15",
-        ) as r:  # fmt: skip
+            "midturn",
+            workers=1,
+            MODEL_BASE_URL=model.url,
+            MODEL_TIMEOUT="10",
+            TURN_TIME_LIMIT="12",
+            LEASE_SECONDS="15",
+        ) as r:
             load = Load(r, row, numbers=runs)
             for i in range(runs):
                 before = len(model.requests)
@@ -336,8 +349,18 @@ def two_beats(conversations: int) -> Row:
 
 
 def table(rows: list[Row], header: str) -> str:
-    head = ["fault", "sent", "acknowledged", "stored", "lost", "sent twice", "stuck",
-            "processes died", "slowest answer", "notes"]  # fmt: skip
+    head = [
+        "fault",
+        "sent",
+        "acknowledged",
+        "stored",
+        "lost",
+        "sent twice",
+        "stuck",
+        "processes died",
+        "slowest answer",
+        "notes",
+    ]
     lines = [header, "", "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     lines += ["| " + " | ".join(row.cells()) + " |" for row in rows]
     return "\n".join(lines)
@@ -363,9 +386,12 @@ def main() -> None:
         row = scenario()
         rows.append(row)
         p50 = statistics.median(row.durations) if row.durations else 0.0
-        print(f"[{i}/{len(scenarios)}] {row.scenario}: lost {row.lost}, twice {row.twice}, "
-              f"stuck {row.stuck}, died {row.died}, p50 answer {p50 * 1000:.0f} ms "
-              f"({time.monotonic() - started:.0f} s so far)", flush=True)  # fmt: skip
+        print(
+            f"[{i}/{len(scenarios)}] {row.scenario}: lost {row.lost}, twice {row.twice}, "
+            f"stuck {row.stuck}, died {row.died}, p50 answer {p50 * 1000:.0f} ms "
+            f"({time.monotonic() - started:.0f} s so far)",
+            flush=True,
+        )
     mode = "quick" if args.quick else "full"
     header = (
         f"Measured {today()} with `make faults{'-quick' if args.quick else ''}` ({mode}: "

@@ -64,8 +64,10 @@ def floor_per_turn(database_url: str, samples: int) -> float:
     with psycopg.connect(dsn, autocommit=True) as conn:
         cur = conn.cursor()
         customer, conversation = uuid.uuid4(), uuid.uuid4()
-        cur.execute("INSERT INTO customers (id, created_at, attributes) VALUES (%s, now(), '{}')",
-                    (customer,))  # fmt: skip
+        cur.execute(
+            "INSERT INTO customers (id, created_at, attributes) VALUES (%s, now(), '{}')",
+            (customer,),
+        )
         cur.execute(
             "INSERT INTO conversations (id, customer_id, service, channel, address, status,"
             " claim_attempts, turn_count, inbound_count, last_activity_at, created_at, updated_at,"
@@ -117,25 +119,37 @@ class Dormouse:
         self.port = free_port()
         self.base = f"http://127.0.0.1:{self.port}"
         self.env = {
-            **os.environ, "DATA_DIR": str(workdir), "DATABASE_URL": database_url,
-            "BROKER_URL": REDIS_URL, "PUBLIC_URL": self.base, "DORMOUSE_API_KEYS": f"b:{API_KEY}",
-            "TWILIO_ACCOUNT_SID": ACCOUNT, "TWILIO_AUTH_TOKEN": TOKEN,
-            "TWILIO_FROM_NUMBER": "+15550000000", "TWILIO_API_URL": provider,
-            "LOG_LEVEL": "WARNING", "REDRIVE_INTERVAL": "30",
-        }  # fmt: skip
+            **os.environ,
+            "DATA_DIR": str(workdir),
+            "DATABASE_URL": database_url,
+            "BROKER_URL": REDIS_URL,
+            "PUBLIC_URL": self.base,
+            "DORMOUSE_API_KEYS": f"b:{API_KEY}",
+            "TWILIO_ACCOUNT_SID": ACCOUNT,
+            "TWILIO_AUTH_TOKEN": TOKEN,
+            "TWILIO_FROM_NUMBER": "+15550000000",
+            "TWILIO_API_URL": provider,
+            "LOG_LEVEL": "WARNING",
+            "REDRIVE_INTERVAL": "30",
+        }
         self.workdir = workdir
         self.procs: list[subprocess.Popen[bytes]] = []
 
     def start(self) -> None:
         redis.Redis.from_url(REDIS_URL).flushdb()
         me = [sys.executable, "-m", "cli.main", "--log-level", "WARNING"]
-        for name, args in (("api", ["api", "--port", str(self.port)]),
-                           ("worker", ["worker", "--concurrency", "2"])):  # fmt: skip
+        for name, args in (
+            ("api", ["api", "--port", str(self.port)]),
+            ("worker", ["worker", "--concurrency", "2"]),
+        ):
             log = (self.workdir / f"{name}.log").open("ab")
             proc = subprocess.Popen(
-                [*me, *args], env=self.env, stdout=log, stderr=subprocess.STDOUT,
+                [*me, *args],
+                env=self.env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
                 start_new_session=True,
-            )  # fmt: skip
+            )
             self.procs.append(proc)
         wait_until(lambda: self._up(), 30, "the API")
         time.sleep(3)  # the worker's pool
@@ -165,8 +179,14 @@ class Dormouse:
 
 
 def signed_form(base: str, sender: str, body: str) -> tuple[dict[str, str], dict[str, str]]:
-    form = {"MessageSid": "SM" + uuid.uuid4().hex, "AccountSid": ACCOUNT, "From": sender,
-            "To": "+15550000000", "Body": body, "NumMedia": "0"}  # fmt: skip
+    form = {
+        "MessageSid": "SM" + uuid.uuid4().hex,
+        "AccountSid": ACCOUNT,
+        "From": sender,
+        "To": "+15550000000",
+        "Body": body,
+        "NumMedia": "0",
+    }
     url = base + "/webhooks/twilio/sms"
     return form, {"X-Twilio-Signature": RequestValidator(TOKEN).compute_signature(url, form)}
 
@@ -265,8 +285,9 @@ def feed(dormouse: Dormouse, fake: FakeTwilio, turns: int, numbers: int) -> int:
             rate = (len(fake.messages) - first) / max(1e-9, time.time() - started)
             print(
                 f"{len(fake.messages):,} turns, {rate:.0f}/s, worker RSS"
-                f" {dormouse.worker_rss() / 2**20:.0f} MiB", flush=True,
-            )  # fmt: skip
+                f" {dormouse.worker_rss() / 2**20:.0f} MiB",
+                flush=True,
+            )
     print(f"worker RSS after {turns:,} turns: {dormouse.worker_rss() / 2**20:.0f} MiB", flush=True)
     return numbers
 
@@ -287,10 +308,22 @@ def wrk(url: str, script: str, seconds: int, connections: int = 32) -> tuple[flo
         lua = Path(tmp) / "load.lua"
         lua.write_text(script + WRK_REPORT)
         out = subprocess.run(
-            ["wrk", "-t1", f"-c{connections}", f"-d{seconds}s", "--timeout", "10s",
-             "-s", str(lua), url],
-            capture_output=True, text=True, check=True, timeout=seconds + 60,
-        ).stdout  # fmt: skip
+            [
+                "wrk",
+                "-t1",
+                f"-c{connections}",
+                f"-d{seconds}s",
+                "--timeout",
+                "10s",
+                "-s",
+                str(lua),
+                url,
+            ],
+            capture_output=True,
+            text=True,
+            check=True,
+            timeout=seconds + 60,
+        ).stdout
     line = next(line for line in out.splitlines() if line.startswith("WRK "))
     requests, duration_us, failed, p99_us = line.split()[1:]
     return int(requests) / (int(duration_us) / 1e6), float(p99_us) / 1e6, int(failed)
@@ -355,9 +388,12 @@ def main() -> None:
                 print(rows[-1], flush=True)
             drain(fake, accepted)
             top, top_lat, numbers = sustained(
-                dormouse.base, fake, (20, 40) if args.quick else (10, 15, 20, 25, 30, 40, 50, 60),
-                4 if args.quick else 10, numbers,
-            )  # fmt: skip
+                dormouse.base,
+                fake,
+                (20, 40) if args.quick else (10, 15, 20, 25, 30, 40, 50, 60),
+                4 if args.quick else 10,
+                numbers,
+            )
             total = len(top_lat)
             rows.append(table_row(f"**{top}/s (highest sustained)**", total, total, top_lat, floor))
             print(rows[-1], flush=True)

@@ -69,20 +69,24 @@ def reopen(engine: Engine) -> None:
     with engine.begin() as conn:
         conn.execute(text("DELETE FROM outbox"))
         conn.execute(text("DELETE FROM messages"))
-        conn.execute(text(
-            "UPDATE conversations SET status = 'suspended', finish_reason = NULL, "
-            "finished_at = NULL, expires_at = now() - interval '1 minute' "
-            "WHERE status = 'finished'"
-        ))  # fmt: skip
+        conn.execute(
+            text(
+                "UPDATE conversations SET status = 'suspended', finish_reason = NULL, "
+                "finished_at = NULL, expires_at = now() - interval '1 minute' "
+                "WHERE status = 'finished'"
+            )
+        )
 
 
 def floor_update(engine: Engine) -> int:
     with engine.begin() as conn:
-        return conn.execute(text(
-            "UPDATE conversations SET status = 'finished', finish_reason = 'timeout', "
-            "finished_at = now(), expires_at = NULL "
-            "WHERE status = 'suspended' AND expires_at <= now()"
-        )).rowcount  # fmt: skip
+        return conn.execute(
+            text(
+                "UPDATE conversations SET status = 'finished', finish_reason = 'timeout', "
+                "finished_at = now(), expires_at = NULL "
+                "WHERE status = 'suspended' AND expires_at <= now()"
+            )
+        ).rowcount
 
 
 def main() -> None:
@@ -96,8 +100,13 @@ def main() -> None:
         print(f"populating {total:,} suspended conversations, {due:,} due …", flush=True)
         populate_s = timed(lambda: populate(engine, total, due))
         with transaction(engine) as session:
-            set_policy(session, Scope(), Policy(timedelta(hours=24), closing_message="Closing."),
-                       actor="bench", now=utcnow())  # fmt: skip
+            set_policy(
+                session,
+                Scope(),
+                Policy(timedelta(hours=24), closing_message="Closing."),
+                actor="bench",
+                now=utcnow(),
+            )
 
         floor_close = timed(lambda: floor_update(engine))
         reopen(engine)
@@ -120,13 +129,19 @@ def main() -> None:
         facts = machine(engine)
 
     rows = [
-        ("close all due (sweep, with closing messages)", f"{sweep_close:.2f} s",
-         f"{sweep_close / floor_close:.1f} x bare UPDATE"),
+        (
+            "close all due (sweep, with closing messages)",
+            f"{sweep_close:.2f} s",
+            f"{sweep_close / floor_close:.1f} x bare UPDATE",
+        ),
         ("close all due (floor: one bare UPDATE)", f"{floor_close:.2f} s", "1.0 x"),
-        ("sweep with nothing due (median of 20)", f"{empty_sweep * 1000:.2f} ms",
-         f"{empty_sweep / floor_empty:.1f} x SELECT 1"),
+        (
+            "sweep with nothing due (median of 20)",
+            f"{empty_sweep * 1000:.2f} ms",
+            f"{empty_sweep / floor_empty:.1f} x SELECT 1",
+        ),
         ("floor: SELECT 1 round trip (median of 20)", f"{floor_empty * 1000:.2f} ms", "1.0 x"),
-    ]  # fmt: skip
+    ]
     table = "\n".join(f"| {a} | {b} | {c} |" for a, b, c in rows)
     body = f"""## Inactivity sweep ({total:,} suspended conversations, {due:,} due, PostgreSQL)
 

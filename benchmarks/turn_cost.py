@@ -60,10 +60,17 @@ class CountingWaker:
 def one_turn(engine: Engine, sender: str, n: int, waker: CountingWaker) -> float:
     start = time.perf_counter()
     with transaction(engine) as session:
-        result = ingest(session, sms(f"{TEXT} ({n})", sender=sender), service="bench",
-                        now=utcnow(), defaults=DEFAULTS, help_text=SETTINGS.help_text)  # fmt: skip
-    committed = run_turn(result.conversation_id, engine=engine, agent=OfflineAgent(),
-                          settings=SETTINGS, waker=waker)  # fmt: skip
+        result = ingest(
+            session,
+            sms(f"{TEXT} ({n})", sender=sender),
+            service="bench",
+            now=utcnow(),
+            defaults=DEFAULTS,
+            help_text=SETTINGS.help_text,
+        )
+    committed = run_turn(
+        result.conversation_id, engine=engine, agent=OfflineAgent(), settings=SETTINGS, waker=waker
+    )
     assert committed == 1
     return time.perf_counter() - start
 
@@ -71,8 +78,14 @@ def one_turn(engine: Engine, sender: str, n: int, waker: CountingWaker) -> float
 def seed_history(engine: Engine, sender: str, messages: int) -> None:
     """A customer with ``messages`` messages in their open conversation, and memory."""
     with transaction(engine) as session:
-        result = ingest(session, sms("first", sender=sender), service="bench", now=utcnow(),
-                        defaults=DEFAULTS, help_text=SETTINGS.help_text)  # fmt: skip
+        result = ingest(
+            session,
+            sms("first", sender=sender),
+            service="bench",
+            now=utcnow(),
+            defaults=DEFAULTS,
+            help_text=SETTINGS.help_text,
+        )
         cid = result.conversation_id
         session.execute(
             update(Message).where(Message.conversation_id == cid).values(inbound_state="done")
@@ -80,12 +93,20 @@ def seed_history(engine: Engine, sender: str, messages: int) -> None:
         customer = session.get_one(Conversation, cid).customer_id
     now = utcnow()
     rows = [
-        {"conversation_id": cid, "direction": "inbound" if i % 2 == 0 else "outbound",
-         "role": "customer" if i % 2 == 0 else "agent", "channel": "sms", "address": sender,
-         "body": TEXT, "media": [], "meta": {}, "inbound_state": "done" if i % 2 == 0 else None,
-         "created_at": now - timedelta(seconds=messages - i)}
+        {
+            "conversation_id": cid,
+            "direction": "inbound" if i % 2 == 0 else "outbound",
+            "role": "customer" if i % 2 == 0 else "agent",
+            "channel": "sms",
+            "address": sender,
+            "body": TEXT,
+            "media": [],
+            "meta": {},
+            "inbound_state": "done" if i % 2 == 0 else None,
+            "created_at": now - timedelta(seconds=messages - i),
+        }
         for i in range(messages - 1)
-    ]  # fmt: skip
+    ]
     for start in range(0, len(rows), 5000):
         with transaction(engine) as session:
             session.execute(insert(Message), rows[start : start + 5000])
@@ -93,10 +114,13 @@ def seed_history(engine: Engine, sender: str, messages: int) -> None:
         # What autovacuum does after a bulk load: plans from real statistics, not an empty table.
         conn.execute(text("ANALYZE"))
     with transaction(engine) as session:
-        session.execute(insert(MemoryEntry), [
-            {"customer_id": customer, "kind": "summary", "text": TEXT, "created_at": now}
-            for _ in range(max(1, messages // 20))
-        ])  # fmt: skip
+        session.execute(
+            insert(MemoryEntry),
+            [
+                {"customer_id": customer, "kind": "summary", "text": TEXT, "created_at": now}
+                for _ in range(max(1, messages // 20))
+            ],
+        )
 
 
 def per_turn(engine: Engine, history: int, turns: int) -> float:
@@ -175,9 +199,10 @@ def main() -> None:
             lines.append(f"| {backend} | {h:,} | {cost * 1000:.2f} ms | {cost / base:.2f} x |")
     versus = (
         f"| LangGraph PostgresSaver, same {long_run:,} turns | {theirs:.2f} s | "
-        f"{theirs / ours:.1f} x Dormouse |" if theirs else
-        "| LangGraph | not installed (`pip install -e '.[bench]'`) | |"
-    )  # fmt: skip
+        f"{theirs / ours:.1f} x Dormouse |"
+        if theirs
+        else "| LangGraph | not installed (`pip install -e '.[bench]'`) | |"
+    )
     body = f"""## Per-turn cost as history grows ({"quick" if args.quick else "full"})
 
 Measured {today()} on {facts}. Command: `make bench-turns`.

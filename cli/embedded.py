@@ -36,17 +36,26 @@ class EmbeddedBroker:
         self.socket_path.unlink(missing_ok=True)
         args = [
             str(get_binary_path()),
-            "--port", str(self.port),
-            "--bind", "127.0.0.1",
-            "--unixsocket", str(self.socket_path),
-            "--unixsocketperm", "700",
-            "--save", "",
-            "--appendonly", "no",
+            "--port",
+            str(self.port),
+            "--bind",
+            "127.0.0.1",
+            "--unixsocket",
+            str(self.socket_path),
+            "--unixsocketperm",
+            "700",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
             # Wake-ups must never be evicted silently.
-            "--maxmemory-policy", "noeviction",
-            "--dir", str(self.socket_path.parent),
-            "--logfile", str(self.socket_path.with_suffix(".log")),
-        ]  # fmt: skip
+            "--maxmemory-policy",
+            "noeviction",
+            "--dir",
+            str(self.socket_path.parent),
+            "--logfile",
+            str(self.socket_path.with_suffix(".log")),
+        ]
         self.process = subprocess.Popen(args, stdin=subprocess.DEVNULL, start_new_session=True)
         self.started_at = time.monotonic()
         deadline = time.monotonic() + timeout

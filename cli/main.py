@@ -130,13 +130,13 @@ def conversations() -> None:
 def conversations_list(
     status: str | None, channel: str | None, address: str | None, limit: int, as_json: bool
 ) -> None:
-    from api.operator_routes import normalize_address
+    from conversations.addresses import normalize_any
     from conversations.db import session_factory
     from conversations.views import list_conversations
 
     settings = get_settings()
     if address:
-        address = normalize_address(address, settings.default_region)
+        address = normalize_any(address, settings.default_region)
     with session_factory()() as session:
         rows = list_conversations(
             session,
@@ -243,10 +243,17 @@ def send(service: str, channel: str, to: str, message: str | None, context: str)
     try:
         with transaction() as session:
             started = start_outbound(
-                session, service=service, channel=channel, to=to, customer_id=None,
-                context=parsed, message=message, now=utcnow(),
-                defaults=settings.default_policies(), region=settings.default_region,
-            )  # fmt: skip
+                session,
+                service=service,
+                channel=channel,
+                to=to,
+                customer_id=None,
+                context=parsed,
+                message=message,
+                now=utcnow(),
+                defaults=settings.default_policies(),
+                region=settings.default_region,
+            )
     except OutboundRefused as exc:
         raise click.ClickException(exc.reason) from None
     woken = publish(

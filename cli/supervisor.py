@@ -60,7 +60,8 @@ def state_file(settings: Settings) -> Path:
 
 def _read_state(settings: Settings) -> dict[str, str] | None:
     try:
-        return json.loads(state_file(settings).read_text())  # type: ignore[no-any-return]
+        state: dict[str, str] = json.loads(state_file(settings).read_text())
+        return state
     except (OSError, ValueError):
         return None
 

@@ -36,10 +36,13 @@ def list_() -> None:
     settings = get_settings()
     with session_factory()() as session:
         policies = load_policies(session)
-    click.echo("shipped defaults: " + ", ".join(
-        f"{ch or 'other'} {format_duration(p.inactivity)}"
-        for ch, p in settings.default_policies().items()
-    ))  # fmt: skip
+    click.echo(
+        "shipped defaults: "
+        + ", ".join(
+            f"{ch or 'other'} {format_duration(p.inactivity)}"
+            for ch, p in settings.default_policies().items()
+        )
+    )
     if not policies:
         click.echo("no operator policies")
     for scope, policy in sorted(policies.items(), key=lambda i: (i[0].service, i[0].channel)):
@@ -72,9 +75,13 @@ def set_(
     """Set INACTIVITY for a scope (no --service/--channel: the global default)."""
     try:
         body = PolicyIn(
-            service=service, channel=channel, inactivity=inactivity, nudge_before=nudge_before,
-            nudge_message=nudge_message, closing_message=closing_message,
-        )  # fmt: skip
+            service=service,
+            channel=channel,
+            inactivity=inactivity,
+            nudge_before=nudge_before,
+            nudge_message=nudge_message,
+            closing_message=closing_message,
+        )
     except ValidationError as exc:
         raise click.BadParameter("; ".join(e["msg"] for e in exc.errors())) from None
     scope, policy = body.scope(), body.policy()

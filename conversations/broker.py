@@ -72,7 +72,7 @@ def ping_broker(url: str, timeout: float = 2.0) -> None:
         finally:
             client.close()
         return
-    from kombu import Connection
+    from kombu.connection import Connection
 
     with Connection(url, connect_timeout=timeout) as conn:
         conn.ensure_connection(max_retries=1)

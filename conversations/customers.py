@@ -17,6 +17,7 @@ from sqlalchemy.orm import Session
 
 from conversations import statements
 from conversations import statements as sql
+from conversations.db import rowcount
 from conversations.errors import AddressTaken, ConcurrentChange, ExternalIdTaken
 from conversations.lifecycle import finish
 from conversations.models import (
@@ -86,7 +87,7 @@ def set_opt_out(session: Session, kind: str, address: str, at: datetime | None) 
         .values(opted_out_at=at)
         .execution_options(synchronize_session=False)
     )
-    return result.rowcount > 0
+    return rowcount(result) > 0
 
 
 def mark_undeliverable(
@@ -101,7 +102,7 @@ def mark_undeliverable(
         .values(undeliverable_at=at)
         .execution_options(synchronize_session=False)
     )
-    return result.rowcount
+    return rowcount(result)
 
 
 def send_refusal(session: Session, kind: str, address: str) -> str | None:

@@ -6,14 +6,18 @@ request or task that started the unit of work commits once (``with session.begin
 
 from __future__ import annotations
 
+import sqlite3
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from functools import lru_cache
+from typing import Any, cast
 
-from sqlalchemy import Engine, create_engine, event
+from sqlalchemy import Connection, CursorResult, Engine, Result, create_engine, event
+from sqlalchemy.engine.interfaces import DBAPIConnection
 from sqlalchemy.exc import DisconnectionError
 from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy.pool import ConnectionPoolEntry, PoolProxiedConnection
 
 from conversations.settings import get_settings
 
@@ -42,16 +46,22 @@ def _ping_idle_connections(engine: Engine) -> None:
     # sockets) is pinged, and replaced if dead. A restart inside the window fails one unit of
     # work, which the API answers with 503 (the provider retries) and the redrive re-runs.
     @event.listens_for(engine, "connect")
-    def _connect(_dbapi_connection, record) -> None:  # type: ignore[no-untyped-def]
+    def _connect(_dbapi_connection: DBAPIConnection, record: ConnectionPoolEntry) -> None:
         record.info["returned_at"] = time.monotonic()
 
     @event.listens_for(engine, "checkin")
-    def _checkin(_dbapi_connection, record) -> None:  # type: ignore[no-untyped-def]
+    def _checkin(
+        _dbapi_connection: DBAPIConnection | None, record: ConnectionPoolEntry | None
+    ) -> None:
         if record is not None:
             record.info["returned_at"] = time.monotonic()
 
     @event.listens_for(engine, "checkout")
-    def _checkout(dbapi_connection, record, _proxy) -> None:  # type: ignore[no-untyped-def]
+    def _checkout(
+        dbapi_connection: DBAPIConnection,
+        record: ConnectionPoolEntry,
+        _proxy: PoolProxiedConnection,
+    ) -> None:
         if time.monotonic() - record.info.get("returned_at", 0.0) < PING_AFTER_IDLE_SECONDS:
             return
         # The dialect's own ping (what pool_pre_ping runs): it leaves no transaction open.
@@ -70,7 +80,7 @@ def _sqlite_immediate_transactions(engine: Engine) -> None:
     # between (busy_timeout does not help there); BEGIN IMMEDIATE takes the write lock up
     # front, so writers queue on busy_timeout instead. WAL lets readers go on meanwhile.
     @event.listens_for(engine, "connect")
-    def _connect(dbapi_connection, _record) -> None:  # type: ignore[no-untyped-def]
+    def _connect(dbapi_connection: sqlite3.Connection, _record: ConnectionPoolEntry) -> None:
         dbapi_connection.isolation_level = None
         cursor = dbapi_connection.cursor()
         cursor.execute("PRAGMA journal_mode=WAL")
@@ -80,7 +90,7 @@ def _sqlite_immediate_transactions(engine: Engine) -> None:
         cursor.close()
 
     @event.listens_for(engine, "begin")
-    def _begin(connection) -> None:  # type: ignore[no-untyped-def]
+    def _begin(connection: Connection) -> None:
         connection.exec_driver_sql("BEGIN IMMEDIATE")
 
 
@@ -108,3 +118,12 @@ def transaction(engine: Engine | None = None) -> Iterator[Session]:
     """One unit of work: commits on success, rolls back on any exception."""
     with session_factory(engine)() as session, session.begin():
         yield session
+
+
+def rowcount(result: Result[Any]) -> int:
+    """Rows an UPDATE or DELETE run through ``Session.execute`` matched.
+
+    ``Session.execute`` is typed to return a ``Result``; for such a statement it is a
+    ``CursorResult``, the one that carries the count.
+    """
+    return cast(CursorResult[Any], result).rowcount

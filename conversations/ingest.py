@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Protocol
 
-from sqlalchemy import Engine, Insert, Row, select
+from sqlalchemy import Engine, Row, select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
@@ -24,10 +24,10 @@ from conversations.db import transaction
 from conversations.envelope import InboundMessage
 from conversations.errors import ConcurrentChange
 from conversations.lifecycle import finish
-from conversations.models import OPEN_CONVERSATION, Conversation, Identity, Message
+from conversations.models import OPEN_CONVERSATION, Base, Conversation, Identity, Message
 from conversations.outbox import enqueue_reply
 from conversations.states import ConversationStatus, Direction, FinishReason, InboundState, Role
-from conversations.timeout_store import deadline_values, load_policies
+from conversations.timeout_store import Governed, deadline_values, load_policies
 from conversations.timeouts import Policy, Scope
 from conversations.types import utcnow
 
@@ -71,9 +71,15 @@ def ingest(
     if conversation is None:
         # A customer created just now has no conversation yet: no need to look for one.
         conversation, opened = _open_or_start(
-            session, msg, customer_id, service=service, now=now, policies=policies,
-            defaults=defaults, look_first=not new_customer,
-        )  # fmt: skip
+            session,
+            msg,
+            customer_id,
+            service=service,
+            now=now,
+            policies=policies,
+            defaults=defaults,
+            look_first=not new_customer,
+        )
     held = conversation.status == ConversationStatus.HANDOFF
     state = InboundState.HELD if held else InboundState.PENDING
     if msg.control:
@@ -118,25 +124,27 @@ def ingest(
                 "last_activity_at": now,
                 "updated_at": now,
                 **deadline_values(
-                    conversation, status=conversation.status, last_activity=now,
-                    policies=policies, defaults=defaults, channel=msg.channel,
+                    conversation,
+                    status=conversation.status,
+                    last_activity=now,
+                    policies=policies,
+                    defaults=defaults,
+                    channel=msg.channel,
                 ),
             },
-        )  # fmt: skip
+        )
     if msg.control:
         return _control(session, msg, conversation.id, message_id, now=now, help_text=help_text)
     return IngestResult(conversation.id, message_id, duplicate=False, needs_turn=not held)
 
 
-class OpenConversation(Protocol):
+class OpenConversation(Governed, Protocol):
     """What ingest reads of the conversation a message lands in."""
 
-    id: uuid.UUID
-    status: str
-    service: str
-    channel: str
-    timeout_override_set: bool
-    timeout_override_seconds: int | None
+    @property
+    def id(self) -> uuid.UUID: ...
+    @property
+    def status(self) -> str: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -188,11 +196,14 @@ def _open_or_start(
                 "created_at": now,
                 "updated_at": now,
                 **deadline_values(
-                    opened, status=opened.status, last_activity=now, policies=policies,
+                    opened,
+                    status=opened.status,
+                    last_activity=now,
+                    policies=policies,
                     defaults=defaults,
                 ),
             },
-        ).scalar()  # fmt: skip
+        ).scalar()
         if inserted is not None:
             return opened, True
         look_first = True
@@ -247,11 +258,10 @@ def _record_automatic(
         .on_conflict_do_nothing(index_elements=["channel", "provider_id"])
         .returning(Message.id)
     )
-    return IngestResult(conversation_id, message_id, duplicate=message_id is None,
-                        needs_turn=False)  # fmt: skip
+    return IngestResult(conversation_id, message_id, duplicate=message_id is None, needs_turn=False)
 
 
-def dialect_insert(session: Session, model: type) -> Insert:  # type: ignore[type-arg]
+def dialect_insert(session: Session, model: type[Base]) -> postgresql.Insert | sqlite.Insert:
     """INSERT with ON CONFLICT support on both backends."""
     if session.get_bind().dialect.name == "postgresql":
         return postgresql.insert(model)
@@ -342,9 +352,13 @@ def ingest_committed(
                 if before is not None:
                     before(session)
                 return ingest(
-                    session, msg, service=service, now=utcnow(), defaults=defaults,
+                    session,
+                    msg,
+                    service=service,
+                    now=utcnow(),
+                    defaults=defaults,
                     help_text=help_text,
-                )  # fmt: skip
+                )
         except (IntegrityError, ConcurrentChange):
             if attempt == attempts - 1:
                 raise
@@ -387,7 +401,8 @@ def _threaded(session: Session, msg: InboundMessage, customer_id: uuid.UUID) -> 
     if not found:
         return None
     nearest = {provider_id: rank for rank, provider_id in enumerate(msg.replies_to)}
-    return min(found, key=lambda row: nearest.get(row.provider_id, len(nearest))).Conversation
+    conversation, _ = min(found, key=lambda row: nearest.get(row.provider_id, len(nearest)))
+    return conversation
 
 
 def is_stored(session: Session, msg: InboundMessage) -> bool:
@@ -411,7 +426,7 @@ def _our_messages(session: Session, msg: InboundMessage) -> list[tuple[uuid.UUID
     return [(row.conversation_id, row.address) for row in rows]
 
 
-def _by_provider_id(session: Session, channel: str, provider_id: str) -> Row[Any] | None:
+def _by_provider_id(session: Session, channel: str, provider_id: str) -> Row[Any, Any, Any] | None:
     """(id, conversation_id, inbound_state) of a stored message."""
     return (
         session.connection()
@@ -422,7 +437,7 @@ def _by_provider_id(session: Session, channel: str, provider_id: str) -> Row[Any
     )
 
 
-def _duplicate(message: Row[Any]) -> IngestResult:
+def _duplicate(message: Row[Any, Any, Any]) -> IngestResult:
     return IngestResult(
         message.conversation_id,
         message.id,

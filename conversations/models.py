@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import uuid
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from sqlalchemy import (
     JSON,
@@ -13,6 +13,7 @@ from sqlalchemy import (
     Index,
     Integer,
     String,
+    Table,
     Text,
     UniqueConstraint,
     Uuid,
@@ -25,7 +26,10 @@ from conversations.types import BigIntPK, UTCDateTime, utcnow
 
 
 class Base(DeclarativeBase):
-    pass
+    if TYPE_CHECKING:
+        # Every model declares a __tablename__, so each is mapped to a Table (the base class
+        # allows any FromClause, such as a join): insert(Model.__table__) type-checks.
+        __table__: ClassVar[Table]
 
 
 class Customer(Base):

@@ -7,6 +7,7 @@ from datetime import datetime
 from sqlalchemy import delete
 from sqlalchemy.orm import Session
 
+from conversations.db import rowcount
 from conversations.errors import WebhookRejected
 from conversations.ingest import dialect_insert
 from conversations.models import WebhookNonce
@@ -33,4 +34,4 @@ def purge_before(session: Session, cutoff: datetime) -> int:
         .where(WebhookNonce.seen_at < cutoff)
         .execution_options(synchronize_session=False)
     )
-    return result.rowcount
+    return rowcount(result)

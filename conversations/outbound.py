@@ -68,7 +68,8 @@ def start_outbound(
             raise OutboundRefused(422, f"to: {exc}") from None
         customer = resolve_customer(session, kind, address)
     else:
-        if session.get(Customer, customer_id) is None:
+        known = session.get(Customer, customer_id)
+        if known is None:
             raise OutboundRefused(404, f"no customer {customer_id}")
         found = session.scalar(
             select(Identity.address)
@@ -78,15 +79,21 @@ def start_outbound(
         )
         if found is None:
             raise OutboundRefused(422, f"customer_id: customer has no {kind} address")
-        customer, address = customer_id, found  # type: ignore[assignment]
+        customer, address = known.id, found
     refusal = send_refusal(session, kind, address)
     if refusal is not None:
         raise OutboundRefused(409, f"{address}: {refusal}")
 
     conversation = insert_conversation(
-        session, customer, service=service, channel=channel, address=address, now=now,
-        context=context, wants_turn=message is None,
-    )  # fmt: skip
+        session,
+        customer,
+        service=service,
+        channel=channel,
+        address=address,
+        now=now,
+        context=context,
+        wants_turn=message is None,
+    )
     if conversation is None:
         conversation_id = _open_id(session, customer, service)
         raise OutboundRefused(
@@ -98,9 +105,15 @@ def start_outbound(
     outbox_id = None
     if message is not None:
         outbox_id = enqueue_reply(
-            session, conversation_id=conversation.id, channel=channel, to=address, text=message,
-            role=Role.API, turn=None, now=now,
-        )  # fmt: skip
+            session,
+            conversation_id=conversation.id,
+            channel=channel,
+            to=address,
+            text=message,
+            role=Role.API,
+            turn=None,
+            now=now,
+        )
     refresh_deadline(session, conversation.id, defaults=defaults)
     return Started(conversation.id, outbox_id)
 

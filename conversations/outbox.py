@@ -19,6 +19,7 @@ from sqlalchemy.orm import Session
 
 from conversations import outbox_statements as sql
 from conversations import statements
+from conversations.db import rowcount
 from conversations.models import Conversation, DeliveryEvent, Message, OutboxRow
 from conversations.states import DELIVERY_RANK, Direction, OutboxStatus, Role
 
@@ -52,7 +53,7 @@ def enqueue_reply(
             "created_at": now,
         },
     ).scalar_one()
-    return conn.execute(
+    outbox_id: int = conn.execute(
         statements.INSERT_OUTBOX_ROW,
         {
             "message_id": message_id,
@@ -66,6 +67,7 @@ def enqueue_reply(
             "updated_at": now,
         },
     ).scalar_one()
+    return outbox_id
 
 
 @dataclass(frozen=True, slots=True)
@@ -85,24 +87,43 @@ def enqueue_replies(
     message_ids = session.scalars(
         insert(Message).returning(Message.id, sort_by_parameter_order=True),
         [
-            {"conversation_id": r.conversation_id, "direction": Direction.OUTBOUND, "role": role,
-             "channel": r.channel, "address": r.to, "body": r.text, "media": [], "meta": {},
-             "delivery_status": "pending", "created_at": now}
+            {
+                "conversation_id": r.conversation_id,
+                "direction": Direction.OUTBOUND,
+                "role": role,
+                "channel": r.channel,
+                "address": r.to,
+                "body": r.text,
+                "media": [],
+                "meta": {},
+                "delivery_status": "pending",
+                "created_at": now,
+            }
             for r in replies
         ],
-    ).all()  # fmt: skip
+    ).all()
     return list(
         session.scalars(
             insert(OutboxRow).returning(OutboxRow.id, sort_by_parameter_order=True),
             [
-                {"message_id": mid, "conversation_id": r.conversation_id, "channel": r.channel,
-                 "to_address": r.to, "body": r.text, "status": OutboxStatus.PENDING,
-                 "attempts": 0, "next_attempt_at": now, "idempotency_key": uuid.uuid4(),
-                 "via_sink": False, "created_at": now, "updated_at": now}
+                {
+                    "message_id": mid,
+                    "conversation_id": r.conversation_id,
+                    "channel": r.channel,
+                    "to_address": r.to,
+                    "body": r.text,
+                    "status": OutboxStatus.PENDING,
+                    "attempts": 0,
+                    "next_attempt_at": now,
+                    "idempotency_key": uuid.uuid4(),
+                    "via_sink": False,
+                    "created_at": now,
+                    "updated_at": now,
+                }
                 for mid, r in zip(message_ids, replies, strict=True)
             ],
         ).all()
-    )  # fmt: skip
+    )
 
 
 # --- claim, mark, status -------------------------------------------------------------------
@@ -157,7 +178,7 @@ def mark_sent(
         sql.MARK_SENT,
         {"outbox_id": row.id, "provider_id": provider_id, "via_sink": via_sink, "updated_at": now},
     )
-    if moved.rowcount != 1:
+    if rowcount(moved) != 1:
         return False  # settled meanwhile (reconciled, or failed): leave the message alone
     # A status callback can beat this commit (Twilio calls back as soon as it queues): keep
     # the most advanced status seen for this provider id.

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from functools import cache
 
-from sqlalchemy import Insert, bindparam, delete, insert, literal, select, text, update
+from sqlalchemy import Insert, Table, bindparam, delete, insert, literal, select, text, update
 from sqlalchemy.dialects import postgresql, sqlite
 
 from conversations.models import (
@@ -80,8 +80,11 @@ INSERT_MESSAGE = insert(messages).returning(messages.c.id)
 INSERT_OUTBOX_ROW = insert(outbox).returning(outbox.c.id)
 
 
-def _insert(dialect: str, table) -> Insert:  # type: ignore[no-untyped-def]
-    return (postgresql.insert if dialect == "postgresql" else sqlite.insert)(table)
+def _insert(dialect: str, table: Table) -> postgresql.Insert | sqlite.Insert:
+    """An INSERT that can take ON CONFLICT, in ``dialect``'s own construct."""
+    if dialect == "postgresql":
+        return postgresql.insert(table)
+    return sqlite.insert(table)
 
 
 @cache

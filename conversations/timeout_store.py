@@ -49,12 +49,16 @@ def _td(seconds: int | None) -> timedelta | None:
 
 
 class Governed(Protocol):
-    """What picks a conversation's policy: a row, or a turn's snapshot of it."""
+    """What picks a conversation's policy: a row, or a turn's snapshot of it (read-only)."""
 
-    service: str
-    channel: str
-    timeout_override_set: bool
-    timeout_override_seconds: int | None
+    @property
+    def service(self) -> str: ...
+    @property
+    def channel(self) -> str: ...
+    @property
+    def timeout_override_set(self) -> bool: ...
+    @property
+    def timeout_override_seconds(self) -> int | None: ...
 
 
 def policy_for(

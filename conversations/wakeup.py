@@ -82,9 +82,13 @@ class CeleryWaker:
         # redrive sweep, not the countdown, is what guarantees the work happens.
         try:
             self.app.send_task(
-                name, args=args, queue=queue, countdown=delay or None, retry=True,
+                name,
+                args=args,
+                queue=queue,
+                countdown=delay or None,
+                retry=True,
                 retry_policy=PUBLISH_RETRY_POLICY,
-            )  # fmt: skip
+            )
         except Exception as exc:  # kombu raises several families; all mean "not published"
             log.warning("wake-up %s%s not published (redrive will recover): %s", name, args, exc)
             return False

@@ -16,6 +16,7 @@ from enum import StrEnum
 from sqlalchemy import bindparam, delete, select
 from sqlalchemy.orm import Session
 
+from conversations.db import rowcount
 from conversations.models import Conversation, MemoryEntry
 from conversations.states import ConversationStatus
 
@@ -43,10 +44,13 @@ def remember(
         text = text[:MAX_FACT_CHARS]
     session.add(
         MemoryEntry(
-            customer_id=customer_id, conversation_id=conversation_id, kind=kind, text=text,
+            customer_id=customer_id,
+            conversation_id=conversation_id,
+            kind=kind,
+            text=text,
             created_at=now,
         )
-    )  # fmt: skip
+    )
 
 
 _entries = MemoryEntry.__table__
@@ -105,11 +109,13 @@ def purge_expired(session: Session, *, now: datetime, retention: timedelta, batc
     conversations (with their messages, by cascade). Open conversations are kept whole."""
     cutoff = now - retention
     old_entries = select(MemoryEntry.id).where(MemoryEntry.created_at < cutoff).limit(batch)
-    entries = session.execute(
-        delete(MemoryEntry)
-        .where(MemoryEntry.id.in_(old_entries.scalar_subquery()))
-        .execution_options(synchronize_session=False)
-    ).rowcount
+    entries = rowcount(
+        session.execute(
+            delete(MemoryEntry)
+            .where(MemoryEntry.id.in_(old_entries.scalar_subquery()))
+            .execution_options(synchronize_session=False)
+        )
+    )
     old_conversations = (
         select(Conversation.id)
         .where(
@@ -118,9 +124,11 @@ def purge_expired(session: Session, *, now: datetime, retention: timedelta, batc
         )
         .limit(batch)
     )
-    conversations = session.execute(
-        delete(Conversation)
-        .where(Conversation.id.in_(old_conversations.scalar_subquery()))
-        .execution_options(synchronize_session=False)
-    ).rowcount
+    conversations = rowcount(
+        session.execute(
+            delete(Conversation)
+            .where(Conversation.id.in_(old_conversations.scalar_subquery()))
+            .execution_options(synchronize_session=False)
+        )
+    )
     return Purged(entries, conversations)

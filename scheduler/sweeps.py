@@ -191,7 +191,8 @@ def _published(send: Callable[[Any], bool], ids: Iterable[Any]) -> list[Any]:
     return [i for i in ids if send(i)]
 
 
-def _stamp(session: Session, model: type[Conversation | OutboxRow], ids: Sequence[Any],
-           now: datetime) -> None:  # fmt: skip
+def _stamp(
+    session: Session, model: type[Conversation | OutboxRow], ids: Sequence[Any], now: datetime
+) -> None:
     if ids:
         session.execute(update(model).where(model.id.in_(ids)).values(redriven_at=now))

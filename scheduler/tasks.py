@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import logging
-from datetime import timedelta
+from collections.abc import Mapping
+from datetime import datetime, timedelta
+
+from sqlalchemy import Engine
 
 from conversations.db import get_engine, transaction
 from conversations.nonces import purge_before
 from conversations.settings import get_settings
 from conversations.timeout_store import recompute_all
-from conversations.timeouts import Scope
+from conversations.timeouts import Policy, Scope
 from conversations.types import utcnow
 from conversations.wakeup import (
     PURGE_TASK,
@@ -60,7 +63,9 @@ def sweep_timeouts() -> dict[str, int]:
     return sweep_once(get_engine(), defaults=get_settings().default_policies())
 
 
-def sweep_once(engine, *, defaults, now=None) -> dict[str, int]:  # type: ignore[no-untyped-def]
+def sweep_once(
+    engine: Engine, *, defaults: Mapping[str, Policy], now: datetime | None = None
+) -> dict[str, int]:
     """Nudge and close everything due, batch by batch; wake deliveries and wrap-ups."""
     now = now or utcnow()
     w = waker()

@@ -10,12 +10,12 @@ done. A conversation with a pending inbound message is never closed under it.
 from __future__ import annotations
 
 import uuid
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import Select, exists, select, update
-from sqlalchemy.orm import Session
+from sqlalchemy import ColumnElement, Select, exists, select, update
+from sqlalchemy.orm import InstrumentedAttribute, Session
 
 from conversations.models import PENDING_MESSAGE, Conversation, Message
 from conversations.outbox import Reply, enqueue_replies
@@ -30,14 +30,20 @@ class SweepResult:
     outbox_ids: list[int]
 
 
-def _no_pending():  # type: ignore[no-untyped-def]
+def _no_pending() -> ColumnElement[bool]:
     return ~exists().where(
         Message.conversation_id == Conversation.id,
         PENDING_MESSAGE,
     )
 
 
-def due_query(column, *, now: datetime, limit: int, skip_locked: bool) -> Select:  # type: ignore[no-untyped-def,type-arg]
+# A deadline column of Conversation: expires_at or nudge_due_at.
+Deadline = InstrumentedAttribute[datetime | None]
+
+
+def due_query(
+    column: Deadline, *, now: datetime, limit: int, skip_locked: bool
+) -> Select[uuid.UUID]:
     """Suspended conversations whose ``column`` deadline passed: an index range scan."""
     query = (
         select(Conversation.id)
@@ -48,7 +54,9 @@ def due_query(column, *, now: datetime, limit: int, skip_locked: bool) -> Select
     return query.with_for_update(skip_locked=True) if skip_locked else query
 
 
-def _claim_batch(session: Session, column, *, now: datetime, limit: int) -> list[uuid.UUID]:  # type: ignore[no-untyped-def]
+def _claim_batch(
+    session: Session, column: Deadline, *, now: datetime, limit: int
+) -> list[uuid.UUID]:
     # SKIP LOCKED: a second sweep takes the next rows instead of waiting for these.
     skip_locked = session.get_bind().dialect.name == "postgresql"
     return list(session.scalars(due_query(column, now=now, limit=limit, skip_locked=skip_locked)))
@@ -109,7 +117,7 @@ def close_expired(
 def _send(
     session: Session,
     ids: list[uuid.UUID],
-    pick,  # type: ignore[no-untyped-def]
+    pick: Callable[[Policy], str | None],
     now: datetime,
     defaults: Mapping[str, Policy],
 ) -> list[int]:

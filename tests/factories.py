@@ -38,6 +38,10 @@ def ingest_sms(
 ) -> IngestResult:
     with transaction(engine) as session:
         return ingest(
-            session, sms(text, sender, sid), service=service, now=now or utcnow(),
-            defaults=DEFAULTS, help_text=HELP,
-        )  # fmt: skip
+            session,
+            sms(text, sender, sid),
+            service=service,
+            now=now or utcnow(),
+            defaults=DEFAULTS,
+            help_text=HELP,
+        )

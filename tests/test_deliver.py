@@ -25,9 +25,15 @@ def reply(engine: Engine, text: str = "your order shipped") -> int:
     cid = ingest_sms(engine, "where is my order?").conversation_id
     with transaction(engine) as s:
         return outbox.enqueue_reply(
-            s, conversation_id=cid, channel="sms", to=CUSTOMER, text=text,
-            role=Role.AGENT, turn=1, now=utcnow(),
-        )  # fmt: skip
+            s,
+            conversation_id=cid,
+            channel="sms",
+            to=CUSTOMER,
+            text=text,
+            role=Role.AGENT,
+            turn=1,
+            now=utcnow(),
+        )
 
 
 def row(engine: Engine, outbox_id: int) -> OutboxRow:
@@ -171,9 +177,15 @@ def test_reconcile_never_takes_the_twilio_id_of_another_row_with_the_same_text(
         cid = s.get_one(OutboxRow, first).conversation_id
     with transaction(db) as s:
         second = outbox.enqueue_reply(
-            s, conversation_id=cid, channel="sms", to=CUSTOMER, text="Thanks!",
-            role=Role.AGENT, turn=2, now=utcnow(),
-        )  # fmt: skip
+            s,
+            conversation_id=cid,
+            channel="sms",
+            to=CUSTOMER,
+            text="Thanks!",
+            role=Role.AGENT,
+            turn=2,
+            now=utcnow(),
+        )
     fake_twilio.script = ["500"]  # the second send never reached Twilio
     assert deliver(second, engine=db, settings=settings) == "sending"
     assert reconcile(second, engine=db, settings=settings, clock=later(60)) == "pending"

@@ -93,8 +93,9 @@ def post(client: TestClient, raw: bytes, secret: str = "inbound-secret-for-tests
 
 def answer(db: Engine, settings: Settings, waker: CeleryWaker, conversation_id: str) -> None:
     """Run the turn the webhook woke, and deliver what it wrote."""
-    run_turn(uuid.UUID(conversation_id), engine=db, agent=OfflineAgent(), settings=settings,
-              waker=waker)  # fmt: skip
+    run_turn(
+        uuid.UUID(conversation_id), engine=db, agent=OfflineAgent(), settings=settings, waker=waker
+    )
     for outbox_id in pending_outbox(db):
         deliver(outbox_id, engine=db, settings=settings)
 
@@ -191,8 +192,9 @@ def test_a_stranger_replying_into_someones_thread_gets_their_own_conversation(
     client: TestClient, db: Engine
 ) -> None:
     cid = post(client, mail("hi", message_id="<ada1@example.com>")).json()["conversation_id"]
-    intruder = post(client, mail("let me in", sender="eve@example.com",
-                                 in_reply_to="<ada1@example.com>"))  # fmt: skip
+    intruder = post(
+        client, mail("let me in", sender="eve@example.com", in_reply_to="<ada1@example.com>")
+    )
     assert intruder.json()["conversation_id"] != cid
 
 
@@ -205,8 +207,11 @@ def test_an_out_of_office_reply_is_recorded_and_never_answered(
     ooo = (CORPUS / "out_of_office.eml").read_bytes()
     ooo = ooo.replace(b"<OUR-FIRST-REPLY@acme.test>", f"<{ours}>".encode())
     response = post(client, ooo)
-    assert response.json() == {"status": "recorded", "conversation_id": cid,
-                               "automatic": "Auto-Submitted: auto-replied"}  # fmt: skip
+    assert response.json() == {
+        "status": "recorded",
+        "conversation_id": cid,
+        "automatic": "Auto-Submitted: auto-replied",
+    }
     recorded = messages(db, cid)[-1]
     assert (recorded.role, recorded.inbound_state) == ("system", "ignored")
     assert conversations(db)[0].last_activity_at < recorded.created_at  # deadline unmoved
@@ -235,8 +240,12 @@ def test_a_stranger_cannot_pose_as_a_bounce_or_auto_reply_about_someone_else(
     forged = forged.replace(b"<OUR-FIRST-REPLY@acme.test>", f"<{ours}>".encode())
     forged = forged.replace(b"gone@example.com", b"someone-else@example.com")
     assert post(client, forged).json()["status"] == "ignored"
-    fake_ooo = mail("I am away", sender="eve@example.com", in_reply_to=f"<{ours}>",
-                    Auto_Submitted="auto-replied")  # fmt: skip
+    fake_ooo = mail(
+        "I am away",
+        sender="eve@example.com",
+        in_reply_to=f"<{ours}>",
+        Auto_Submitted="auto-replied",
+    )
     assert post(client, fake_ooo).json()["status"] == "ignored"
     assert len(messages(db, cid)) == 2
     with session_factory(db)() as s:
@@ -244,12 +253,17 @@ def test_a_stranger_cannot_pose_as_a_bounce_or_auto_reply_about_someone_else(
 
 
 def test_hostile_headers_and_bytes_are_cleaned_not_a_500(
-    client: TestClient, db: Engine, mail_settings: Settings, waker: CeleryWaker,
+    client: TestClient,
+    db: Engine,
+    mail_settings: Settings,
+    waker: CeleryWaker,
     fake_smtp: FakeSmtp,
-) -> None:  # fmt: skip
-    raw = (b"From: ada@example.com\r\nSubject: =?utf-8?q?Hello=0D=0ABcc:_v@x.com?=\r\n"
-           b"Content-Type: text/plain; charset=base64\r\n"
-           b"Content-Transfer-Encoding: quoted-printable\r\n\r\nhi=00there\r\n")  # fmt: skip
+) -> None:
+    raw = (
+        b"From: ada@example.com\r\nSubject: =?utf-8?q?Hello=0D=0ABcc:_v@x.com?=\r\n"
+        b"Content-Type: text/plain; charset=base64\r\n"
+        b"Content-Transfer-Encoding: quoted-printable\r\n\r\nhi=00there\r\n"
+    )
     response = post(client, raw)
     assert response.status_code == 200, response.text
     cid = response.json()["conversation_id"]
@@ -273,8 +287,9 @@ def test_a_bounce_marks_the_address_undeliverable_until_the_customer_writes_agai
     cid = post(client, mail("hi", sender="gone@example.com")).json()["conversation_id"]
     answer(db, mail_settings, waker, cid)
     ours = fake_smtp.received[0].message["Message-ID"]
-    bounce = (CORPUS / "bounce.eml").read_bytes().replace(b"<OUR-FIRST-REPLY@acme.test>",
-                                                          ours.encode())  # fmt: skip
+    bounce = (
+        (CORPUS / "bounce.eml").read_bytes().replace(b"<OUR-FIRST-REPLY@acme.test>", ours.encode())
+    )
     assert post(client, bounce).json()["conversation_id"] == cid  # recorded on it
 
     # The next reply to that address is refused visibly instead of bouncing again.
@@ -283,9 +298,16 @@ def test_a_bounce_marks_the_address_undeliverable_until_the_customer_writes_agai
         from conversations.states import Role
         from conversations.types import utcnow
 
-        oid = outbox.enqueue_reply(s, conversation_id=uuid.UUID(cid), channel="email",
-                                    to="gone@example.com", text="still there?",
-                                    role=Role.AGENT, turn=None, now=utcnow())  # fmt: skip
+        oid = outbox.enqueue_reply(
+            s,
+            conversation_id=uuid.UUID(cid),
+            channel="email",
+            to="gone@example.com",
+            text="still there?",
+            role=Role.AGENT,
+            turn=None,
+            now=utcnow(),
+        )
         s.commit()
     assert deliver(oid, engine=db, settings=mail_settings) == "failed"
     assert len(fake_smtp.received) == 1
@@ -307,9 +329,12 @@ def reply_waiting(client: TestClient, db: Engine, settings: Settings, waker: Cel
 
 
 def test_smtp_refusals_fail_or_retry_by_their_code(
-    client: TestClient, db: Engine, mail_settings: Settings, waker: CeleryWaker,
+    client: TestClient,
+    db: Engine,
+    mail_settings: Settings,
+    waker: CeleryWaker,
     fake_smtp: FakeSmtp,
-) -> None:  # fmt: skip
+) -> None:
     oid = reply_waiting(client, db, mail_settings, waker)
     fake_smtp.set_mode("defer")
     assert deliver(oid, engine=db, settings=mail_settings) == "pending"  # 451: try later
@@ -324,9 +349,12 @@ def test_smtp_refusals_fail_or_retry_by_their_code(
 
 
 def test_no_answer_to_end_of_data_is_reconciled_by_a_resend_with_the_same_message_id(
-    client: TestClient, db: Engine, mail_settings: Settings, waker: CeleryWaker,
+    client: TestClient,
+    db: Engine,
+    mail_settings: Settings,
+    waker: CeleryWaker,
     fake_smtp: FakeSmtp,
-) -> None:  # fmt: skip
+) -> None:
     oid = reply_waiting(client, db, mail_settings, waker)
     fake_smtp.set_mode("hang")  # takes the message, never answers within SMTP_TIMEOUT
     assert deliver(oid, engine=db, settings=mail_settings) == "sending"
@@ -387,8 +415,11 @@ def test_mailgun_posts_are_signature_checked_and_a_replay_is_refused(
     stale = mailgun_form(mail("old"), timestamp=str(int(time.time()) - 3600))
     response = mailgun.post("/webhooks/email/mime", files=stale, headers=headers)
     assert response.status_code == 403  # the HMAC no longer matches, or the age is refused
-    unsigned = mailgun.post("/webhooks/email", content=mail("raw"), headers={
-        "Content-Type": "message/rfc822", **headers})  # fmt: skip
+    unsigned = mailgun.post(
+        "/webhooks/email",
+        content=mail("raw"),
+        headers={"Content-Type": "message/rfc822", **headers},
+    )
     assert unsigned.status_code == 403 and "MAILGUN_SIGNING_KEY" in unsigned.json()["detail"]
     assert len(conversations(db)) == 1
 
@@ -399,9 +430,11 @@ def test_mailgun_url_encoded_posts_keep_the_raw_bytes(mailgun: TestClient, db: E
     response = mailgun.post(
         "/webhooks/email/mime",
         content=urlencode(fields).encode(),
-        headers={"Content-Type": "application/x-www-form-urlencoded",
-                 **auth("inbound-secret-for-tests")},
-    )  # fmt: skip
+        headers={
+            "Content-Type": "application/x-www-form-urlencoded",
+            **auth("inbound-secret-for-tests"),
+        },
+    )
     assert response.status_code == 200, response.text
     [message] = messages(db, response.json()["conversation_id"])
     assert "arrivée" in message.body
@@ -430,8 +463,9 @@ def test_the_envelope_recipient_chooses_the_service_for_bcc_mail(
 def test_without_the_inbound_secret_nothing_is_stored(
     client: TestClient, db: Engine, headers: dict[str, str], status: int
 ) -> None:
-    response = client.post("/webhooks/email", content=mail("hi"),
-                           headers={"Content-Type": "message/rfc822", **headers})  # fmt: skip
+    response = client.post(
+        "/webhooks/email", content=mail("hi"), headers={"Content-Type": "message/rfc822", **headers}
+    )
     assert response.status_code == status
     if status == 401:
         assert response.headers["www-authenticate"].startswith("Basic")
@@ -458,15 +492,23 @@ def test_bad_bodies_get_a_4xx_naming_the_problem(
 
 
 def test_an_outbound_email_conversation_starts_with_its_subject_and_continues_by_reply(
-    client: TestClient, db: Engine, mail_settings: Settings, waker: CeleryWaker,
+    client: TestClient,
+    db: Engine,
+    mail_settings: Settings,
+    waker: CeleryWaker,
     fake_smtp: FakeSmtp,
-) -> None:  # fmt: skip
+) -> None:
     started = client.post(
         "/v1/conversations",
         headers={"Authorization": f"Bearer {API_KEY}"},
-        json={"service": "billing", "channel": "email", "to": "Grace@Example.org",
-              "context": {"subject": "Your invoice"}, "message": "Your invoice is ready."},
-    )  # fmt: skip
+        json={
+            "service": "billing",
+            "channel": "email",
+            "to": "Grace@Example.org",
+            "context": {"subject": "Your invoice"},
+            "message": "Your invoice is ready.",
+        },
+    )
     assert started.status_code == 201, started.text
     cid = started.json()["id"]
     for outbox_id in pending_outbox(db):
@@ -477,6 +519,10 @@ def test_an_outbound_email_conversation_starts_with_its_subject_and_continues_by
     assert sent.message["Auto-Submitted"] == "auto-generated"  # RFC 3834: not a reply
     assert sent.message["In-Reply-To"] is None
 
-    answer_mail = mail("Thanks, paid.", sender="grace@example.org", subject="Re: Your invoice",
-                       in_reply_to=sent.message["Message-ID"])  # fmt: skip
+    answer_mail = mail(
+        "Thanks, paid.",
+        sender="grace@example.org",
+        subject="Re: Your invoice",
+        in_reply_to=sent.message["Message-ID"],
+    )
     assert post(client, answer_mail).json()["conversation_id"] == cid

@@ -20,12 +20,41 @@ from conversations.wakeup import CeleryWaker
 
 CORPUS = sorted((Path(__file__).parent / "email_corpus").glob("*.eml"))
 SECRET = "fuzz-secret"
-HEADERS = ["From", "To", "Cc", "Subject", "Message-ID", "In-Reply-To", "References", "Date",
-           "Content-Type", "Content-Transfer-Encoding", "Content-Disposition", "Auto-Submitted",
-           "Precedence", "MIME-Version"]  # fmt: skip
-NASTY = ["", "<", ">", "<<>>", "=?utf-8?b?////?=", "=?bogus?q?x?=", "multipart/mixed",
-         'multipart/mixed; boundary=""', "text/plain; charset=\"\\\"", "base64",
-         "quoted-printable", "a@b", "@", "<a@b> <", "\x00", "\udcff", "é" * 200]  # fmt: skip
+HEADERS = [
+    "From",
+    "To",
+    "Cc",
+    "Subject",
+    "Message-ID",
+    "In-Reply-To",
+    "References",
+    "Date",
+    "Content-Type",
+    "Content-Transfer-Encoding",
+    "Content-Disposition",
+    "Auto-Submitted",
+    "Precedence",
+    "MIME-Version",
+]
+NASTY = [
+    "",
+    "<",
+    ">",
+    "<<>>",
+    "=?utf-8?b?////?=",
+    "=?bogus?q?x?=",
+    "multipart/mixed",
+    'multipart/mixed; boundary=""',
+    'text/plain; charset="\\"',
+    "base64",
+    "quoted-printable",
+    "a@b",
+    "@",
+    "<a@b> <",
+    "\x00",
+    "\udcff",
+    "é" * 200,
+]
 
 header_value = st.one_of(st.sampled_from(NASTY), st.text(max_size=120))
 mangled = st.builds(

@@ -43,8 +43,11 @@ def our_exceptions() -> list[type[BaseException]]:
 
 
 def test_every_exception_of_ours_is_in_the_tree() -> None:
-    outside = [f"{c.__module__}.{c.__qualname__}" for c in our_exceptions()
-               if not issubclass(c, DormouseError)]  # fmt: skip
+    outside = [
+        f"{c.__module__}.{c.__qualname__}"
+        for c in our_exceptions()
+        if not issubclass(c, DormouseError)
+    ]
     assert outside == []
 
 

@@ -21,8 +21,10 @@ def test_same_provider_id_twice_is_one_message(db: Engine) -> None:
     first = ingest_sms(db, "hi", sid="SM1")
     again = ingest_sms(db, "hi", sid="SM1")
     assert (again.duplicate, again.message_id, again.conversation_id) == (
-        True, first.message_id, first.conversation_id,
-    )  # fmt: skip
+        True,
+        first.message_id,
+        first.conversation_id,
+    )
     assert count(db, Message) == 1
 
 

@@ -27,8 +27,16 @@ def client(db: Engine, settings: Settings, waker: CeleryWaker) -> Iterator[TestC
 
 def test_put_get_delete_timeouts_with_audit_trail(client: TestClient, db: Engine) -> None:
     cid = ingest_sms(db, "hi").conversation_id
-    put = client.put("/v1/timeouts", json={"channel": "sms", "inactivity": "PT2H",
-                     "nudge_before": 600, "closing_message": "Bye!"}, headers=AUTH)  # fmt: skip
+    put = client.put(
+        "/v1/timeouts",
+        json={
+            "channel": "sms",
+            "inactivity": "PT2H",
+            "nudge_before": 600,
+            "closing_message": "Bye!",
+        },
+        headers=AUTH,
+    )
     assert put.status_code == 200, put.text
     assert put.json()["inactivity"] == "2h" and put.json()["nudge_before"] == "10m"
     assert put.json()["recompute"] == "queued"
@@ -44,12 +52,19 @@ def test_put_get_delete_timeouts_with_audit_trail(client: TestClient, db: Engine
     assert missing.status_code == 404 and "channel sms" in missing.json()["detail"]
 
     history = client.get("/v1/timeouts/history", headers=AUTH).json()
-    assert [(h["scope"], h["actor"], (h["old"] or {}).get("inactivity"),
-             (h["new"] or {}).get("inactivity")) for h in history] == [
+    assert [
+        (
+            h["scope"],
+            h["actor"],
+            (h["old"] or {}).get("inactivity"),
+            (h["new"] or {}).get("inactivity"),
+        )
+        for h in history
+    ] == [
         ("channel sms", "tests", "2h", None),
         ("global default", "tests", None, "never"),
         ("channel sms", "tests", None, "2h"),
-    ]  # fmt: skip
+    ]
     assert client.get(f"/v1/conversations/{cid}", headers=AUTH).status_code == 200
 
 
@@ -86,8 +101,12 @@ def test_finish_twice_is_409_and_wraps_up_once(
     )
     assert second.status_code == 409 and "already finished" in second.json()["detail"]
     assert queued(settings.effective_broker_url, SWEEP_QUEUE) == [(WRAPUP_TASK, [str(cid)])]
-    assert client.post("/v1/conversations/00000000-0000-0000-0000-000000000000/finish",
-                       headers=AUTH).status_code == 404  # fmt: skip
+    assert (
+        client.post(
+            "/v1/conversations/00000000-0000-0000-0000-000000000000/finish", headers=AUTH
+        ).status_code
+        == 404
+    )
 
 
 def test_handoff_human_reply_and_handback(client: TestClient, db: Engine) -> None:
@@ -98,8 +117,9 @@ def test_handoff_human_reply_and_handback(client: TestClient, db: Engine) -> Non
     assert taken.json()["expires_at"] is None
     assert client.post(f"/v1/conversations/{cid}/handoff", headers=AUTH).status_code == 409
 
-    reply = client.post(f"/v1/conversations/{cid}/messages", json={"text": "Hi, Sam here."},
-                        headers=AUTH)  # fmt: skip
+    reply = client.post(
+        f"/v1/conversations/{cid}/messages", json={"text": "Hi, Sam here."}, headers=AUTH
+    )
     assert reply.status_code == 201
     with session_factory(db)() as s:
         row = s.get_one(OutboxRow, reply.json()["outbox_id"])

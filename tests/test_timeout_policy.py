@@ -17,8 +17,12 @@ from conversations.timeouts import (
 )
 
 H = timedelta(hours=1)
-DEFAULTS = {"sms": Policy(24 * H), "email": Policy(72 * H), "chat": Policy(timedelta(minutes=30)),
-            "": Policy(24 * H)}  # fmt: skip
+DEFAULTS = {
+    "sms": Policy(24 * H),
+    "email": Policy(72 * H),
+    "chat": Policy(timedelta(minutes=30)),
+    "": Policy(24 * H),
+}
 POLICIES = {
     Scope(): Policy(10 * H),
     Scope(service="acme"): Policy(5 * H),
@@ -54,20 +58,30 @@ def test_most_specific_scope_wins(policies, service, channel, override, expected
 
 def test_override_keeps_the_policy_messages() -> None:
     policies = {Scope(): Policy(H, timedelta(minutes=10), "still there?", "bye")}
-    p = effective_policy(policies, service="s", channel="sms", defaults=DEFAULTS,
-                         override=Override(2 * H))  # fmt: skip
+    p = effective_policy(
+        policies, service="s", channel="sms", defaults=DEFAULTS, override=Override(2 * H)
+    )
     assert (p.inactivity, p.nudge_message, p.closing_message) == (2 * H, "still there?", "bye")
 
 
 @pytest.mark.parametrize(
     ("text", "expected"),
     [
-        ("90s", timedelta(seconds=90)), ("30m", timedelta(minutes=30)), ("24h", 24 * H),
-        ("7d", timedelta(days=7)), ("2w", timedelta(weeks=2)), ("PT2H", 2 * H),
-        ("P1DT30M", timedelta(days=1, minutes=30)), ("PT0.5S", timedelta(seconds=0.5)),
-        (3600, H), ("3600", H), ("never", None), ("NEVER", None), (None, None),
+        ("90s", timedelta(seconds=90)),
+        ("30m", timedelta(minutes=30)),
+        ("24h", 24 * H),
+        ("7d", timedelta(days=7)),
+        ("2w", timedelta(weeks=2)),
+        ("PT2H", 2 * H),
+        ("P1DT30M", timedelta(days=1, minutes=30)),
+        ("PT0.5S", timedelta(seconds=0.5)),
+        (3600, H),
+        ("3600", H),
+        ("never", None),
+        ("NEVER", None),
+        (None, None),
     ],
-)  # fmt: skip
+)
 def test_durations_parse(text: str | int | None, expected: timedelta | None) -> None:
     assert parse_duration(text) == expected
 
@@ -75,11 +89,17 @@ def test_durations_parse(text: str | int | None, expected: timedelta | None) -> 
 @pytest.mark.parametrize(
     ("text", "message"),
     [
-        ("0", "positive"), (0, "positive"), ("-5m", "positive"), (-1, "positive"),
-        ("soon", "not a duration"), ("P", "not a duration"), ("", "not a duration"),
-        ("400d", "longer than a year"), (True, "true/false"),
+        ("0", "positive"),
+        (0, "positive"),
+        ("-5m", "positive"),
+        (-1, "positive"),
+        ("soon", "not a duration"),
+        ("P", "not a duration"),
+        ("", "not a duration"),
+        ("400d", "longer than a year"),
+        (True, "true/false"),
     ],
-)  # fmt: skip
+)
 def test_nonsense_durations_are_refused_with_a_reason(text: object, message: str) -> None:
     with pytest.raises(ValueError, match=message):
         parse_duration(text)  # type: ignore[arg-type]
@@ -87,9 +107,14 @@ def test_nonsense_durations_are_refused_with_a_reason(text: object, message: str
 
 @pytest.mark.parametrize(
     ("value", "text"),
-    [(None, "never"), (24 * H, "1d"), (2 * H, "2h"), (timedelta(minutes=90), "90m"),
-     (timedelta(seconds=45), "45s")],
-)  # fmt: skip
+    [
+        (None, "never"),
+        (24 * H, "1d"),
+        (2 * H, "2h"),
+        (timedelta(minutes=90), "90m"),
+        (timedelta(seconds=45), "45s"),
+    ],
+)
 def test_durations_format(value: timedelta | None, text: str) -> None:
     assert format_duration(value) == text
 

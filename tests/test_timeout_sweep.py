@@ -121,8 +121,9 @@ def test_a_pending_message_or_a_running_turn_wins_over_the_deadline(db: Engine) 
     pending = ingest_sms(db, "unanswered", sender="+15555550101", now=T0).conversation_id
     running = ingest_sms(db, "mid-turn", sender="+15555550102", now=T0).conversation_id
     with transaction(db) as s:
-        s.execute(update(Message).where(Message.conversation_id == running)
-                  .values(inbound_state="done"))  # fmt: skip
+        s.execute(
+            update(Message).where(Message.conversation_id == running).values(inbound_state="done")
+        )
         s.execute(update(Conversation).where(Conversation.id == running).values(status="running"))
     assert close(db, T0 + 48 * H).closed == []
     assert get(db, pending).status == "suspended" and get(db, running).status == "running"
@@ -153,8 +154,9 @@ def test_a_policy_change_recomputes_open_conversations_it_governs(db: Engine) ->
     other = ingest_sms(db, "b", sender="+15555550104", now=T0, service="other").conversation_id
     policy(db, Scope(service="acme"), Policy(H))
     with transaction(db) as s:
-        progress = recompute_batch(s, Scope(service="acme"), after=None, batch=10,
-                                   defaults=DEFAULTS)  # fmt: skip
+        progress = recompute_batch(
+            s, Scope(service="acme"), after=None, batch=10, defaults=DEFAULTS
+        )
     assert progress.processed == 1
     assert get(db, acme).expires_at == T0 + H
     assert get(db, other).expires_at == T0 + 24 * H  # not governed by that scope
@@ -229,13 +231,28 @@ def test_the_sweep_reads_due_rows_through_the_index(db: Engine, migrated: Backen
         s.add(customer)
         s.flush()
         now = utcnow()
-        s.execute(insert(Conversation), [
-            {"id": uuid.uuid4(), "customer_id": customer.id, "service": f"s{i}", "channel": "sms",
-             "address": "+15555550100", "status": "suspended", "claim_attempts": 0, "turn_count": 0,
-             "inbound_count": 0, "last_activity_at": now, "created_at": now, "updated_at": now,
-             "expires_at": now + timedelta(days=1), "timeout_override_set": False}
-            for i in range(20_000)
-        ])  # fmt: skip
+        s.execute(
+            insert(Conversation),
+            [
+                {
+                    "id": uuid.uuid4(),
+                    "customer_id": customer.id,
+                    "service": f"s{i}",
+                    "channel": "sms",
+                    "address": "+15555550100",
+                    "status": "suspended",
+                    "claim_attempts": 0,
+                    "turn_count": 0,
+                    "inbound_count": 0,
+                    "last_activity_at": now,
+                    "created_at": now,
+                    "updated_at": now,
+                    "expires_at": now + timedelta(days=1),
+                    "timeout_override_set": False,
+                }
+                for i in range(20_000)
+            ],
+        )
     query = due_query(Conversation.expires_at, now=utcnow(), limit=500, skip_locked=False)
     with db.connect() as conn:
         if db.dialect.name == "postgresql":

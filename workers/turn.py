@@ -57,9 +57,12 @@ def _one_turn(
         # while reading, or a poison message would never reach quarantine.
         with session.begin():
             attempts = turn_store.claim(
-                session, conversation_id, token=token, now=clock(),
+                session,
+                conversation_id,
+                token=token,
+                now=clock(),
                 lease_seconds=settings.lease_seconds,
-            )  # fmt: skip
+            )
         if attempts is None:
             return False
         # Then the reads, in a second transaction of the same session.
@@ -81,9 +84,11 @@ def _one_turn(
                 turn_store.release(session, conversation_id, token=token, now=clock())
                 return False
             memory = recall(
-                session, snapshot.customer_id, now=clock(),
+                session,
+                snapshot.customer_id,
+                now=clock(),
                 retention=settings.memory_retention_delta,
-            )  # fmt: skip
+            )
 
     # No transaction is open from here to the commit: the model may take seconds.
     try:

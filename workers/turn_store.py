@@ -16,6 +16,7 @@ from typing import Any
 from sqlalchemy import Row, update
 from sqlalchemy.orm import Session
 
+from conversations.db import rowcount
 from conversations.errors import LeaseLost
 from conversations.lifecycle import reopen_pending, settle_pending
 from conversations.models import Conversation
@@ -97,7 +98,7 @@ def claim(
 
     Returns the claim attempt count (deliveries of this turn so far), or None if not claimed.
     """
-    return session.scalar(
+    attempts: int | None = session.scalar(
         sql.CLAIM,
         {
             "conversation_id": conversation_id,
@@ -106,6 +107,7 @@ def claim(
             "lease_until": now + timedelta(seconds=lease_seconds),
         },
     )
+    return attempts
 
 
 def rehydrate(session: Session, conversation_id: uuid.UUID, *, window: int) -> TurnSnapshot:
@@ -119,7 +121,7 @@ def rehydrate(session: Session, conversation_id: uuid.UUID, *, window: int) -> T
             else (sql.HISTORY, {**of_this, "limit": window})
         )
     ).all()
-    earlier: Sequence[Row[Any]] = ()
+    earlier: Sequence[Row[*tuple[Any, ...]]] = ()
     if len(history) == window:
         # A long conversation: its opening stands in for the part outside the window.
         earlier = session.execute(
@@ -184,7 +186,7 @@ def commit_turn(
             **deadline,
         },
     )
-    if fenced.rowcount != 1:
+    if rowcount(fenced) != 1:
         raise LeaseLost(f"lease on conversation {snapshot.conversation_id} was taken over")
 
     handled = [m.id for m in snapshot.new_messages]
@@ -208,9 +210,13 @@ def commit_turn(
 
     for fact in outcome.facts:
         remember(
-            session, customer_id=snapshot.customer_id, conversation_id=snapshot.conversation_id,
-            kind=MemoryKind.FACT, text=fact, now=now,
-        )  # fmt: skip
+            session,
+            customer_id=snapshot.customer_id,
+            conversation_id=snapshot.conversation_id,
+            kind=MemoryKind.FACT,
+            text=fact,
+            now=now,
+        )
 
     if status == ConversationStatus.HANDOFF:
         # Arrived during this turn: for the human now, like lifecycle.handoff does.
@@ -257,7 +263,7 @@ def release(
         )
         .execution_options(synchronize_session=False)
     )
-    return result.rowcount == 1
+    return rowcount(result) == 1
 
 
 def quarantine(
@@ -280,7 +286,7 @@ def quarantine(
         )
         .execution_options(synchronize_session=False)
     )
-    if result.rowcount != 1:
+    if rowcount(result) != 1:
         return False
     settle_pending(session, conversation_id, InboundState.QUARANTINED)
     return True

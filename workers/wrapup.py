@@ -11,7 +11,7 @@ from sqlalchemy import Engine, func, select, update
 from sqlalchemy.exc import IntegrityError
 
 from agent.base import Agent
-from conversations.db import session_factory, transaction
+from conversations.db import rowcount, session_factory, transaction
 from conversations.models import Conversation, ConversationEvent, Message
 from conversations.states import ConversationStatus, Direction
 from conversations.transcript import MessageView
@@ -75,12 +75,21 @@ def wrap_up(
                 .values(summary=summary, wrapped_up_at=now)
                 .execution_options(synchronize_session=False)
             )
-            if won.rowcount != 1:
+            if rowcount(won) != 1:
                 return False
-            session.add(ConversationEvent(conversation_id=conv.id, kind=FINISHED_EVENT,
-                                          payload=payload, created_at=now))  # fmt: skip
-            remember(session, customer_id=conv.customer_id, conversation_id=conv.id,
-                     kind=MemoryKind.SUMMARY, text=summary, now=now)  # fmt: skip
+            session.add(
+                ConversationEvent(
+                    conversation_id=conv.id, kind=FINISHED_EVENT, payload=payload, created_at=now
+                )
+            )
+            remember(
+                session,
+                customer_id=conv.customer_id,
+                conversation_id=conv.id,
+                kind=MemoryKind.SUMMARY,
+                text=summary,
+                now=now,
+            )
     except IntegrityError:
         return False  # a concurrent wrap-up recorded the event first
     return True

@@ -70,8 +70,11 @@ def read_post(content_type: str, body: bytes) -> InboundPost:
         )
         for name, source in RAW_FIELDS.items():
             if name in fields:
-                others = {k: v.decode("utf-8", "replace")[:1000] for k, v in fields.items()
-                          if k not in RAW_FIELDS}  # fmt: skip
+                others = {
+                    k: v.decode("utf-8", "replace")[:1000]
+                    for k, v in fields.items()
+                    if k not in RAW_FIELDS
+                }
                 return InboundPost(fields[name], source, others)
         raise WebhookRejected(
             400, "multipart post without an 'email' (SendGrid raw) or 'body-mime' (Mailgun) field"
@@ -117,8 +120,12 @@ def verify_mailgun(fields: Mapping[str, str], signing_key: str, *, max_age: floa
 
 def _urlencoded_fields(body: bytes) -> dict[str, bytes]:
     try:
-        pairs = parse_qsl(body.decode("ascii"), keep_blank_values=True,
-                          strict_parsing=bool(body), encoding="latin-1")  # fmt: skip
+        pairs = parse_qsl(
+            body.decode("ascii"),
+            keep_blank_values=True,
+            strict_parsing=bool(body),
+            encoding="latin-1",
+        )
     except (UnicodeDecodeError, ValueError) as exc:
         raise WebhookRejected(400, f"malformed form body: {exc}") from None
     # Percent-decoded as Latin-1, one character per byte: encoding back gives the exact bytes.

@@ -15,8 +15,16 @@ from channels.mail.headers import header
 
 NO_REPLY_PRECEDENCE = {"bulk", "junk", "list", "auto_reply"}
 # Matched against the local part up to any "+tag", and as prefixes ("noreply-billing").
-NO_REPLY_SENDERS = ("mailer-daemon", "postmaster", "no-reply", "noreply", "no_reply",
-                    "do-not-reply", "donotreply", "do_not_reply")  # fmt: skip
+NO_REPLY_SENDERS = (
+    "mailer-daemon",
+    "postmaster",
+    "no-reply",
+    "noreply",
+    "no_reply",
+    "do-not-reply",
+    "donotreply",
+    "do_not_reply",
+)
 _COMMENT = re.compile(r"\([^)]*\)")
 
 
@@ -84,7 +92,9 @@ def returned_message_ids(message: Message) -> list[str]:
             if isinstance(original, Message):
                 found.append(header(original, "Message-ID"))
         elif kind == "text/rfc822-headers":
-            payload = part.get_payload(decode=True) or b""
+            payload = part.get_payload(decode=True)
+            if not isinstance(payload, bytes):
+                continue
             for line in payload.decode("utf-8", "replace").splitlines():
                 name, sep, value = line.partition(":")
                 if sep and name.strip().lower() == "message-id":

@@ -62,12 +62,13 @@ def parse_email(raw: bytes) -> InboundMessage:
         raise WebhookRejected(400, f"unreadable MIME structure: {exc.__class__.__name__}") from None
     written = full if automatic else text.new_part(full)
     subject = text.one_line(header(message, "Subject"))
-    metadata = {
+    to = _addresses(message, "To")
+    metadata: dict[str, object] = {
         "subject": subject,
         "message_id": f"<{ids[0]}>" if ids else None,
         "references": [f"<{i}>" for i in references[-MAX_REFERENCES:]],
         "in_reply_to": f"<{in_reply_to[0]}>" if in_reply_to else None,
-        "to": _addresses(message, "To"),
+        "to": to,
         "cc": _addresses(message, "Cc"),
         "date": text.one_line(header(message, "Date"), 100) or None,
         "attachments": found_attachments,
@@ -81,7 +82,7 @@ def parse_email(raw: bytes) -> InboundMessage:
         provider_id=provider_id,
         sender=sender,
         text=written,
-        recipient=(metadata["to"] or [""])[0],
+        recipient=(to or [""])[0],
         metadata=metadata,
         control="no_reply" if automatic else None,
         replies_to=replies_to,
@@ -100,8 +101,14 @@ def _sender(message: Message) -> str | None:
         _, address = parseaddr(header(message, name))
         address = address.strip().lower()
         local, at, domain = address.rpartition("@")
-        if (at and local and "." in domain and len(address) <= 320
-                and address.isprintable() and " " not in address):  # fmt: skip
+        if (
+            at
+            and local
+            and "." in domain
+            and len(address) <= 320
+            and address.isprintable()
+            and " " not in address
+        ):
             return address
     return None
 

@@ -50,7 +50,7 @@ def decode_part(part: Message) -> str:
 
 def html_to_text(html: str) -> str:
     try:
-        return get_text(html)
+        return str(get_text(html))
     except Exception:  # a hostile document must not cost the message: keep its words
         log.warning("HTML rendering failed; falling back to tag stripping", exc_info=True)
         return re.sub(r"<[^>]*>", " ", html)
@@ -103,7 +103,7 @@ def tidy(text: str) -> str:
 
 def attachments(message: Message) -> list[dict[str, object]]:
     """Name, type and size of each attachment; the content itself is not kept."""
-    found = []
+    found: list[dict[str, object]] = []
     for part in message.walk():
         if part.is_multipart() or not _is_attachment(part):
             continue

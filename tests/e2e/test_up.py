@@ -57,8 +57,11 @@ class Up:
     def cli(self, *args: str) -> str:
         done = subprocess.run(
             [sys.executable, "-m", "cli.main", *args],
-            env=self.env, capture_output=True, text=True, timeout=30,
-        )  # fmt: skip
+            env=self.env,
+            capture_output=True,
+            text=True,
+            timeout=30,
+        )
         assert done.returncode == 0, done.stdout + done.stderr
         return done.stdout
 

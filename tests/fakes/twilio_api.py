@@ -186,20 +186,35 @@ class FakeTwilio:
             ]
         body = {
             "messages": [self._resource(m) for m in reversed(found)],
-            "end": len(found), "first_page_uri": "", "next_page_uri": None, "page": 0,
-            "page_size": 50, "previous_page_uri": None, "start": 0, "uri": req.path,
-        }  # fmt: skip
+            "end": len(found),
+            "first_page_uri": "",
+            "next_page_uri": None,
+            "page": 0,
+            "page_size": 50,
+            "previous_page_uri": None,
+            "start": 0,
+            "uri": req.path,
+        }
         return self._json(req, 200, body)
 
     def _resource(self, m: SentMessage) -> dict[str, object]:
         stamp = format_datetime(m.created, usegmt=True)
         return {
-            "sid": m.sid, "account_sid": self.account_sid, "to": m.to, "from": m.from_,
-            "body": m.body, "status": m.status, "direction": "outbound-api",
-            "date_created": stamp, "date_updated": stamp, "date_sent": None,
-            "num_segments": "1", "error_code": None, "error_message": None,
+            "sid": m.sid,
+            "account_sid": self.account_sid,
+            "to": m.to,
+            "from": m.from_,
+            "body": m.body,
+            "status": m.status,
+            "direction": "outbound-api",
+            "date_created": stamp,
+            "date_updated": stamp,
+            "date_sent": None,
+            "num_segments": "1",
+            "error_code": None,
+            "error_message": None,
             "uri": f"/2010-04-01/Accounts/{self.account_sid}/Messages/{m.sid}.json",
-        }  # fmt: skip
+        }
 
     @staticmethod
     def _json(req: BaseHTTPRequestHandler, status: int, body: object) -> None:
