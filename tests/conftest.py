@@ -34,7 +34,8 @@ POSTGRES_URL = os.environ.get(
     "TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test"
 )
 REDIS_URL = os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
-TEST_DATABASE = "dormouse_test"
+# Its own name lets two runs (two checkouts, a helper beside you) share one PostgreSQL.
+TEST_DATABASE = os.environ.get("DORMOUSE_TEST_DATABASE", "dormouse_test")
 
 ACCOUNT_SID = "AC" + "1" * 32
 AUTH_TOKEN = "test-auth-token-" + "x" * 16
