@@ -1,35 +1,35 @@
-"""The interface every agent implements, offline or backed by a model."""
+"""Dormouse's own agent protocol, and what a turn shows an agent.
+
+Model-backed agents are Pydantic AI agents (``agent/runtime.py`` runs them); this protocol is
+for agents that need no model, like the offline default.
+"""
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import Sequence
-from dataclasses import dataclass, field
-from typing import Protocol
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Protocol, TypeAlias
 
-from agent.tools import Toolbox
+from agent.deps import TurnDeps
 from conversations.transcript import MessageView
 from memory.store import Memory, MemoryKind
+
+if TYPE_CHECKING:
+    from pydantic_ai import Agent as PydanticAgent
+
+    from agent.tools import Toolbox
 
 
 @dataclass(frozen=True, slots=True)
 class TurnContext:
     """What the agent sees. Built from a bounded read, never the whole history."""
 
-    conversation_id: uuid.UUID
-    customer_id: uuid.UUID
-    service: str
-    channel: str
-    turn_number: int
+    deps: TurnDeps
     customer_message_count: int  # inbound messages in this conversation, these included
-    instructions: str
     history: tuple[MessageView, ...]
     new_messages: tuple[MessageView, ...]
     earlier: tuple[MessageView, ...] = ()  # opening of a long conversation, beyond history
     memory: tuple[Memory, ...] = ()  # the customer's window, newest first
-    customer_name: str | None = None
-    customer_attributes: dict[str, object] = field(default_factory=dict)
-    context: dict[str, object] = field(default_factory=dict)  # given by the outbound API
     opening: bool = False  # write the first message of an outbound conversation
 
     def remembered(self, prefix: str) -> str | None:
@@ -42,9 +42,12 @@ class TurnContext:
 
 class Agent(Protocol):
     def run_turn(self, context: TurnContext, tools: Toolbox) -> list[str]:
-        """Return the replies to send. Side effects go through ``tools`` only."""
+        """Return the replies to send. Effects on the conversation go through ``tools``."""
         ...
 
     def summarize(self, messages: Sequence[MessageView], finish_reason: str | None) -> str:
         """A short summary of a finished conversation, for wrap-up and memory."""
         ...
+
+
+AnyAgent: TypeAlias = "PydanticAgent[TurnDeps, Any] | Agent"

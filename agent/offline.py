@@ -31,16 +31,16 @@ class OfflineAgent:
     def run_turn(self, context: TurnContext, tools: Toolbox) -> list[str]:
         texts = [m.body for m in context.new_messages]
         words = set().union(*(_words(t) for t in texts)) if texts else set()
-        name = context.remembered("name: ") or context.customer_name
+        name = context.remembered("name: ") or context.deps.customer_name
         for text in texts:
             if said := NAME.search(text):
                 name = said.group(1).capitalize()
                 tools.call("remember", {"fact": f"name: {name}"})
         hello = f"Hi {name}!" if name else "Hi!"
-        greeting = f"{hello} You're talking to the {context.service} assistant. "
-        opener = greeting if context.turn_number == 1 else ""
+        greeting = f"{hello} You're talking to the {context.deps.service} assistant. "
+        opener = greeting if context.deps.turn_number == 1 else ""
         if context.opening:
-            about = context.context.get("reason") or context.context.get("topic")
+            about = context.deps.context.get("reason") or context.deps.context.get("topic")
             return [greeting.strip() + (f" I'm writing about {about}." if about else "")]
 
         if words & GOODBYE_WORDS:

@@ -1,133 +1,105 @@
-"""Tools: plain functions under ``@tool``, with validated arguments and a time limit.
+"""Tools: the built-in ones every agent gets, and ``tool`` for the business's own.
 
-A crashed turn is retried, so a tool may run twice for one turn: ``ToolContext`` carries an
-idempotency key stable across those retries, for tools with side effects outside Dormouse.
-Effects on the conversation itself are recorded on ``TurnEffects`` and applied by the turn's
-commit, under its lease, so a turn that loses its lease changes nothing.
+A tool is a Pydantic AI tool over ``RunContext[TurnDeps]``: its arguments are validated from
+its signature, its docstring is what the model reads, and invalid arguments go back to the
+model to correct. ``Toolbox`` gives the same built-ins to agents on Dormouse's own protocol.
 """
 
 from __future__ import annotations
 
-import inspect
-import uuid
+import time
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
-from concurrent.futures import TimeoutError as FutureTimeout
-from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, overload
 
-from pydantic import BaseModel, ValidationError, create_model
+from pydantic_ai import FunctionToolset, RunContext, Tool
 
+from agent.deps import ToolCall, TurnDeps
 from conversations.errors import ToolError
-from conversations.states import FinishReason
+
+# A tool that names no limit of its own gets this many seconds before it is abandoned.
+DEFAULT_TOOL_TIMEOUT = 10.0
+
+ToolFunction = Callable[..., Any]
 
 
-@dataclass(slots=True)
-class TurnEffects:
-    finish_reason: FinishReason | None = None
-    handoff_reason: str | None = None
-    facts: list[str] = field(default_factory=list)
+@overload
+def tool(fn: ToolFunction, /) -> Tool[TurnDeps]: ...
+@overload
+def tool(
+    *, timeout: float = DEFAULT_TOOL_TIMEOUT, name: str | None = None, retries: int | None = None
+) -> Callable[[ToolFunction], Tool[TurnDeps]]: ...
+def tool(
+    fn: ToolFunction | None = None,
+    /,
+    *,
+    timeout: float = DEFAULT_TOOL_TIMEOUT,
+    name: str | None = None,
+    retries: int | None = None,
+) -> Tool[TurnDeps] | Callable[[ToolFunction], Tool[TurnDeps]]:
+    """Make ``fn(ctx: RunContext[TurnDeps], **typed_args)`` a tool, with a time limit.
+
+    Use it bare (``@tool``) or with options (``@tool(timeout=5)``); pass the result in
+    ``Agent(tools=[...])``. Past ``timeout`` seconds the call is abandoned and the model told.
+    """
+
+    def wrap(function: ToolFunction) -> Tool[TurnDeps]:
+        return Tool(function, takes_ctx=True, name=name, timeout=timeout, max_retries=retries)
+
+    return wrap(fn) if fn is not None else wrap
 
 
-@dataclass(frozen=True, slots=True)
-class ToolContext:
-    conversation_id: uuid.UUID
-    customer_id: uuid.UUID
-    idempotency_key: str
-    effects: TurnEffects = field(default_factory=TurnEffects)
-
-
-@dataclass(frozen=True)
-class Tool:
-    name: str
-    description: str
-    args_model: type[BaseModel]
-    fn: Callable[..., str]
-    timeout: float
-
-    def schema(self) -> dict[str, Any]:
-        """OpenAI function-calling schema."""
-        return {
-            "type": "function",
-            "function": {
-                "name": self.name,
-                "description": self.description,
-                "parameters": self.args_model.model_json_schema(),
-            },
-        }
-
-    def call(self, ctx: ToolContext, arguments: dict[str, Any]) -> str:
-        try:
-            args = self.args_model.model_validate(arguments)
-        except ValidationError as exc:
-            raise ToolError(f"invalid arguments for {self.name}: {exc}") from None
-        # A thread cannot be killed: past the limit the model is told and the turn goes on.
-        pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"tool-{self.name}")
-        try:
-            future = pool.submit(self.fn, ctx, **args.model_dump())
-            return str(future.result(timeout=self.timeout))
-        except FutureTimeout:
-            raise ToolError(f"{self.name} took longer than {self.timeout}s") from None
-        finally:
-            pool.shutdown(wait=False)
-
-
-def tool(*, timeout: float = 10.0, name: str | None = None) -> Callable[[Callable[..., str]], Tool]:
-    """Make ``fn(ctx: ToolContext, **typed_args) -> str`` a tool the agent can call."""
-
-    def wrap(fn: Callable[..., str]) -> Tool:
-        params = list(inspect.signature(fn).parameters.values())[1:]  # first one is ctx
-        hints = inspect.get_annotations(fn, eval_str=True)
-        fields: dict[str, Any] = {
-            p.name: (hints[p.name], ... if p.default is p.empty else p.default) for p in params
-        }
-        model = create_model(f"{fn.__name__}_args", **fields)
-        doc = inspect.getdoc(fn) or fn.__name__
-        return Tool(name or fn.__name__, doc, model, fn, timeout)
-
-    return wrap
-
-
-@tool(timeout=1.0)
-def end_conversation(ctx: ToolContext, reason: str = "") -> str:
+def end_conversation(ctx: RunContext[TurnDeps], reason: str = "") -> str:
     """End the conversation: the customer said goodbye or nothing is left to do."""
-    ctx.effects.finish_reason = FinishReason.AGENT
-    return "the conversation will end after this reply"
+    return ctx.deps.effects.end(reason)
 
 
-@tool(timeout=1.0)
-def handoff_to_human(ctx: ToolContext, reason: str) -> str:
+def handoff_to_human(ctx: RunContext[TurnDeps], reason: str) -> str:
     """Hand the conversation to a human operator; you stay silent until they hand it back."""
-    ctx.effects.handoff_reason = reason or "customer asked for a human"
-    return "a human operator will take over after this reply"
+    return ctx.deps.effects.handoff(reason)
 
 
-@tool(timeout=1.0)
-def remember(ctx: ToolContext, fact: str) -> str:
+def remember(ctx: RunContext[TurnDeps], fact: str) -> str:
     """Remember a fact about the customer for later conversations (kept two weeks)."""
-    fact = fact.strip()
-    if not fact:
-        raise ToolError("nothing to remember")
-    if fact not in ctx.effects.facts:  # a retried turn may call twice
-        ctx.effects.facts.append(fact)
-    return "remembered"
+    return ctx.deps.effects.remember(fact)
 
 
-BUILTIN_TOOLS: tuple[Tool, ...] = (end_conversation, handoff_to_human, remember)
+BUILTIN_NAMES = ("end_conversation", "handoff_to_human", "remember")
+
+
+def builtin_toolset() -> FunctionToolset[TurnDeps]:
+    """The built-in tools, added to every Pydantic AI agent's run."""
+    return FunctionToolset(
+        [
+            tool(timeout=1.0)(end_conversation),
+            tool(timeout=1.0)(handoff_to_human),
+            tool(timeout=1.0)(remember),
+        ]
+    )
 
 
 class Toolbox:
-    """The tools of one turn, bound to its context."""
+    """The built-in tools for an agent on Dormouse's own protocol; each call is recorded."""
 
-    def __init__(self, tools: tuple[Tool, ...], ctx: ToolContext) -> None:
-        self.tools = {t.name: t for t in tools}
-        self.ctx = ctx
+    def __init__(self, deps: TurnDeps) -> None:
+        self.deps = deps
+        effects = deps.effects
+        self._tools: dict[str, Callable[..., str]] = {
+            "end_conversation": effects.end,
+            "handoff_to_human": effects.handoff,
+            "remember": effects.remember,
+        }
 
     def call(self, name: str, arguments: dict[str, Any]) -> str:
-        found = self.tools.get(name)
+        found = self._tools.get(name)
         if found is None:
-            raise ToolError(f"no tool named {name!r}")
-        return found.call(self.ctx, arguments)
+            raise ToolError(f"no built-in tool named {name!r}")
+        started = time.perf_counter()
+        result = found(**arguments)
+        self.deps.effects.tool_calls.append(
+            ToolCall(name, dict(arguments), result, None, _ms_since(started))
+        )
+        return result
 
-    def schemas(self) -> list[dict[str, Any]]:
-        return [t.schema() for t in self.tools.values()]
+
+def _ms_since(started: float) -> int:
+    return round((time.perf_counter() - started) * 1000)

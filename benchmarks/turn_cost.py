@@ -22,7 +22,7 @@ from pathlib import Path
 
 from sqlalchemy import Engine, insert, text, update
 
-from agent.offline import OfflineAgent
+from agent.catalog import AgentCatalog
 from benchmarks.common import POSTGRES_URL, machine, scratch_postgres, today, write_section
 from conversations.db import make_engine, transaction
 from conversations.ingest import ingest
@@ -69,7 +69,7 @@ def one_turn(engine: Engine, sender: str, n: int, waker: CountingWaker) -> float
             help_text=SETTINGS.help_text,
         )
     committed = run_turn(
-        result.conversation_id, engine=engine, agent=OfflineAgent(), settings=SETTINGS, waker=waker
+        result.conversation_id, engine=engine, agents=AgentCatalog(), settings=SETTINGS, waker=waker
     )
     assert committed == 1
     return time.perf_counter() - start

@@ -17,7 +17,7 @@ from sqlalchemy.orm import Session
 
 from conversations.envelope import InboundMessage
 from conversations.errors import WebhookRejected
-from conversations.ingest import IngestResult, ingest_committed
+from conversations.ingest import IngestResult, Route, ingest_committed
 from conversations.settings import Settings
 from conversations.wakeup import Produced, Waker, publish
 
@@ -69,6 +69,7 @@ def accept(
     *,
     service: str,
     before: Callable[[Session], None] | None = None,
+    route: Route | None = None,
 ) -> IngestResult:
     """Commit ``message`` (``before`` runs first in its transaction), then wake its turn,
     the deliveries and the wrap-up it caused. Returns once committed: a wake-up that fails
@@ -85,6 +86,7 @@ def accept(
         defaults=settings.default_policies(),
         help_text=settings.help_text,
         before=before,
+        route=route,
     )
     if result.conversation_id is None:
         return result

@@ -7,15 +7,19 @@ import logging
 import sys
 import uuid
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 import httpx
 
 from cli.logs import effective_log_level
 from conversations.channel_names import CHANNEL_NAMES
-from conversations.settings import get_settings
+from conversations.errors import ConfigurationError
+from conversations.settings import Settings, get_settings
 from conversations.states import ConversationStatus, OutboxStatus
+
+if TYPE_CHECKING:
+    from agent.catalog import AgentCatalog
 
 
 @click.group()
@@ -29,6 +33,33 @@ def cli(log_level: str) -> None:
     logging.basicConfig(
         level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
+    settings = get_settings()
+    if settings.dormouse_agents or settings.model or settings.model_base_url:
+        # Every process checks the business's agents at start-up: a typo fails here, in one
+        # line, not on the first customer's message. (Unset: nothing to check, no import cost.)
+        load_agents_or_exit(settings)
+
+
+def load_agents_or_exit(settings: Settings) -> AgentCatalog:
+    from agent.catalog import load_agents
+
+    try:
+        return load_agents(settings)
+    except ConfigurationError as exc:
+        raise click.ClickException(str(exc)) from None
+
+
+@cli.command()
+def agents() -> None:
+    """List each service with its agent, model and tools (from DORMOUSE_AGENTS and MODEL*)."""
+    settings = get_settings()
+    catalog = load_agents_or_exit(settings)
+    source = settings.dormouse_agents or "(DORMOUSE_AGENTS unset: every service gets the default)"
+    click.echo(
+        f"agents from {source}; any other service gets the default ({settings.default_service})"
+    )
+    for info in catalog.describe(settings.default_service):
+        click.echo(f"  {info.line()}")
 
 
 @cli.command()
@@ -40,7 +71,10 @@ def up(host: str, port: int | None, concurrency: int) -> None:
     from cli.supervisor import run_up
 
     settings = get_settings()
-    sys.exit(run_up(settings, host, port or settings.port, concurrency))
+    agents = [
+        info.line() for info in load_agents_or_exit(settings).describe(settings.default_service)
+    ]
+    sys.exit(run_up(settings, host, port or settings.port, concurrency, agents))
 
 
 @cli.command()
@@ -195,6 +229,22 @@ def conversations_show(conversation_id: uuid.UUID, as_json: bool) -> None:
             automatic = m.meta.get("automatic")
             note = f", automatic: {automatic}" if automatic else ""
             click.echo(f"           Message-ID <{m.provider_id}>{note}")
+    if any(t.model_requests or t.tool_calls for t in detail.turns):
+        usage = detail.usage
+        click.echo(
+            f"  usage: {usage.input_tokens} input + {usage.output_tokens} output tokens, "
+            f"{usage.model_requests} model requests"
+        )
+        for turn in detail.turns:
+            model = f" {turn.model}" if turn.model else ""
+            click.echo(
+                f"  turn {turn.turn_number}: {turn.agent}{model}, "
+                f"{turn.input_tokens}+{turn.output_tokens} tokens"
+            )
+            for call in turn.tool_calls:
+                outcome = f"error: {call.error}" if call.error else call.result
+                args = json.dumps(call.arguments)
+                click.echo(f"    {call.name}({args}) → {outcome}  [{call.duration_ms} ms]")
 
 
 @cli.command()

@@ -66,7 +66,9 @@ def _read_state(settings: Settings) -> dict[str, str] | None:
         return None
 
 
-def run_up(settings: Settings, host: str, port: int, concurrency: int) -> int:
+def run_up(
+    settings: Settings, host: str, port: int, concurrency: int, agents: Sequence[str] = ()
+) -> int:
     lock = _hold_data_dir(settings)
     if not port_is_free(port, host):
         lock.close()
@@ -99,7 +101,7 @@ def run_up(settings: Settings, host: str, port: int, concurrency: int) -> int:
             json.dumps({"api": f"http://{host}:{port}", "public_url": env["PUBLIC_URL"]})
         )
         _wait_for_api(host, port, children[0])
-        _banner(settings, host, port, env["PUBLIC_URL"], broker)
+        _banner(settings, host, port, env["PUBLIC_URL"], broker, agents)
         restartable: list[Restartable] = [*children, *([broker] if broker else [])]
         return _supervise(restartable, RestartPolicy())
     finally:
@@ -149,7 +151,12 @@ def describe_exit(status: int) -> str:
 
 
 def _banner(
-    settings: Settings, host: str, port: int, public_url: str, broker: EmbeddedBroker | None
+    settings: Settings,
+    host: str,
+    port: int,
+    public_url: str,
+    broker: EmbeddedBroker | None,
+    agents: Sequence[str],
 ) -> None:
     key = next(iter(settings.api_keys()))
     sink = (
@@ -164,6 +171,8 @@ def _banner(
         f"  outbound SMS: {'Twilio' if settings.twilio_configured else 'dev sink'}{sink}",
         f"  outbound email: {'SMTP' if settings.smtp_url else 'dev sink (no SMTP_URL)'}",
         f"  email webhook secret: {settings.email_secret()}  (POST /webhooks/email)",
+        "  agents (service: agent; tools), `dormouse agents` lists them again:",
+        *(f"    {line}" for line in agents),
         "",
         "Try it (in another terminal):",
         '  .venv/bin/dormouse simulate sms --from +15555550100 "hello there"',

@@ -35,6 +35,7 @@ class OutboundMessage:
     text: str
     idempotency_key: str
     conversation_id: str
+    service: str = ""  # picks the sender where a service has its own (SMS_SERVICES)
     # The latest inbound message on this channel (its provider id and metadata), so a channel
     # can thread its reply; and the conversation's context from whoever started it.
     reply_to_id: str | None = None

@@ -107,6 +107,10 @@ class ModelError(DormouseError):
     """The model call failed or answered something unusable; the turn is retried."""
 
 
+class TurnOverLimit(DormouseError):
+    """The agent passed the turn's model request limit (``TURN_MAX_MODEL_REQUESTS``)."""
+
+
 class ToolError(DormouseError):
     """A tool call the agent made could not run; the model is told why."""
 

@@ -50,8 +50,10 @@ def ingest(
     now: datetime,
     defaults: Mapping[str, Policy],
     help_text: str,
+    route: Route | None = None,
 ) -> IngestResult:
     """Store ``msg`` in its customer's open conversation for ``service`` (opening one if none).
+    ``route`` widens which open conversations it may continue (see ``Route``).
 
     Idempotent on (channel, provider id): a redelivered webhook finds its message and changes
     nothing. The caller commits.
@@ -79,6 +81,7 @@ def ingest(
             policies=policies,
             defaults=defaults,
             look_first=not new_customer,
+            route=route,
         )
     held = conversation.status == ConversationStatus.HANDOFF
     state = InboundState.HELD if held else InboundState.PENDING
@@ -138,6 +141,17 @@ def ingest(
     return IngestResult(conversation.id, message_id, duplicate=False, needs_turn=not held)
 
 
+@dataclass(frozen=True, slots=True)
+class Route:
+    """Which open conversations a message that threads onto none may continue, when its
+    address serves several services (one SMS number for every service without its own):
+    the customer's most recently active among ``services`` (None: every service but
+    ``excluded``). A new conversation is for the ``service`` ingest is given."""
+
+    services: frozenset[str] | None = None
+    excluded: frozenset[str] = frozenset()
+
+
 class OpenConversation(Governed, Protocol):
     """What ingest reads of the conversation a message lands in."""
 
@@ -167,18 +181,21 @@ def _open_or_start(
     policies: Mapping[Scope, Policy],
     defaults: Mapping[str, Policy],
     look_first: bool,
+    route: Route | None,
 ) -> tuple[OpenConversation, bool]:
-    """The customer's open conversation for ``service`` (locked), or a new one holding ``msg``
-    as its first activity; True if new."""
+    """The customer's open conversation for ``service`` (or on ``route``; locked), or a new
+    one for ``service`` holding ``msg`` as its first activity; True if new."""
     conn = session.connection()
     # A lost race on the unique index means a concurrent first message opened one: read it.
     # (If that one was finished meanwhile, the next round inserts again.)
+    lookup = (
+        statements.OPEN_CONVERSATION_FOR_UPDATE
+        if route is None
+        else statements.open_conversation_on_route(route.services, route.excluded, service)
+    )
     for _ in range(3):
         if look_first:
-            found = conn.execute(
-                statements.OPEN_CONVERSATION_FOR_UPDATE,
-                {"customer_id": customer_id, "service": service},
-            ).first()
+            found = conn.execute(lookup, {"customer_id": customer_id, "service": service}).first()
             if found is not None:
                 return found, False
         opened = _Opened(uuid.uuid4(), service=service, channel=msg.channel)
@@ -340,6 +357,7 @@ def ingest_committed(
     help_text: str,
     attempts: int = 3,
     before: Callable[[Session], None] | None = None,
+    route: Route | None = None,
 ) -> IngestResult:
     """Run ``ingest`` as its own unit of work, retrying a lost race on a unique constraint.
 
@@ -358,6 +376,7 @@ def ingest_committed(
                     now=utcnow(),
                     defaults=defaults,
                     help_text=help_text,
+                    route=route,
                 )
         except (IntegrityError, ConcurrentChange):
             if attempt == attempts - 1:

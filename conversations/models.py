@@ -182,6 +182,29 @@ class ConversationEvent(Base):
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, index=True)
 
 
+class TurnRecord(Base):
+    """What one committed turn ran: its agent and model, token usage and tool calls."""
+
+    __tablename__ = "turn_records"
+    __table_args__ = (
+        # Written by the fenced commit: one per turn, however often the turn was retried.
+        UniqueConstraint("conversation_id", "turn_number", name="uq_turn_records_turn"),
+    )
+
+    id: Mapped[int] = mapped_column(BigIntPK, primary_key=True, autoincrement=True)
+    conversation_id: Mapped[uuid.UUID] = mapped_column(
+        ForeignKey("conversations.id", ondelete="CASCADE")
+    )
+    turn_number: Mapped[int] = mapped_column(Integer)
+    agent: Mapped[str] = mapped_column(String(64))
+    model: Mapped[str | None] = mapped_column(String(200))
+    input_tokens: Mapped[int] = mapped_column(Integer, default=0)
+    output_tokens: Mapped[int] = mapped_column(Integer, default=0)
+    model_requests: Mapped[int] = mapped_column(Integer, default=0)
+    tool_calls: Mapped[list[dict[str, Any]]] = mapped_column(JSON, default=list)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
 class MemoryEntry(Base):
     """A piece of a customer's history kept for the retention window (summaries for now)."""
 

@@ -316,6 +316,14 @@ class Thread:
     context: dict[str, Any]
 
 
+def service_of(session: Session, row: Claimed) -> str:
+    """The service of the conversation ``row`` belongs to (it may have its own sender)."""
+    return (
+        session.scalar(select(Conversation.service).where(Conversation.id == row.conversation_id))
+        or ""
+    )
+
+
 def thread_of(session: Session, row: Claimed) -> Thread:
     """What a threading channel needs to send ``row``: the customer's latest message on the
     row's channel before it (provider id, metadata) and the conversation's context."""

@@ -48,12 +48,21 @@ class Settings(BaseSettings):
 
     default_service: str = "default"
     default_region: str = "US"
+    sms_services: str = ""  # "+15005550006=support,+15005550007=sales": the number picks
 
+    dormouse_agents: str = ""  # "acme.agents" or "acme.agents:by_service"
+    model: str = ""  # a Pydantic AI model string for the default agent: "openai:gpt-4o-mini"
     model_base_url: str = ""
     model_name: str = "gpt-4o-mini"
     model_api_key: str = ""
-    model_timeout: float = 60.0
+    model_timeout: float = Field(60.0, gt=0)
+    model_retries: int = Field(2, ge=0)  # 429/5xx/timeouts, with backoff, inside the turn
     agent_instructions: str = "You are a helpful assistant for a business, answering its customers."
+    turn_max_model_requests: int = Field(8, gt=0)
+    tool_timeout: float = Field(10.0, gt=0)  # for tools that name no limit of their own
+    quarantine_message: str = (
+        "Sorry, something went wrong on our side. A person from our team will reply shortly."
+    )
 
     lease_seconds: int = Field(120, gt=0)
     turn_time_limit: int = Field(90, gt=0)
@@ -89,6 +98,11 @@ class Settings(BaseSettings):
                 f"{self.turn_time_limit}, {self.lease_seconds}, {self.broker_visibility_timeout}"
             )
         return self
+
+    @property
+    def turn_deadline(self) -> float:
+        """Seconds an agent run may take: inside TURN_TIME_LIMIT, leaving the commit room."""
+        return self.turn_time_limit * 0.9
 
     @field_validator("memory_retention")
     @classmethod
@@ -172,6 +186,30 @@ class Settings(BaseSettings):
             if recipient.lower() in table:
                 return table[recipient.lower()]
         return self.default_service
+
+    def sms_numbers(self) -> dict[str, str]:
+        """Twilio number → the service it serves, from ``SMS_SERVICES``."""
+        table: dict[str, str] = {}
+        for pair in filter(None, (p.strip() for p in self.sms_services.split(","))):
+            number, _, service = pair.partition("=")
+            table[number.strip()] = service.strip()
+        return table
+
+    def sms_number_for(self, service: str) -> str | None:
+        """The number a service's SMS are sent from, if ``SMS_SERVICES`` gives it one."""
+        for number, owner in self.sms_numbers().items():
+            if owner == service:
+                return number
+        return None
+
+    @field_validator("sms_services")
+    @classmethod
+    def _sms_services(cls, value: str) -> str:
+        for pair in filter(None, (p.strip() for p in value.split(","))):
+            number, sep, service = pair.partition("=")
+            if not sep or not number.strip().startswith("+") or not service.strip():
+                raise ValueError(f"SMS_SERVICES: {pair!r} is not a +E164number=service pair")
+        return value
 
     @field_validator("email_services")
     @classmethod

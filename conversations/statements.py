@@ -11,8 +11,22 @@ Statements with ON CONFLICT differ by dialect and are built once for each.
 from __future__ import annotations
 
 from functools import cache
+from typing import Any
 
-from sqlalchemy import Insert, Table, bindparam, delete, insert, literal, select, text, update
+from sqlalchemy import (
+    ColumnElement,
+    Insert,
+    Select,
+    Table,
+    bindparam,
+    delete,
+    insert,
+    literal,
+    or_,
+    select,
+    text,
+    update,
+)
 from sqlalchemy.dialects import postgresql, sqlite
 
 from conversations.models import (
@@ -50,7 +64,7 @@ DELETE_CUSTOMER = delete(customers).where(customers.c.id == bindparam("customer_
 
 # What ingest needs of the open conversation: its id, status and what picks its policy.
 # FOR UPDATE: see ingest._open_for for why the row is locked.
-OPEN_CONVERSATION_FOR_UPDATE = (
+_CUSTOMERS_OPEN = (
     select(
         conversations.c.id,
         conversations.c.status,
@@ -59,13 +73,28 @@ OPEN_CONVERSATION_FOR_UPDATE = (
         conversations.c.timeout_override_set,
         conversations.c.timeout_override_seconds,
     )
-    .where(
-        conversations.c.customer_id == bindparam("customer_id"),
-        conversations.c.service == bindparam("service"),
-        _open,
-    )
+    .where(conversations.c.customer_id == bindparam("customer_id"), _open)
     .with_for_update()
 )
+OPEN_CONVERSATION_FOR_UPDATE = _CUSTOMERS_OPEN.where(
+    conversations.c.service == bindparam("service")
+)
+
+
+def open_conversation_on_route(
+    services: frozenset[str] | None, excluded: frozenset[str], service: str
+) -> Select[Any]:
+    """The customer's most recently active open conversation among ``services`` (None: any
+    service but ``excluded``); ``service`` always qualifies. Locked like the one above."""
+    among: ColumnElement[bool]
+    if services is not None:
+        among = conversations.c.service.in_(sorted(services | {service}))
+    else:
+        among = or_(
+            conversations.c.service == service, conversations.c.service.not_in(sorted(excluded))
+        )
+    return _CUSTOMERS_OPEN.where(among).order_by(conversations.c.last_activity_at.desc()).limit(1)
+
 
 # channel, address, last_activity_at, updated_at and the deadline columns come as parameters.
 TOUCH_CONVERSATION = (

@@ -6,11 +6,11 @@ import uuid
 from datetime import datetime
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict
-from sqlalchemy import select
+from pydantic import BaseModel, ConfigDict, Field
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from conversations.models import Conversation, Message, OutboxRow
+from conversations.models import Conversation, Message, OutboxRow, TurnRecord
 from conversations.states import ConversationStatus
 
 
@@ -60,8 +60,39 @@ class ConversationSummary(BaseModel):
     summary: str | None
 
 
+class ToolCallView(BaseModel):
+    name: str
+    arguments: dict[str, Any]
+    result: str | None
+    error: str | None
+    duration_ms: int
+
+
+class TurnView(BaseModel):
+    """One committed turn: what ran it, what it cost, which tools it called."""
+
+    model_config = ConfigDict(from_attributes=True)
+
+    turn_number: int
+    agent: str
+    model: str | None
+    input_tokens: int
+    output_tokens: int
+    model_requests: int
+    tool_calls: list[ToolCallView]
+    created_at: datetime
+
+
+class Usage(BaseModel):
+    input_tokens: int = 0
+    output_tokens: int = 0
+    model_requests: int = 0
+
+
 class ConversationDetail(ConversationSummary):
     messages: list[MessageView]
+    turns: list[TurnView] = Field(default_factory=list)
+    usage: Usage = Field(default_factory=Usage)  # summed over every turn of the conversation
 
 
 class OutboxView(BaseModel):
@@ -111,9 +142,24 @@ def conversation_detail(
         .order_by(Message.id.desc())
         .limit(message_limit)
     ).all()
+    turns = session.scalars(
+        select(TurnRecord)
+        .where(TurnRecord.conversation_id == conversation_id)
+        .order_by(TurnRecord.turn_number.desc())
+        .limit(message_limit)
+    ).all()
+    total = session.execute(
+        select(
+            func.coalesce(func.sum(TurnRecord.input_tokens), 0),
+            func.coalesce(func.sum(TurnRecord.output_tokens), 0),
+            func.coalesce(func.sum(TurnRecord.model_requests), 0),
+        ).where(TurnRecord.conversation_id == conversation_id)
+    ).one()
     return ConversationDetail(
         **ConversationSummary.model_validate(conv).model_dump(),
         messages=[MessageView.model_validate(m) for m in reversed(recent)],
+        turns=[TurnView.model_validate(t) for t in reversed(turns)],
+        usage=Usage(input_tokens=total[0], output_tokens=total[1], model_requests=total[2]),
     )
 
 

@@ -28,7 +28,7 @@ from scheduler.sweeps import Window, redrive_once
 from scheduler.timeouts import close_expired, send_due_nudges
 from workers.app import app
 from workers.deliver import reconcile_after
-from workers.tasks import agent, waker
+from workers.tasks import agents, waker
 from workers.wrapup import wrap_up as run_wrap_up
 
 log = logging.getLogger(__name__)
@@ -116,7 +116,7 @@ def purge_memory() -> dict[str, int]:
 def wrap_up(conversation_id: str) -> bool:
     import uuid
 
-    return run_wrap_up(uuid.UUID(conversation_id), engine=get_engine(), agent=agent())
+    return run_wrap_up(uuid.UUID(conversation_id), engine=get_engine(), agents=agents())
 
 
 @app.task(name=RECOMPUTE_TASK)

@@ -11,7 +11,7 @@ import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import Engine, func, select, update
 
-from agent.offline import OfflineAgent
+from agent.catalog import AgentCatalog
 from api.app import create_app
 from conversations.db import session_factory, transaction
 from conversations.models import Conversation, Customer, MemoryEntry, Message, OutboxRow
@@ -111,12 +111,12 @@ def test_memory_carries_a_name_into_the_next_conversation(
     db: Engine, settings: Settings, waker: CeleryWaker, client: TestClient
 ) -> None:
     cid = ingest_sms(db, "hello, my name is Ada").conversation_id
-    run_turn(cid, engine=db, agent=OfflineAgent(), settings=settings, waker=waker)
+    run_turn(cid, engine=db, agents=AgentCatalog(), settings=settings, waker=waker)
     with transaction(db) as s:
         s.execute(update(Conversation).values(status="finished", finish_reason="agent"))
     nxt = ingest_sms(db, "it's me again").conversation_id
     assert nxt != cid
-    run_turn(nxt, engine=db, agent=OfflineAgent(), settings=settings, waker=waker)
+    run_turn(nxt, engine=db, agents=AgentCatalog(), settings=settings, waker=waker)
     with session_factory(db)() as s:
         reply = s.scalars(
             select(Message.body).where(
@@ -225,7 +225,7 @@ def test_outbound_without_a_message_lets_the_agent_open(
     assert queued(settings.effective_broker_url, TURN_QUEUE) == [(TURN_TASK, [body["id"]])]
     assert (
         run_turn(
-            uuid.UUID(body["id"]), engine=db, agent=OfflineAgent(), settings=settings, waker=waker
+            uuid.UUID(body["id"]), engine=db, agents=AgentCatalog(), settings=settings, waker=waker
         )
         == 1
     )

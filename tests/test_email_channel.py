@@ -18,7 +18,7 @@ import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import Engine, func, select
 
-from agent.offline import OfflineAgent
+from agent.catalog import AgentCatalog
 from api.app import create_app
 from conversations.db import session_factory
 from conversations.models import Conversation, Identity, Message, OutboxRow
@@ -94,7 +94,7 @@ def post(client: TestClient, raw: bytes, secret: str = "inbound-secret-for-tests
 def answer(db: Engine, settings: Settings, waker: CeleryWaker, conversation_id: str) -> None:
     """Run the turn the webhook woke, and deliver what it wrote."""
     run_turn(
-        uuid.UUID(conversation_id), engine=db, agent=OfflineAgent(), settings=settings, waker=waker
+        uuid.UUID(conversation_id), engine=db, agents=AgentCatalog(), settings=settings, waker=waker
     )
     for outbox_id in pending_outbox(db):
         deliver(outbox_id, engine=db, settings=settings)
@@ -323,7 +323,7 @@ def test_a_bounce_marks_the_address_undeliverable_until_the_customer_writes_agai
 def reply_waiting(client: TestClient, db: Engine, settings: Settings, waker: CeleryWaker) -> int:
     """A customer's mail answered by a turn: the outbox row of the reply, not yet sent."""
     cid = post(client, mail("hi")).json()["conversation_id"]
-    run_turn(uuid.UUID(cid), engine=db, agent=OfflineAgent(), settings=settings, waker=waker)
+    run_turn(uuid.UUID(cid), engine=db, agents=AgentCatalog(), settings=settings, waker=waker)
     [oid] = pending_outbox(db)
     return oid
 

@@ -9,7 +9,7 @@ from datetime import datetime, timedelta
 
 from sqlalchemy import Engine, func, insert, select, text, update
 
-from agent.offline import OfflineAgent
+from agent.catalog import AgentCatalog
 from conversations import lifecycle
 from conversations.db import make_engine, session_factory, transaction
 from conversations.models import (
@@ -79,8 +79,8 @@ def test_closes_at_the_deadline_with_closing_message_and_wraps_up_once(db: Engin
     assert outbox_bodies(db) == ["Closing this chat."]
     assert close(db, T0 + 3 * H).closed == []  # a second sweep finds nothing
 
-    assert wrap_up(cid, engine=db, agent=OfflineAgent()) is True
-    assert wrap_up(cid, engine=db, agent=OfflineAgent()) is False
+    assert wrap_up(cid, engine=db, agents=AgentCatalog()) is True
+    assert wrap_up(cid, engine=db, agents=AgentCatalog()) is False
     conv = get(db, cid)
     assert conv.summary and "I need help with my order" in conv.summary
     with session_factory(db)() as s:
@@ -190,7 +190,7 @@ def _sweeper(database_url: str, phase: str, now: str) -> list[str]:
         with session_factory(engine)() as s:
             ids = s.scalars(select(Conversation.id)).all()
         for cid in ids:
-            wrap_up(cid, engine=engine, agent=OfflineAgent())
+            wrap_up(cid, engine=engine, agents=AgentCatalog())
     engine.dispose()
     return done
 

@@ -9,6 +9,7 @@ import pytest
 from sqlalchemy import Engine, select
 
 from agent.base import TurnContext
+from agent.catalog import AgentCatalog
 from agent.offline import OfflineAgent
 from agent.tools import Toolbox
 from conversations import lifecycle
@@ -18,7 +19,7 @@ from conversations.models import Conversation, Message, OutboxRow
 from conversations.settings import Settings
 from conversations.states import FinishReason
 from conversations.types import utcnow
-from conversations.wakeup import TURN_QUEUE, TURN_TASK, CeleryWaker
+from conversations.wakeup import DELIVER_QUEUE, DELIVER_TASK, TURN_QUEUE, TURN_TASK, CeleryWaker
 from tests.conftest import queued
 from tests.factories import DEFAULTS, ingest_sms
 from workers import turn_store as turns
@@ -42,9 +43,8 @@ def messages(engine: Engine, conversation_id: uuid.UUID) -> list[Message]:
 
 
 def run(engine: Engine, cid: uuid.UUID, settings: Settings, waker: CeleryWaker, agent=None) -> int:
-    return run_turn(
-        cid, engine=engine, agent=agent or OfflineAgent(), settings=settings, waker=waker
-    )
+    agents = AgentCatalog(default=agent)
+    return run_turn(cid, engine=engine, agents=agents, settings=settings, waker=waker)
 
 
 def test_a_turn_answers_then_suspends_and_the_next_one_rehydrates(
@@ -127,7 +127,7 @@ class ArrivesDuringTurn:
         self.calls += 1
         if self.calls == 1:
             late = ingest_sms(self.engine, self.text)
-            assert late.conversation_id == context.conversation_id and late.needs_turn
+            assert late.conversation_id == context.deps.conversation_id and late.needs_turn
         return self.inner.run_turn(context, tools)
 
 
@@ -207,4 +207,17 @@ def test_a_failing_turn_is_released_for_retry_then_quarantined(
     run(db, cid, settings, waker, Broken())
     conv = conversation(db, cid)
     assert conv.status == "handoff" and "quarantined" in (conv.handoff_reason or "")
-    assert [m.inbound_state for m in messages(db, cid)] == ["quarantined"]
+    inbound = [m.inbound_state for m in messages(db, cid) if m.direction == "inbound"]
+    assert inbound == ["quarantined"]
+    # The customer is told once that a person will answer; another wake-up tells nothing.
+    assert run(db, cid, settings, waker, Broken()) == 0
+    told = [m.body for m in messages(db, cid) if m.direction == "outbound"]
+    assert told == [settings.quarantine_message]
+    assert (DELIVER_TASK, [told_outbox_id(db, cid)]) in queued(
+        settings.effective_broker_url, DELIVER_QUEUE
+    )
+
+
+def told_outbox_id(engine: Engine, cid: uuid.UUID) -> int:
+    with session_factory(engine)() as s:
+        return s.scalars(select(OutboxRow.id).where(OutboxRow.conversation_id == cid)).one()

@@ -134,6 +134,7 @@ def _outbound(session: Session, row: outbox.Claimed, channel: Channel) -> Outbou
         text=row.body,
         idempotency_key=str(row.idempotency_key),
         conversation_id=str(row.conversation_id),
+        service=outbox.service_of(session, row),
         reply_to_id=thread.reply_to_id if thread else None,
         reply_to_meta=thread.reply_to_meta if thread else {},
         context=thread.context if thread else {},

@@ -5,8 +5,7 @@ from __future__ import annotations
 import uuid
 from functools import lru_cache
 
-from agent.base import Agent
-from agent.factory import build_agent
+from agent.catalog import AgentCatalog, load_agents
 from conversations.db import get_engine
 from conversations.settings import get_settings
 from conversations.wakeup import DELIVER_TASK, RECONCILE_TASK, TURN_TASK, CeleryWaker
@@ -21,8 +20,8 @@ MAX_HINT_SECONDS = 300
 
 
 @lru_cache(maxsize=1)
-def agent() -> Agent:
-    return build_agent(get_settings())
+def agents() -> AgentCatalog:
+    return load_agents(get_settings())
 
 
 @lru_cache(maxsize=1)
@@ -35,7 +34,7 @@ def turn(conversation_id: str) -> int:
     return run_turn(
         uuid.UUID(conversation_id),
         engine=get_engine(),
-        agent=agent(),
+        agents=agents(),
         settings=get_settings(),
         waker=waker(),
     )

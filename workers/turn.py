@@ -6,6 +6,7 @@ between messages, so any worker can take any conversation.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import uuid
 from collections.abc import Callable
@@ -13,11 +14,13 @@ from datetime import datetime
 
 from sqlalchemy import Engine
 
-from agent.base import Agent, TurnContext
-from agent.tools import BUILTIN_TOOLS, Toolbox, ToolContext
+from agent.base import TurnContext
+from agent.catalog import AgentCatalog, kind_of
+from agent.deps import TurnDeps
+from agent.runtime import TurnLimits, run_agent_turn
 from channels.registry import get_channel
 from conversations.db import session_factory, transaction
-from conversations.errors import LeaseLost
+from conversations.errors import LeaseLost, TurnOverLimit
 from conversations.settings import Settings
 from conversations.types import utcnow
 from conversations.wakeup import Produced, Waker, publish
@@ -31,7 +34,7 @@ def run_turn(
     conversation_id: uuid.UUID,
     *,
     engine: Engine,
-    agent: Agent,
+    agents: AgentCatalog,
     settings: Settings,
     waker: Waker,
     clock: Callable[[], datetime] = utcnow,
@@ -40,13 +43,13 @@ def run_turn(
 
     One turn per task, so the task time limit bounds one model call, not a chain of them.
     """
-    return 1 if _one_turn(conversation_id, engine, agent, settings, waker, clock) else 0
+    return 1 if _one_turn(conversation_id, engine, agents, settings, waker, clock) else 0
 
 
 def _one_turn(
     conversation_id: uuid.UUID,
     engine: Engine,
-    agent: Agent,
+    agents: AgentCatalog,
     settings: Settings,
     waker: Waker,
     clock: Callable[[], datetime],
@@ -65,16 +68,24 @@ def _one_turn(
             )
         if attempts is None:
             return False
-        # Then the reads, in a second transaction of the same session.
-        with session.begin():
-            if attempts > settings.max_turn_attempts:
-                turn_store.quarantine(
-                    session, conversation_id, token=token, attempts=attempts, now=clock()
+        if attempts > settings.max_turn_attempts:
+            with session.begin():
+                told = turn_store.quarantine(
+                    session,
+                    conversation_id,
+                    token=token,
+                    attempts=attempts,
+                    now=clock(),
+                    message=settings.quarantine_message,
                 )
+            if told is not None:
                 log.error(
                     "conversation %s quarantined after %d attempts", conversation_id, attempts - 1
                 )
-                return False
+                publish(waker, Produced.of(deliveries=told))
+            return False
+        # Then the reads, in a second transaction of the same session.
+        with session.begin():
             snapshot = turn_store.rehydrate(
                 session, conversation_id, window=settings.history_window
             )
@@ -92,7 +103,7 @@ def _one_turn(
 
     # No transaction is open from here to the commit: the model may take seconds.
     try:
-        outcome = _decide(snapshot, memory, agent, settings)
+        outcome = _decide(snapshot, memory, agents, settings)
     except Exception as exc:
         with transaction(engine) as session:
             turn_store.release(session, conversation_id, token=token, now=clock(), error=repr(exc))
@@ -130,35 +141,70 @@ def _one_turn(
 
 
 def _decide(
-    snapshot: turn_store.TurnSnapshot, memory: list[Memory], agent: Agent, settings: Settings
+    snapshot: turn_store.TurnSnapshot,
+    memory: list[Memory],
+    agents: AgentCatalog,
+    settings: Settings,
 ) -> turn_store.TurnOutcome:
-    context = TurnContext(
+    deps = TurnDeps(
         conversation_id=snapshot.conversation_id,
         customer_id=snapshot.customer_id,
         service=snapshot.service,
         channel=snapshot.channel,
         turn_number=snapshot.turn_number,
+        # The same for every retry of this turn (its number only moves on commit).
+        idempotency_key=f"{snapshot.conversation_id}:{snapshot.turn_number}",
+        customer_name=snapshot.customer_name,
+        customer_attributes=dict(snapshot.customer_attributes),
+        context=dict(snapshot.context),
+    )
+    context = TurnContext(
+        deps=deps,
         customer_message_count=snapshot.inbound_count,
-        instructions=settings.agent_instructions,
         history=snapshot.history,
         new_messages=snapshot.new_messages,
         earlier=snapshot.earlier,
         memory=tuple(memory),
-        customer_name=snapshot.customer_name,
-        customer_attributes=snapshot.customer_attributes,
-        context=snapshot.context,
         opening=snapshot.opening,
     )
-    tool_ctx = ToolContext(
-        conversation_id=snapshot.conversation_id,
-        customer_id=snapshot.customer_id,
-        idempotency_key=f"{snapshot.conversation_id}:{snapshot.turn_number}",
-    )
-    replies = agent.run_turn(context, Toolbox(BUILTIN_TOOLS, tool_ctx))
+    agent = agents.for_service(snapshot.service)
     channel = get_channel(snapshot.channel, settings)
-    return turn_store.TurnOutcome(
-        replies=[channel.shape(r) for r in replies],
-        finish_reason=tool_ctx.effects.finish_reason,
-        handoff_reason=tool_ctx.effects.handoff_reason,
-        facts=list(tool_ctx.effects.facts),
+    limits = TurnLimits(
+        model_requests=settings.turn_max_model_requests,
+        tool_timeout=settings.tool_timeout,
+        deadline=settings.turn_deadline,
     )
+    record = turn_store.TurnRecordData(agent=kind_of(agent))
+    try:
+        turn = run_agent_turn(agent, context, limits)
+    except TurnOverLimit as exc:
+        # Retrying would loop the same way: a person takes it from here, and says so.
+        log.error("turn of conversation %s: %s; handed off", snapshot.conversation_id, exc)
+        told = settings.quarantine_message
+        return turn_store.TurnOutcome(
+            replies=[channel.shape(told)] if told.strip() else [],
+            handoff_reason=str(exc),
+            record=_with_calls(record, deps),
+        )
+    effects = deps.effects
+    return turn_store.TurnOutcome(
+        replies=[channel.shape(r) for r in turn.replies],
+        finish_reason=effects.finish_reason,
+        handoff_reason=effects.handoff_reason,
+        facts=list(effects.facts),
+        record=_with_calls(
+            turn_store.TurnRecordData(
+                agent=record.agent,
+                model=turn.model,
+                input_tokens=turn.input_tokens,
+                output_tokens=turn.output_tokens,
+                model_requests=turn.model_requests,
+            ),
+            deps,
+        ),
+    )
+
+
+def _with_calls(record: turn_store.TurnRecordData, deps: TurnDeps) -> turn_store.TurnRecordData:
+    calls = [c.as_json() for c in deps.effects.tool_calls]
+    return dataclasses.replace(record, tool_calls=calls)

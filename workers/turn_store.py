@@ -19,7 +19,7 @@ from sqlalchemy.orm import Session
 from conversations.db import rowcount
 from conversations.errors import LeaseLost
 from conversations.lifecycle import reopen_pending, settle_pending
-from conversations.models import Conversation
+from conversations.models import Conversation, TurnRecord
 from conversations.outbox import enqueue_reply
 from conversations.states import (
     ConversationStatus,
@@ -68,6 +68,19 @@ class TurnOutcome:
     finish_reason: FinishReason | None = None
     handoff_reason: str | None = None
     facts: list[str] = field(default_factory=list)
+    record: TurnRecordData | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class TurnRecordData:
+    """What the turn ran and what it cost, kept on the conversation (``turn_records``)."""
+
+    agent: str
+    model: str | None = None
+    input_tokens: int = 0
+    output_tokens: int = 0
+    model_requests: int = 0
+    tool_calls: list[dict[str, Any]] = field(default_factory=list)
 
 
 @dataclass(frozen=True, slots=True)
@@ -208,6 +221,22 @@ def commit_turn(
         if text.strip()
     )
 
+    if outcome.record is not None:
+        record = outcome.record
+        session.add(
+            TurnRecord(
+                conversation_id=snapshot.conversation_id,
+                turn_number=snapshot.turn_number,
+                agent=record.agent[:64],
+                model=record.model[:200] if record.model else None,
+                input_tokens=record.input_tokens,
+                output_tokens=record.output_tokens,
+                model_requests=record.model_requests,
+                tool_calls=record.tool_calls,
+                created_at=now,
+            )
+        )
+
     for fact in outcome.facts:
         remember(
             session,
@@ -267,11 +296,20 @@ def release(
 
 
 def quarantine(
-    session: Session, conversation_id: uuid.UUID, *, token: uuid.UUID, attempts: int, now: datetime
-) -> bool:
-    """Stop retrying a turn that keeps failing (a poison message): hand it to a human.
+    session: Session,
+    conversation_id: uuid.UUID,
+    *,
+    token: uuid.UUID,
+    attempts: int,
+    now: datetime,
+    message: str = "",
+) -> tuple[int, ...] | None:
+    """Stop retrying a turn that keeps failing (a poison message): hand it to a human, and
+    tell the customer ``message`` (if any) through the outbox. None if the lease was lost;
+    else the outbox ids to deliver.
 
     The broker has no delivery counter, so the count lives on the row (``claim_attempts``).
+    Quarantine happens once (the row leaves ``running`` under our token), so does the message.
     """
     result = session.execute(
         update(Conversation)
@@ -287,6 +325,19 @@ def quarantine(
         .execution_options(synchronize_session=False)
     )
     if rowcount(result) != 1:
-        return False
+        return None
     settle_pending(session, conversation_id, InboundState.QUARANTINED)
-    return True
+    if not message.strip():
+        return ()
+    conversation = session.get_one(Conversation, conversation_id)
+    outbox_id = enqueue_reply(
+        session,
+        conversation_id=conversation_id,
+        channel=conversation.channel,
+        to=conversation.address,
+        text=message,
+        role=Role.AGENT,
+        turn=None,
+        now=now,
+    )
+    return (outbox_id,)

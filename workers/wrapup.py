@@ -10,7 +10,8 @@ from datetime import datetime
 from sqlalchemy import Engine, func, select, update
 from sqlalchemy.exc import IntegrityError
 
-from agent.base import Agent
+from agent.catalog import AgentCatalog
+from agent.runtime import summarize
 from conversations.db import rowcount, session_factory, transaction
 from conversations.models import Conversation, ConversationEvent, Message
 from conversations.states import ConversationStatus, Direction
@@ -26,7 +27,7 @@ def wrap_up(
     conversation_id: uuid.UUID,
     *,
     engine: Engine,
-    agent: Agent,
+    agents: AgentCatalog,
     clock: Callable[[], datetime] = utcnow,
 ) -> bool:
     """Return True if this call recorded the wrap-up, False if already done or not finished."""
@@ -52,7 +53,7 @@ def wrap_up(
         for m in reversed(rows)
     ]
     # The model may take a while: no transaction is open here.
-    summary = agent.summarize(messages, conv.finish_reason)
+    summary = summarize(agents.for_service(conv.service), messages, conv.finish_reason)
     now = clock()
     finished_at = conv.finished_at or now
     payload = {

@@ -26,6 +26,7 @@ from conversations.errors import (
     TransientProviderError,
     WebhookRejected,
 )
+from conversations.ingest import Route
 from conversations.settings import Settings
 
 TWILIO_API_BASE = "https://api.twilio.com"
@@ -146,10 +147,17 @@ class SmsChannel(Channel):
         http = _RebasedHttpClient(s.twilio_api_url or TWILIO_API_BASE, s.twilio_http_timeout)
         return Client(s.twilio_account_sid, s.twilio_auth_token, http_client=http)
 
+    def _own_number(self, message: OutboundMessage) -> str | None:
+        """The number the message's service sends from (``SMS_SERVICES``), if it has one."""
+        return self.settings.sms_number_for(message.service) if message.service else None
+
     def send(self, message: OutboundMessage) -> SendResult:
         s = self.settings
+        own = self._own_number(message)
         sender: dict[str, str] = (
-            {"messaging_service_sid": s.twilio_messaging_service_sid}
+            {"from_": own}
+            if own
+            else {"messaging_service_sid": s.twilio_messaging_service_sid}
             if s.twilio_messaging_service_sid
             else {"from_": s.twilio_from_number}
         )
@@ -171,7 +179,9 @@ class SmsChannel(Channel):
         try:
             # Not filtered on DateSent: a message Twilio accepted but still queues has none.
             # With a messaging service Twilio picks the sender: only the recipient is known.
-            sender = None if s.twilio_messaging_service_sid else (s.twilio_from_number or None)
+            sender = self._own_number(message) or (
+                None if s.twilio_messaging_service_sid else (s.twilio_from_number or None)
+            )
             recent = self.client.messages.list(to=message.to, from_=sender, limit=50)
         except TwilioRestException as exc:
             raise _classify_rest_error(exc) from exc
@@ -225,3 +235,19 @@ def _classify_transport_error(exc: requests.RequestException) -> Exception:
             return TransientProviderError(f"connection refused: {exc}")
     # Read timeout, connection reset after the request was written, …: may have been sent.
     return AmbiguousProviderError(f"no answer from Twilio: {exc}")
+
+
+def route_sms(settings: Settings, to_number: str) -> tuple[str, Route | None]:
+    """The service a text to ``to_number`` opens a conversation for, and which open ones
+    it may continue.
+
+    A number in ``SMS_SERVICES`` serves its own service. Any other number (the
+    ``TWILIO_FROM_NUMBER`` or messaging service every other service sends from) serves all
+    services without a number of their own: a customer answering one of them continues
+    their most recently active open conversation among those, not a new default one.
+    """
+    numbers = settings.sms_numbers()
+    own = numbers.get(to_number.strip())
+    if own is not None:
+        return own, None
+    return settings.default_service, Route(excluded=frozenset(numbers.values()))

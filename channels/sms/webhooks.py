@@ -7,7 +7,7 @@ from urllib.parse import parse_qsl
 from fastapi import APIRouter, Request, Response
 from starlette.concurrency import run_in_threadpool
 
-from channels.sms.channel import SmsChannel
+from channels.sms.channel import SmsChannel, route_sms
 from channels.webhook import accept, public_url_for, read_body, webhook_app
 from conversations.db import transaction
 from conversations.errors import WebhookRejected
@@ -43,7 +43,8 @@ async def inbound_sms(request: Request) -> Response:
     channel = SmsChannel(app.settings)
     params = await _verified_form(request, channel)
     message = channel.parse(params, request.headers)
-    await run_in_threadpool(accept, app, message, service=app.settings.default_service)
+    service, route = route_sms(app.settings, message.recipient)
+    await run_in_threadpool(accept, app, message, service=service, route=route)
     return Response(EMPTY_TWIML, media_type="application/xml")
 
 

@@ -1,0 +1,270 @@
+"""One turn of an agent, whichever kind it is: a Pydantic AI agent or Dormouse's own protocol.
+
+A Pydantic AI agent gets what Dormouse knows as message history (the customer profile, the
+memory window and the business's context first, then the conversation's bounded history),
+the built-in tools beside its own, a request limit and a deadline. Every tool call is
+recorded on ``deps.effects`` with its result or error and duration.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from pydantic_ai import Agent as PydanticAgent
+from pydantic_ai.capabilities import AbstractCapability
+from pydantic_ai.direct import model_request_sync
+from pydantic_ai.exceptions import (
+    ApprovalRequired,
+    CallDeferred,
+    ModelRetry,
+    SkipToolExecution,
+    ToolRetryError,
+    UsageLimitExceeded,
+)
+from pydantic_ai.messages import (
+    ModelMessage,
+    ModelRequest,
+    ModelResponse,
+    SystemPromptPart,
+    TextPart,
+    ToolCallPart,
+    UserPromptPart,
+)
+from pydantic_ai.tools import ToolDefinition
+from pydantic_ai.usage import UsageLimits
+from pydantic_core import ValidationError
+
+from agent.base import AnyAgent, TurnContext
+from agent.deps import ToolCall, TurnDeps
+from agent.summary import extractive_summary
+from agent.tools import DEFAULT_TOOL_TIMEOUT, Toolbox, builtin_toolset
+from conversations.errors import TurnOverLimit
+from conversations.states import Direction
+from conversations.transcript import MessageView
+
+# How a reply should read on each medium; the channel shapes it again after the model.
+MEDIUM = {
+    "sms": "You are replying by SMS: keep it short, plain text, no markup.",
+    "email": "You are replying by email: short paragraphs separated by blank lines, plain "
+    "text, no subject line; it may be longer than a text message.",
+}
+
+# Some OpenAI-compatible servers refuse a request with no user message: an outbound opening
+# (nothing from the customer yet) asks for the first message as the user side.
+OPENING_PROMPT = (
+    "(No message from the customer yet: you are starting this conversation. "
+    "Write the first message to the customer.)"
+)
+
+SUMMARY_INSTRUCTIONS = (
+    "Summarize this customer conversation in two or three sentences: what the customer "
+    "wanted and how it ended."
+)
+
+
+@dataclass(frozen=True, slots=True)
+class TurnLimits:
+    model_requests: int = 8
+    tool_timeout: float = DEFAULT_TOOL_TIMEOUT
+    deadline: float | None = None  # seconds for the whole run, model calls and tools
+
+
+@dataclass(frozen=True, slots=True)
+class AgentTurn:
+    """What the agent answered, and what it cost."""
+
+    replies: list[str]
+    model: str | None = None
+    input_tokens: int = 0
+    output_tokens: int = 0
+    model_requests: int = 0
+
+
+def run_agent_turn(agent: AnyAgent, context: TurnContext, limits: TurnLimits) -> AgentTurn:
+    """Run one turn. Raises ``TurnOverLimit`` when the agent passes ``limits.model_requests``."""
+    if not isinstance(agent, PydanticAgent):
+        return AgentTurn(agent.run_turn(context, Toolbox(context.deps)))
+    try:
+        result = agent.run_sync(
+            user_prompt(context),
+            deps=context.deps,
+            message_history=message_history(context),
+            instructions=MEDIUM.get(context.deps.channel),
+            toolsets=[builtin_toolset()],
+            capabilities=[ToolRecorder(limits.tool_timeout)],
+            usage_limits=UsageLimits(request_limit=limits.model_requests),
+            timeout=limits.deadline,
+        )
+    except UsageLimitExceeded as exc:
+        raise TurnOverLimit(
+            f"the agent made more than {limits.model_requests} model requests in one turn "
+            f"({exc}); TURN_MAX_MODEL_REQUESTS sets the limit"
+        ) from None
+    output = result.output
+    text = output if isinstance(output, str) else json.dumps(output, default=str)
+    usage = result.usage
+    return AgentTurn(
+        replies=[text] if text.strip() else [],
+        model=model_name(agent),
+        input_tokens=usage.input_tokens,
+        output_tokens=usage.output_tokens,
+        model_requests=usage.requests,
+    )
+
+
+def summarize(agent: AnyAgent, messages: Sequence[MessageView], finish_reason: str | None) -> str:
+    """A short summary of a finished conversation; extractive when the model cannot help."""
+    if not isinstance(agent, PydanticAgent):
+        return agent.summarize(messages, finish_reason)
+    transcript = "\n".join(f"{m.role}: {m.body}" for m in messages)
+    request = ModelRequest(
+        parts=[
+            SystemPromptPart(SUMMARY_INSTRUCTIONS),
+            UserPromptPart(f"{transcript}\n\n(ended: {finish_reason})"),
+        ]
+    )
+    if agent.model is not None:
+        try:
+            response = model_request_sync(agent.model, [request])
+            text = "".join(p.content for p in response.parts if isinstance(p, TextPart)).strip()
+            if text:
+                return text
+        except Exception:  # a summary is worth having even when the model is down
+            pass
+    return extractive_summary(messages, finish_reason)
+
+
+def model_name(agent: AnyAgent) -> str | None:
+    """``provider:model`` of a Pydantic AI agent, for records and ``dormouse agents``."""
+    if not isinstance(agent, PydanticAgent):
+        return None
+    model = agent.model
+    if model is None or isinstance(model, str):
+        return model
+    return f"{model.system}:{model.model_name}"
+
+
+def user_prompt(context: TurnContext) -> str:
+    """The newest message is the run's prompt; the others of this turn precede it in history."""
+    if context.opening or not context.new_messages:
+        return OPENING_PROMPT
+    return context.new_messages[-1].body
+
+
+def message_history(context: TurnContext) -> list[ModelMessage]:
+    """What Dormouse knows, as the run's history: the same bounded reads as ever, flat."""
+    known = _what_dormouse_knows(context)
+    history: list[ModelMessage] = [ModelRequest(parts=[SystemPromptPart(known)])]
+    for message in (*context.history, *context.new_messages[:-1]):
+        if message.direction == Direction.INBOUND:
+            history.append(ModelRequest(parts=[UserPromptPart(message.body)]))
+        else:
+            history.append(ModelResponse(parts=[TextPart(message.body)]))
+    return history
+
+
+def _what_dormouse_knows(context: TurnContext) -> str:
+    deps = context.deps
+    parts = [
+        f"Service: {deps.service}. Channel: {deps.channel}. "
+        f"This is turn {deps.turn_number} of the conversation."
+    ]
+    if deps.customer_name or deps.customer_attributes:
+        parts.append(
+            f"Customer: {deps.customer_name or 'unknown name'}; "
+            f"attributes: {json.dumps(deps.customer_attributes, default=str)}"
+        )
+    if context.memory:
+        parts.append(
+            "What you remember of this customer (newest first):\n"
+            + "\n".join(f"- [{m.kind} {m.created_at:%Y-%m-%d}] {m.text}" for m in context.memory)
+        )
+    if context.earlier:
+        parts.append(
+            "How this conversation began:\n"
+            + "\n".join(f"- {m.role}: {m.body}" for m in context.earlier)
+        )
+    if deps.context:
+        parts.append(f"Context from the business: {json.dumps(deps.context, default=str)}")
+    return "\n\n".join(parts)
+
+
+class ToolRecorder(AbstractCapability[TurnDeps]):
+    """Records every tool call of a run; bounds the ones that name no time limit; tells the
+    model of a tool's exception instead of failing the turn."""
+
+    def __init__(self, default_timeout: float) -> None:
+        self.default_timeout = default_timeout
+
+    async def wrap_tool_execute(
+        self,
+        ctx: Any,
+        *,
+        call: ToolCallPart,
+        tool_def: ToolDefinition,
+        args: Any,
+        handler: Any,
+    ) -> Any:
+        deps: TurnDeps = ctx.deps
+        limit = tool_def.timeout or self.default_timeout
+        started = time.perf_counter()
+        try:
+            # A thread running a sync tool cannot be killed: past the limit it is abandoned.
+            result = await asyncio.wait_for(handler(args), limit)
+        except TimeoutError:
+            error = f"{call.tool_name} took longer than {limit:g}s and was abandoned"
+            _record(deps, call, started, error=error)
+            return f"error: {error}"
+        except (ToolRetryError, ModelRetry) as exc:
+            _record(deps, call, started, error=f"retry: {exc}")
+            raise
+        except (CallDeferred, ApprovalRequired, SkipToolExecution):
+            raise
+        except Exception as exc:
+            error = f"{exc.__class__.__name__}: {exc}"
+            _record(deps, call, started, error=error)
+            return f"error: {error}"
+        _record(deps, call, started, result=result)
+        return result
+
+    async def on_tool_validate_error(
+        self,
+        ctx: Any,
+        *,
+        call: ToolCallPart,
+        tool_def: ToolDefinition,
+        args: Any,
+        error: ValidationError | ModelRetry,
+    ) -> Any:
+        # Invalid arguments go back to the model to correct (Pydantic AI's retry); recorded.
+        _record(ctx.deps, call, time.perf_counter(), error=f"invalid arguments: {error}")
+        raise error
+
+
+def _record(
+    deps: TurnDeps,
+    call: ToolCallPart,
+    started: float,
+    *,
+    result: Any = None,
+    error: str | None = None,
+) -> None:
+    try:
+        arguments = call.args_as_dict()
+    except ValueError:  # arguments that are not even JSON: keep them as written
+        arguments = {"raw": str(call.args)}
+    shown = None if error is not None else (result if isinstance(result, str) else repr(result))
+    deps.effects.tool_calls.append(
+        ToolCall(
+            name=call.tool_name,
+            arguments=arguments,
+            result=shown,
+            error=error,
+            duration_ms=round((time.perf_counter() - started) * 1000),
+        )
+    )
