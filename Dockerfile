@@ -10,6 +10,8 @@ COPY workers workers
 COPY scheduler scheduler
 COPY api api
 COPY cli cli
+COPY dormouse dormouse
+COPY examples examples
 RUN pip install --no-cache-dir -c constraints.txt . && useradd --create-home dormouse && mkdir -p var && chown dormouse var
 USER dormouse
 CMD ["dormouse", "--help"]

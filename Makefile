@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: up test test-postgres test-sqlite lint install lock clean bench bench-quick bench-timeouts bench-turns faults faults-quick
+.PHONY: up test test-postgres test-sqlite lint install lock clean bench bench-quick bench-timeouts bench-turns bench-agents faults faults-quick
 
 $(STAMP): pyproject.toml constraints.txt
 	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' \
@@ -51,8 +51,12 @@ clean:
 bench-timeouts: $(STAMP)
 	$(BIN)/python -m benchmarks.timeout_sweep
 
+## The CPU a Pydantic AI turn adds over the offline agent (no database, no network).
+bench-agents: $(STAMP)
+	$(BIN)/python -m benchmarks.agent_cost
+
 ## The platform figures (real processes, paced load); bench-quick runs in under a minute.
-bench: $(STAMP) bench-timeouts bench-turns
+bench: $(STAMP) bench-timeouts bench-turns bench-agents
 	$(BIN)/python -m benchmarks.platform
 
 bench-quick: $(STAMP)

@@ -110,7 +110,7 @@ def run_agent_turn(agent: AnyAgent, context: TurnContext, limits: TurnLimits) ->
     usage = result.usage
     return AgentTurn(
         replies=[text] if text.strip() else [],
-        model=model_name(agent),
+        model=_answered_by(result.response) or model_name(agent),
         input_tokens=usage.input_tokens,
         output_tokens=usage.output_tokens,
         model_requests=usage.requests,
@@ -146,7 +146,20 @@ def model_name(agent: AnyAgent) -> str | None:
     model = agent.model
     if model is None or isinstance(model, str):
         return model
-    return f"{model.system}:{model.model_name}"
+    name = f"{model.system}:{model.model_name}"
+    base_url = model.base_url
+    # An OpenAI-compatible server of the business's own (MODEL_BASE_URL): say which.
+    if base_url and "api.openai.com" not in base_url and model.system == "openai":
+        name += f" at {base_url.rstrip('/')}"
+    return name
+
+
+def _answered_by(response: ModelResponse) -> str | None:
+    """The model that answered (an override in tests, a fallback model in production)."""
+    if not response.model_name:
+        return None
+    name = response.model_name.rstrip(":")
+    return f"{response.provider_name}:{name}" if response.provider_name else name
 
 
 def user_prompt(context: TurnContext) -> str:

@@ -185,11 +185,14 @@ def conversations_list(
     if not rows:
         click.echo("no conversations")
         return
-    click.echo(f"{'id':36}  {'status':18}  {'channel':7}  {'address':16}  {'inbound':>7}  updated")
+    click.echo(
+        f"{'id':36}  {'status':18}  {'service':10}  {'channel':7}  {'address':16}  "
+        f"{'inbound':>7}  updated"
+    )
     for r in rows:
         status_text = r.status + (f"/{r.finish_reason}" if r.finish_reason else "")
         click.echo(
-            f"{r.id!s:36}  {status_text:18}  {r.channel:7}  {r.address:16}  "
+            f"{r.id!s:36}  {status_text:18}  {r.service:10}  {r.channel:7}  {r.address:16}  "
             f"{r.inbound_count:>7}  {_ago(r.updated_at)}"
         )
 

@@ -20,7 +20,6 @@ from pydantic_ai.providers.openai import OpenAIProvider
 
 import dormouse
 
-ORDERS_DB = Path(os.environ.get("ACME_ORDERS_DB", "var/acme-orders.db"))
 SAMPLE_ORDERS = [
     ("A-1001", "shipped", "arrives Thursday"),
     ("A-1002", "processing", "leaves the warehouse tomorrow"),
@@ -30,8 +29,9 @@ SAMPLE_ORDERS = [
 
 def orders() -> sqlite3.Connection:
     """Acme's order table: a small SQLite file, created with sample rows on first use."""
-    ORDERS_DB.parent.mkdir(parents=True, exist_ok=True)
-    db = sqlite3.connect(ORDERS_DB)
+    path = Path(os.environ.get("ACME_ORDERS_DB", "var/acme-orders.db"))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    db = sqlite3.connect(path)
     db.execute("CREATE TABLE IF NOT EXISTS orders (id TEXT PRIMARY KEY, status TEXT, note TEXT)")
     db.executemany("INSERT OR IGNORE INTO orders VALUES (?, ?, ?)", SAMPLE_ORDERS)
     db.commit()

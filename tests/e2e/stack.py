@@ -118,14 +118,19 @@ class Stack:
     # --- as Twilio and as an operator -----------------------------------------------------
 
     def text(
-        self, body: str, sender: str, sid: str | None = None, client: httpx.Client | None = None
+        self,
+        body: str,
+        sender: str,
+        sid: str | None = None,
+        client: httpx.Client | None = None,
+        to: str = FROM_NUMBER,
     ) -> httpx.Response:
         url = self.base + "/webhooks/twilio/sms"
         form = {
             "MessageSid": sid or "SM" + uuid.uuid4().hex,
             "AccountSid": ACCOUNT_SID,
             "From": sender,
-            "To": FROM_NUMBER,
+            "To": to,
             "Body": body,
             "NumMedia": "0",
         }

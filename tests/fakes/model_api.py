@@ -1,12 +1,19 @@
-"""A local OpenAI-compatible chat completions server: scripted, slow on demand, observable."""
+"""A local OpenAI-compatible chat completions server: scripted, slow on demand, observable.
+
+It answers "ack: <the customer's last message>", or, when it is offered a ``lookup_order``
+tool and the customer names an order ("A-1001"), calls that tool first (a real tool call)
+and answers "ack: <what the tool returned>".
+"""
 
 from __future__ import annotations
 
 import json
+import re
 import threading
 import time
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
 
 
 @dataclass
@@ -65,18 +72,12 @@ class FakeModel:
             delay = self.delay
         try:
             time.sleep(delay)
-            users = [m["content"] for m in body["messages"] if m["role"] == "user"]
             reply = {
                 "id": "chatcmpl-fake",
                 "object": "chat.completion",
                 "model": body.get("model", "fake"),
-                "choices": [
-                    {
-                        "index": 0,
-                        "finish_reason": "stop",
-                        "message": {"role": "assistant", "content": f"ack: {users[-1]}"},
-                    }
-                ],
+                "choices": [{"index": 0, **_answer(body)}],
+                "usage": {"prompt_tokens": 11, "completion_tokens": 7, "total_tokens": 18},
             }
             data = json.dumps(reply).encode()
             req.send_response(200)
@@ -89,3 +90,34 @@ class FakeModel:
         finally:
             with self.lock:
                 self.in_flight -= 1
+
+
+ORDER = re.compile(r"\b([A-Z]-\d{4})\b", re.IGNORECASE)
+
+
+def _answer(body: dict[str, Any]) -> dict[str, Any]:
+    messages = body["messages"]
+    last = messages[-1]
+    if last["role"] == "tool":
+        text = f"ack: {last['content']}"
+        return {"finish_reason": "stop", "message": {"role": "assistant", "content": text}}
+    users = [m["content"] for m in messages if m["role"] == "user"]
+    offered = {t["function"]["name"] for t in body.get("tools", [])}
+    order = ORDER.search(str(users[-1]))
+    if "lookup_order" in offered and order:
+        call = {
+            "id": f"call_{len(messages)}",
+            "type": "function",
+            "function": {
+                "name": "lookup_order",
+                "arguments": json.dumps({"order_id": order.group(1)}),
+            },
+        }
+        return {
+            "finish_reason": "tool_calls",
+            "message": {"role": "assistant", "content": None, "tool_calls": [call]},
+        }
+    return {
+        "finish_reason": "stop",
+        "message": {"role": "assistant", "content": f"ack: {users[-1]}"},
+    }
