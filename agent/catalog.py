@@ -10,7 +10,7 @@ from __future__ import annotations
 import importlib
 import os
 import sys
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -55,9 +55,11 @@ class AgentCatalog:
     def for_service(self, service: str) -> AnyAgent:
         return self.agents.get(service, self.default)
 
-    def describe(self, default_service: str) -> list[AgentInfo]:
-        named = {default_service: self.default, **self.agents}
-        return [_info(service, agent) for service, agent in sorted(named.items())]
+    def describe(self, default_service: str, routed: Iterable[str] = ()) -> list[AgentInfo]:
+        """Every service that has an agent or receives messages (``routed``: the services
+        SMS_SERVICES and EMAIL_SERVICES name), with the agent that answers it."""
+        services = {default_service, *routed, *self.agents}
+        return [_info(service, self.for_service(service)) for service in sorted(services)]
 
 
 def load_agents(settings: Settings) -> AgentCatalog:
@@ -68,17 +70,27 @@ def load_agents(settings: Settings) -> AgentCatalog:
         return AgentCatalog(default=default)
     module_name, _, attribute = spec.partition(":")
     attribute = attribute or "agents"
+    if module_name.endswith(".py") or "/" in module_name:
+        raise ConfigurationError(
+            f"DORMOUSE_AGENTS={spec}: give the module's dotted name as Python imports it "
+            f"(acme.agents), not a file path"
+        )
     # Like celery -A and uvicorn: the business's module is found from where Dormouse runs.
     if os.getcwd() not in sys.path:
         sys.path.insert(0, os.getcwd())
     try:
         module = importlib.import_module(module_name)
     except Exception as exc:
+        said = " ".join(str(exc).split())  # one line, whatever the library wrote
         raise ConfigurationError(
-            f"DORMOUSE_AGENTS={spec}: cannot import {module_name!r}: "
-            f"{exc.__class__.__name__}: {exc}"
+            f"DORMOUSE_AGENTS={spec}: importing {module_name!r} failed: "
+            f"{exc.__class__.__name__}: {said}"
         ) from None
-    found = getattr(module, attribute, None)
+    if not hasattr(module, attribute):
+        raise ConfigurationError(
+            f"DORMOUSE_AGENTS={spec}: module {module_name!r} has no attribute {attribute!r}"
+        )
+    found = getattr(module, attribute)
     if not isinstance(found, Mapping):
         raise ConfigurationError(
             f"DORMOUSE_AGENTS={spec}: {module_name}.{attribute} must be a dict of "
@@ -96,8 +108,22 @@ def load_agents(settings: Settings) -> AgentCatalog:
                 f"{type(agent).__name__}, not a pydantic_ai.Agent or an object with "
                 "run_turn() and summarize()"
             )
+        if isinstance(agent, PydanticAgent) and not _takes_turn_deps(agent):
+            raise ConfigurationError(
+                f"DORMOUSE_AGENTS={spec}: the agent for service {service!r} has "
+                f"deps_type={getattr(agent.deps_type, '__name__', agent.deps_type)}; Dormouse "
+                "gives every run dormouse.TurnDeps: Agent(..., deps_type=dormouse.TurnDeps)"
+            )
         agents[service] = agent
     return AgentCatalog(agents, default)
+
+
+def _takes_turn_deps(agent: PydanticAgent[Any, Any]) -> bool:
+    deps_type = agent.deps_type
+    # object is the default: an agent built without deps_type=dormouse.TurnDeps.
+    return (
+        isinstance(deps_type, type) and deps_type is not object and issubclass(TurnDeps, deps_type)
+    )
 
 
 def default_agent(settings: Settings) -> AnyAgent:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -46,6 +47,8 @@ from agent.tools import DEFAULT_TOOL_TIMEOUT, Toolbox, builtin_toolset
 from conversations.errors import TurnOverLimit
 from conversations.states import Direction
 from conversations.transcript import MessageView
+
+log = logging.getLogger(__name__)
 
 # How a reply should read on each medium; the channel shapes it again after the model.
 MEDIUM = {
@@ -146,10 +149,13 @@ def model_name(agent: AnyAgent) -> str | None:
     model = agent.model
     if model is None or isinstance(model, str):
         return model
-    name = f"{model.system}:{model.model_name}"
+    # openai-chat and openai-responses are both "openai": say which API is spoken, since
+    # OpenAI-compatible servers (Ollama, vLLM) speak Chat Completions only.
+    kind = {"OpenAIChatModel": "openai-chat", "OpenAIResponsesModel": "openai-responses"}
+    name = f"{kind.get(type(model).__name__, model.system)}:{model.model_name}"
     base_url = model.base_url
     # An OpenAI-compatible server of the business's own (MODEL_BASE_URL): say which.
-    if base_url and "api.openai.com" not in base_url and model.system == "openai":
+    if base_url and "api.openai.com" not in base_url:
         name += f" at {base_url.rstrip('/')}"
     return name
 
@@ -240,6 +246,12 @@ class ToolRecorder(AbstractCapability[TurnDeps]):
             raise
         except Exception as exc:
             error = f"{exc.__class__.__name__}: {exc}"
+            log.warning(
+                "tool %s of conversation %s failed; the model is told",
+                call.tool_name,
+                deps.conversation_id,
+                exc_info=True,
+            )
             _record(deps, call, started, error=error)
             return f"error: {error}"
         _record(deps, call, started, result=result)

@@ -54,11 +54,14 @@ def agents() -> None:
     """List each service with its agent, model and tools (from DORMOUSE_AGENTS and MODEL*)."""
     settings = get_settings()
     catalog = load_agents_or_exit(settings)
-    source = settings.dormouse_agents or "(DORMOUSE_AGENTS unset: every service gets the default)"
-    click.echo(
-        f"agents from {source}; any other service gets the default ({settings.default_service})"
-    )
-    for info in catalog.describe(settings.default_service):
+    if settings.dormouse_agents:
+        click.echo(
+            f"DORMOUSE_AGENTS={settings.dormouse_agents}; "
+            "a service it does not name gets the default agent"
+        )
+    else:
+        click.echo("DORMOUSE_AGENTS is not set: every service gets the default agent")
+    for info in catalog.describe(settings.default_service, settings.routed_services()):
         click.echo(f"  {info.line()}")
 
 
@@ -71,9 +74,9 @@ def up(host: str, port: int | None, concurrency: int) -> None:
     from cli.supervisor import run_up
 
     settings = get_settings()
-    agents = [
-        info.line() for info in load_agents_or_exit(settings).describe(settings.default_service)
-    ]
+    catalog = load_agents_or_exit(settings)
+    described = catalog.describe(settings.default_service, settings.routed_services())
+    agents = [info.line() for info in described]
     sys.exit(run_up(settings, host, port or settings.port, concurrency, agents))
 
 
@@ -219,7 +222,7 @@ def conversations_show(conversation_id: uuid.UUID, as_json: bool) -> None:
     click.echo(f"conversation {detail.id}: {detail.status}{reason}")
     click.echo(f"  service {detail.service}, channel {detail.channel}, address {detail.address}")
     click.echo(
-        f"  customer {detail.customer_id}, {detail.turn_count} turns, "
+        f"  customer {detail.customer_id}, {_count(detail.turn_count, 'turn')}, "
         f"started {detail.created_at:%Y-%m-%d %H:%M:%S}Z"
     )
     if detail.last_error:
@@ -236,7 +239,7 @@ def conversations_show(conversation_id: uuid.UUID, as_json: bool) -> None:
         usage = detail.usage
         click.echo(
             f"  usage: {usage.input_tokens} input + {usage.output_tokens} output tokens, "
-            f"{usage.model_requests} model requests"
+            f"{_count(usage.model_requests, 'model request')}"
         )
         for turn in detail.turns:
             model = f" {turn.model}" if turn.model else ""
@@ -411,6 +414,10 @@ def _post_webhook(base: str, path: str, **request: Any) -> None:
 
 def _ago(when: datetime) -> str:
     return f"{when:%Y-%m-%d %H:%M:%S}Z"
+
+
+def _count(n: int, noun: str) -> str:
+    return f"{n} {noun}" if n == 1 else f"{n} {noun}s"
 
 
 def _register() -> None:

@@ -175,13 +175,22 @@ class Settings(BaseSettings):
         """
         return self.email_inbound_secret or local_secret(self.data_dir, "email-inbound-secret")
 
-    def email_service_for(self, recipients: list[str]) -> str:
-        """The service a mail belongs to, from the first recipient ``EMAIL_SERVICES`` names."""
+    def email_addresses(self) -> dict[str, str]:
+        """Our address (lower case) → the service it serves, from ``EMAIL_SERVICES``."""
         table: dict[str, str] = {}
         for pair in self.email_services.split(","):
             address, sep, service = pair.strip().partition("=")
             if sep and address.strip() and service.strip():
                 table[address.strip().lower()] = service.strip()
+        return table
+
+    def routed_services(self) -> set[str]:
+        """Every service a number or an address routes messages to."""
+        return {*self.sms_numbers().values(), *self.email_addresses().values()}
+
+    def email_service_for(self, recipients: list[str]) -> str:
+        """The service a mail belongs to, from the first recipient ``EMAIL_SERVICES`` names."""
+        table = self.email_addresses()
         for recipient in recipients:
             if recipient.lower() in table:
                 return table[recipient.lower()]
