@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: up test test-postgres test-sqlite lint install lock clean bench bench-quick bench-timeouts bench-turns bench-agents faults faults-quick
+.PHONY: up test test-postgres test-sqlite lint install lock clean bench bench-quick bench-timeouts bench-turns bench-agents bench-tools faults faults-quick
 
 $(STAMP): pyproject.toml constraints.txt
 	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' \
@@ -55,13 +55,26 @@ bench-timeouts: $(STAMP)
 bench-agents: $(STAMP)
 	$(BIN)/python -m benchmarks.agent_cost
 
-## The platform figures (real processes, paced load); bench-quick runs in under a minute.
-bench: $(STAMP) bench-timeouts bench-turns bench-agents
-	$(BIN)/python -m benchmarks.platform
+## The ingest figure's load generator is wrk (C, so the figure is the server's, not a Python
+## client's): installed from the distribution's packages when missing.
+SUDO := $(shell [ "$$(id -u)" = 0 ] || command -v sudo)
+bench-tools:
+	@command -v wrk >/dev/null || { \
+		echo "installing wrk, the ingest benchmark's load generator (apt-get install wrk)"; \
+		$(SUDO) apt-get install -y -qq wrk >/dev/null 2>&1 \
+		|| { $(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq wrk >/dev/null; } \
+		|| { echo "could not install wrk: install it (apt-get/brew install wrk) and rerun"; exit 1; }; }
 
-bench-quick: $(STAMP)
+## The platform figures (real processes, paced load) and the slow-model figures.
+bench: $(STAMP) bench-tools bench-timeouts bench-turns bench-agents
+	$(BIN)/python -m benchmarks.platform
+	$(BIN)/python -m benchmarks.slow_model
+
+## A few minutes: small counts of each.
+bench-quick: $(STAMP) bench-tools
 	$(BIN)/python -m benchmarks.platform --quick
 	$(BIN)/python -m benchmarks.timeout_sweep --quick
+	$(BIN)/python -m benchmarks.slow_model --quick
 	$(BIN)/python -m benchmarks.turn_cost --quick
 
 ## The fault suite: real processes while workers, the broker or the database fail.

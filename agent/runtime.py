@@ -18,7 +18,7 @@ from typing import Any
 
 from pydantic_ai import Agent as PydanticAgent
 from pydantic_ai.capabilities import AbstractCapability
-from pydantic_ai.direct import model_request_sync
+from pydantic_ai.direct import model_request
 from pydantic_ai.exceptions import (
     ApprovalRequired,
     CallDeferred,
@@ -42,6 +42,7 @@ from pydantic_core import ValidationError
 
 from agent.base import AnyAgent, TurnContext
 from agent.deps import ToolCall, TurnDeps
+from agent.loop import run_on_agent_loop
 from agent.summary import extractive_summary
 from agent.tools import DEFAULT_TOOL_TIMEOUT, Toolbox, builtin_toolset
 from conversations.errors import TurnOverLimit
@@ -64,6 +65,7 @@ OPENING_PROMPT = (
     "Write the first message to the customer.)"
 )
 
+SUMMARY_TIMEOUT = 60.0  # seconds; past it the extractive summary stands in
 SUMMARY_INSTRUCTIONS = (
     "Summarize this customer conversation in two or three sentences: what the customer "
     "wanted and how it ended."
@@ -92,17 +94,19 @@ def run_agent_turn(agent: AnyAgent, context: TurnContext, limits: TurnLimits) ->
     """Run one turn. Raises ``TurnOverLimit`` when the agent passes ``limits.model_requests``."""
     if not isinstance(agent, PydanticAgent):
         return AgentTurn(agent.run_turn(context, Toolbox(context.deps)))
+    run = agent.run(
+        user_prompt(context),
+        deps=context.deps,
+        message_history=message_history(context),
+        instructions=MEDIUM.get(context.deps.channel),
+        toolsets=[builtin_toolset()],
+        capabilities=[ToolRecorder(limits.tool_timeout)],
+        usage_limits=UsageLimits(request_limit=limits.model_requests),
+    )
     try:
-        result = agent.run_sync(
-            user_prompt(context),
-            deps=context.deps,
-            message_history=message_history(context),
-            instructions=MEDIUM.get(context.deps.channel),
-            toolsets=[builtin_toolset()],
-            capabilities=[ToolRecorder(limits.tool_timeout)],
-            usage_limits=UsageLimits(request_limit=limits.model_requests),
-            timeout=limits.deadline,
-        )
+        # The run waits on the model on the process's agent loop, beside every other turn in
+        # flight; this thread waits for it, never past the deadline (then it is cancelled).
+        result = run_on_agent_loop(run, limits.deadline)
     except UsageLimitExceeded as exc:
         raise TurnOverLimit(
             f"the agent made more than {limits.model_requests} model requests in one turn "
@@ -133,7 +137,7 @@ def summarize(agent: AnyAgent, messages: Sequence[MessageView], finish_reason: s
     )
     if agent.model is not None:
         try:
-            response = model_request_sync(agent.model, [request])
+            response = run_on_agent_loop(model_request(agent.model, [request]), SUMMARY_TIMEOUT)
             text = "".join(p.content for p in response.parts if isinstance(p, TextPart)).strip()
             if text:
                 return text

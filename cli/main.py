@@ -68,8 +68,13 @@ def agents() -> None:
 @cli.command()
 @click.option("--host", default="127.0.0.1", show_default=True)
 @click.option("--port", type=int, default=None, help="API port (default: PORT or 8000)")
-@click.option("--concurrency", type=int, default=2, show_default=True, help="worker processes")
-def up(host: str, port: int | None, concurrency: int) -> None:
+@click.option(
+    "--concurrency", type=int, default=2, show_default=True, help="delivery worker processes"
+)
+@click.option(
+    "--turn-concurrency", type=int, default=64, show_default=True, help="turns held at once"
+)
+def up(host: str, port: int | None, concurrency: int, turn_concurrency: int) -> None:
     """Run broker, migrations, API, worker and beat in the foreground (embedded by default)."""
     from cli.supervisor import run_up
 
@@ -77,7 +82,7 @@ def up(host: str, port: int | None, concurrency: int) -> None:
     catalog = load_agents_or_exit(settings)
     described = catalog.describe(settings.default_service, settings.routed_services())
     agents = [info.line() for info in described]
-    sys.exit(run_up(settings, host, port or settings.port, concurrency, agents))
+    sys.exit(run_up(settings, host, port or settings.port, concurrency, agents, turn_concurrency))
 
 
 @cli.command()
@@ -109,18 +114,53 @@ def api(host: str, port: int | None, workers: int) -> None:
 
 
 @cli.command()
-@click.option("--concurrency", type=int, default=2, show_default=True)
-@click.option("--pool", default="prefork", show_default=True)
+@click.option(
+    "--queues",
+    "role",
+    type=click.Choice(["turns", "deliveries", "all"]),
+    default="all",
+    show_default=True,
+    help="turns: agent turns only; deliveries: replies, sweeps and wrap-ups; all: both in one",
+)
+@click.option(
+    "--turn-concurrency",
+    type=click.IntRange(1, 1000),
+    default=64,
+    show_default=True,
+    help="turns one worker holds at once (threads waiting on the model; turns and all)",
+)
+@click.option(
+    "--concurrency",
+    type=click.IntRange(1, 64),
+    default=2,
+    show_default=True,
+    help="processes (or threads) of a deliveries worker, or of a prefork pool",
+)
+@click.option("--pool", default=None, help="Celery pool (default: threads; prefork for deliveries)")
 @click.option("--hostname", default=None, help="Celery node name (unique per worker)")
-def worker(concurrency: int, pool: str, hostname: str | None) -> None:
-    """Run a Celery worker alone (turns, deliveries, sweeps). Run as many as you like."""
-    from workers.app import QUEUES
+def worker(
+    role: str, turn_concurrency: int, concurrency: int, pool: str | None, hostname: str | None
+) -> None:
+    """Run a Celery worker alone. Run as many as you like.
 
+    A turn waits seconds on its model and uses almost no CPU, so a turns worker holds many at
+    once in threads (a turn never holds a database connection while it waits). Deliveries,
+    sweeps and wrap-ups get their own worker, so a backlog of slow turns never delays a reply
+    already committed, a conversation closing, or the redrive: run one of each
+    (`dormouse up` does), or `--queues all` for a small installation.
+    """
+    from workers.app import QUEUES_OF
+
+    pool = pool or ("prefork" if role == "deliveries" else "threads")
+    if pool == "solo":
+        concurrency = 1
+    elif pool == "threads" and role != "deliveries":
+        concurrency = turn_concurrency
     argv = [
         "worker",
         f"--concurrency={concurrency}",
         f"--pool={pool}",
-        f"--queues={','.join(QUEUES)}",
+        f"--queues={','.join(QUEUES_OF[role])}",
         f"--loglevel={effective_log_level()}",
         # Gossip, mingle and heartbeats are broker subscriptions and events nothing here reads.
         "--without-gossip",

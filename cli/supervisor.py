@@ -1,6 +1,7 @@
-"""``dormouse up``: broker (embedded unless BROKER_URL is set), migrations, then API, worker
-and beat as child processes in the foreground. Ctrl-C stops them all. A child that exits is
-restarted with backoff, saying why; only one that keeps crashing fast stops everything.
+"""``dormouse up``: broker (embedded unless BROKER_URL is set), migrations, then API, a turn
+worker, a delivery worker and beat as child processes in the foreground. Ctrl-C stops them
+all. A child that exits is restarted with backoff, saying why; only one that keeps crashing
+fast stops everything.
 """
 
 from __future__ import annotations
@@ -67,7 +68,12 @@ def _read_state(settings: Settings) -> dict[str, str] | None:
 
 
 def run_up(
-    settings: Settings, host: str, port: int, concurrency: int, agents: Sequence[str] = ()
+    settings: Settings,
+    host: str,
+    port: int,
+    concurrency: int,
+    agents: Sequence[str] = (),
+    turn_concurrency: int = 64,
 ) -> int:
     lock = _hold_data_dir(settings)
     if not port_is_free(port, host):
@@ -90,7 +96,24 @@ def run_up(
         me = [sys.executable, "-m", "cli.main"]
         commands = {
             "api": [*me, "api", "--host", host, "--port", str(port)],
-            "worker": [*me, "worker", "--concurrency", str(concurrency)],
+            # Turns wait on models in threads; replies, sweeps and wrap-ups never queue
+            # behind them in a worker of their own.
+            "turn worker": [
+                *me,
+                "worker",
+                "--queues",
+                "turns",
+                "--turn-concurrency",
+                str(turn_concurrency),
+            ],
+            "delivery worker": [
+                *me,
+                "worker",
+                "--queues",
+                "deliveries",
+                "--concurrency",
+                str(concurrency),
+            ],
             "beat": [*me, "beat"],
         }
         children = [Child(name, argv, env) for name, argv in commands.items()]

@@ -7,6 +7,8 @@ request or task that started the unit of work commits once (``with session.begin
 from __future__ import annotations
 
 import sqlite3
+import sys
+import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -30,9 +32,23 @@ def make_engine(url: str) -> Engine:
         engine = create_engine(url, connect_args={"timeout": 30})
         _sqlite_immediate_transactions(engine)
         return engine
-    engine = create_engine(url, pool_size=POOL_SIZE, max_overflow=POOL_SIZE)
+    engine = create_engine(
+        url,
+        pool_size=POOL_SIZE,
+        max_overflow=POOL_SIZE,
+        # pg_stat_activity then says which process holds each connection.
+        connect_args={"application_name": process_name()} if "postgresql" in url else {},
+    )
     _ping_idle_connections(engine)
     return engine
+
+
+def process_name() -> str:
+    """``dormouse worker --queues turns`` and the like: the command this process runs."""
+    words = sys.argv[1:]
+    if words[:1] == ["--log-level"]:  # dormouse's own option, before the command
+        words = words[2:]
+    return " ".join(["dormouse", *words[:3]])[:63]
 
 
 # A connection back in the pool for less than this is used without a ping first.
@@ -94,13 +110,18 @@ def _sqlite_immediate_transactions(engine: Engine) -> None:
         connection.exec_driver_sql("BEGIN IMMEDIATE")
 
 
-@lru_cache(maxsize=4)
-def _engine_for(url: str) -> Engine:
-    return make_engine(url)
+_engines: dict[str, Engine] = {}
+_engines_lock = threading.Lock()
 
 
 def get_engine() -> Engine:
-    return _engine_for(get_settings().effective_database_url)
+    """This process's engine (one pool). Locked: a turn worker's threads all ask at once when
+    it starts, and an unlocked cache gave several of them an engine, and a pool, each."""
+    url = get_settings().effective_database_url
+    with _engines_lock:
+        if url not in _engines:
+            _engines[url] = make_engine(url)
+        return _engines[url]
 
 
 @lru_cache(maxsize=8)

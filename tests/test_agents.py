@@ -3,6 +3,7 @@ real database, through the API a developer reads them back from."""
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import time
 import uuid
@@ -267,3 +268,23 @@ def test_an_outbound_opening_gives_the_model_a_user_side_prompt(
     assert turn(db, settings, waker, cid, agent_with(script), "billing") == 1
     assert prompts == [OPENING_PROMPT]
     assert replies(db, cid) == ["Hi! Your invoice is ready."]
+
+
+def test_a_model_slower_than_the_turn_deadline_is_abandoned_and_nothing_commits(
+    db: Engine, settings: Settings, waker: CeleryWaker, client: TestClient
+) -> None:
+    # Threads pools do not enforce Celery's time limits: the turn keeps its own deadline.
+    settings = settings.model_copy(update={"turn_time_limit": 1})
+
+    async def stuck(messages: list[ModelMessage], info: AgentInfo) -> ModelResponse:
+        await asyncio.sleep(30)
+        return ModelResponse(parts=[TextPart("far too late")])
+
+    cid = ingest_sms(db, "hello?").conversation_id
+    started = time.monotonic()
+    assert turn(db, settings, waker, cid, agent_with(stuck)) == 0
+    assert time.monotonic() - started < 10  # the 30 s model call was not waited for
+    detail = client.get(f"/v1/conversations/{cid}").json()
+    assert detail["status"] == "suspended" and detail["turn_count"] == 0
+    assert "0.9" in detail["last_error"]  # the deadline, 90% of TURN_TIME_LIMIT
+    assert replies(db, cid) == []

@@ -22,6 +22,12 @@ from conversations.wakeup import (
 from workers.watchdog import WedgedChannelWatch
 
 QUEUES = (TURN_QUEUE, DELIVER_QUEUE, SWEEP_QUEUE)
+# What each kind of worker consumes (``dormouse worker --queues``).
+QUEUES_OF = {
+    "turns": (TURN_QUEUE,),
+    "deliveries": (DELIVER_QUEUE, SWEEP_QUEUE),
+    "all": QUEUES,
+}
 
 
 def create_celery(settings: Settings) -> Celery:

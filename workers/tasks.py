@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 import uuid
 from functools import lru_cache
 
@@ -19,13 +20,27 @@ from workers.turn import run_turn
 MAX_HINT_SECONDS = 300
 
 
-@lru_cache(maxsize=1)
+# A turn worker's threads all start at once: built under a lock, so once per process.
+_building = threading.Lock()
+
+
 def agents() -> AgentCatalog:
+    with _building:
+        return _agents()
+
+
+def waker() -> CeleryWaker:
+    with _building:
+        return _waker()
+
+
+@lru_cache(maxsize=1)
+def _agents() -> AgentCatalog:
     return load_agents(get_settings())
 
 
 @lru_cache(maxsize=1)
-def waker() -> CeleryWaker:
+def _waker() -> CeleryWaker:
     return CeleryWaker(app)
 
 

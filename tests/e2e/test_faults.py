@@ -189,3 +189,28 @@ def test_broker_down_while_every_slot_is_busy_the_worker_consumes_again_once_it_
     [reply] = fake_twilio.wait_for(1, to=later, timeout=40)
     assert reply.body == "ack: three"
     assert "acks were lost and stopped consuming" in (stack.workdir / "worker0.log").read_text()
+
+
+def test_kill_9_of_a_turn_worker_holding_many_turns_each_is_answered_once_after_redrive(
+    make_stack: Callable[..., Stack], fake_twilio: FakeTwilio, fake_model: FakeModel
+) -> None:
+    fake_model.delay = 30  # every turn waits on the model until its worker is killed
+    stack = make_stack(MODEL_BASE_URL=fake_model.url).start(workers=0)
+    turns = ["worker", "--queues", "turns", "--turn-concurrency", "32"]
+    stack.spawn("turns", *turns, "--hostname", "turns@e2e")
+    stack.spawn("deliveries", "worker", "--queues", "deliveries", "--hostname", "deliveries@e2e")
+    customers = [f"+155555{i:05d}" for i in range(20)]
+    for customer in customers:
+        assert stack.text("are you there?", customer).status_code == 200
+    wait_until(
+        lambda: fake_model.in_flight >= len(customers), 30, "20 turns in flight in one worker"
+    )
+
+    stack.kill9("turns")
+    fake_model.delay = 0
+    stack.spawn("survivor", *turns, "--hostname", "survivor@e2e")
+    for customer in customers:
+        [reply] = fake_twilio.wait_for(1, to=customer, timeout=60)
+        assert reply.body == "ack: are you there?"
+    time.sleep(3)  # several redrive sweeps later, still exactly one reply each
+    assert [len(fake_twilio.sent_to(c)) for c in customers] == [1] * len(customers)
