@@ -140,7 +140,8 @@ class Dormouse:
         me = [sys.executable, "-m", "cli.main", "--log-level", "WARNING"]
         for name, args in (
             ("api", ["api", "--port", str(self.port)]),
-            ("worker", ["worker", "--concurrency", "2"]),
+            ("turns", ["worker", "--queues", "turns"]),
+            ("deliveries", ["worker", "--queues", "deliveries", "--concurrency", "2"]),
         ):
             log = (self.workdir / f"{name}.log").open("ab")
             proc = subprocess.Popen(
@@ -161,12 +162,16 @@ class Dormouse:
             return False
 
     def worker_rss(self) -> int:
-        worker = psutil.Process(self.procs[1].pid)
-        return sum(p.memory_info().rss for p in [worker, *worker.children(recursive=True)])
+        total = 0
+        for proc in self.procs[1:]:  # the turn worker and the delivery worker
+            worker = psutil.Process(proc.pid)
+            total += sum(p.memory_info().rss for p in [worker, *worker.children(recursive=True)])
+        return total
 
     def pause_worker(self, paused: bool) -> None:
         """Stop the worker's processes (SIGSTOP) so the API has the cores to itself."""
-        os.killpg(self.procs[1].pid, signal.SIGSTOP if paused else signal.SIGCONT)
+        for proc in self.procs[1:]:
+            os.killpg(proc.pid, signal.SIGSTOP if paused else signal.SIGCONT)
 
     def stop(self) -> None:
         for p in self.procs:
@@ -356,7 +361,7 @@ end
 
 def main() -> None:
     if shutil.which("wrk") is None:
-        raise SystemExit("the ingest figure needs wrk on PATH: apt-get install wrk")
+        raise SystemExit("the ingest figure needs wrk on PATH: make bench-tools installs it")
     parser = argparse.ArgumentParser()
     parser.add_argument("--quick", action="store_true")
     args = parser.parse_args()
@@ -420,7 +425,8 @@ def main() -> None:
     body = f"""## Platform overhead ({"quick" if args.quick else "full"})
 
 Measured {today()} on {facts}. Command: `make bench{"-quick" if args.quick else ""}`.
-One API process (uvicorn), one Celery worker (prefork, 2 children), PostgreSQL and Redis on
+One API process (uvicorn), a turn worker (threads) and a delivery worker (prefork, 2
+children), as `dormouse up` runs them, PostgreSQL and Redis on
 loopback, offline agent, a local server speaking Twilio's Messages API. Each webhook comes
 from a new number, so nothing coalesces: one webhook, one turn, one reply.
 
@@ -441,7 +447,7 @@ the first quarter's.
 | signed webhooks accepted (verified, committed, woken) | {ingest_row} |
 | peer: GET /healthz, same process and client | {bare:.0f} /s | {bare_p99 * 1000:.0f} ms | 1.00 x |
 
-| worker RSS (parent + children), turns since start | after {first:,} | after {last:,} | ratio |
+| RSS of both workers, turns since start | after {first:,} | after {last:,} | ratio |
 |---|---|---|---|
 | | {rss[first] / 2**20:.0f} MiB | {rss[last] / 2**20:.0f} MiB | {rss[last] / rss[first]:.2f} x |
 

@@ -72,7 +72,7 @@ def agents() -> None:
     "--concurrency", type=int, default=2, show_default=True, help="delivery worker processes"
 )
 @click.option(
-    "--turn-concurrency", type=int, default=64, show_default=True, help="turns held at once"
+    "--turn-concurrency", type=int, default=200, show_default=True, help="turns held at once"
 )
 def up(host: str, port: int | None, concurrency: int, turn_concurrency: int) -> None:
     """Run broker, migrations, API, worker and beat in the foreground (embedded by default)."""
@@ -125,7 +125,7 @@ def api(host: str, port: int | None, workers: int) -> None:
 @click.option(
     "--turn-concurrency",
     type=click.IntRange(1, 1000),
-    default=64,
+    default=200,
     show_default=True,
     help="turns one worker holds at once (threads waiting on the model; turns and all)",
 )
@@ -136,7 +136,11 @@ def api(host: str, port: int | None, workers: int) -> None:
     show_default=True,
     help="processes (or threads) of a deliveries worker, or of a prefork pool",
 )
-@click.option("--pool", default=None, help="Celery pool (default: threads; prefork for deliveries)")
+@click.option(
+    "--pool",
+    default=None,
+    help="Celery pool (default: threads when an agent waits on a model, else prefork)",
+)
 @click.option("--hostname", default=None, help="Celery node name (unique per worker)")
 def worker(
     role: str, turn_concurrency: int, concurrency: int, pool: str | None, hostname: str | None
@@ -151,7 +155,8 @@ def worker(
     """
     from workers.app import QUEUES_OF
 
-    pool = pool or ("prefork" if role == "deliveries" else "threads")
+    if pool is None:
+        pool = "prefork" if role == "deliveries" or not _waits_on_models() else "threads"
     if pool == "solo":
         concurrency = 1
     elif pool == "threads" and role != "deliveries":
@@ -170,6 +175,16 @@ def worker(
     if hostname:
         argv.append(f"--hostname={hostname}")
     sys.exit(run_celery(argv))
+
+
+def _waits_on_models() -> bool:
+    """Whether any service's agent waits on a model. Only the offline agent does not: its turns
+    are all CPU, so a process per core (prefork) serves them better than threads."""
+    from agent.offline import OfflineAgent
+
+    catalog = load_agents_or_exit(get_settings())
+    agents = (catalog.default, *catalog.agents.values())
+    return any(not isinstance(agent, OfflineAgent) for agent in agents)
 
 
 def run_celery(argv: list[str]) -> int:

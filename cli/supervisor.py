@@ -73,7 +73,7 @@ def run_up(
     port: int,
     concurrency: int,
     agents: Sequence[str] = (),
-    turn_concurrency: int = 64,
+    turn_concurrency: int = 200,
 ) -> int:
     lock = _hold_data_dir(settings)
     if not port_is_free(port, host):
