@@ -7,7 +7,7 @@ import logging
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 from sqlalchemy import Engine, text
-from sqlalchemy.exc import OperationalError
+from sqlalchemy.exc import IntegrityError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 from starlette.concurrency import run_in_threadpool
 
@@ -69,6 +69,16 @@ def create_app(
             headers={"Retry-After": "5"},
         )
 
+    @app.exception_handler(IntegrityError)
+    async def _constraint(_: Request, exc: IntegrityError) -> JSONResponse:
+        # A check before the write lost a race to a concurrent one (or missed a case): the
+        # database's constraint refused it and nothing was committed. A conflict, not a 500.
+        log.warning("refused by a database constraint: %s", exc.orig)
+        return JSONResponse(
+            {"detail": f"conflicts with an existing record ({_constraint_of(exc)})"},
+            status_code=409,
+        )
+
     @app.exception_handler(ConcurrentChange)
     async def _conflicting(_: Request, exc: ConcurrentChange) -> JSONResponse:
         # Rolled back after its retries: nothing was committed, so the sender may retry.
@@ -105,3 +115,13 @@ def create_app(
         return JSONResponse(checks, status_code=200 if ready else 503)
 
     return app
+
+
+def _constraint_of(exc: IntegrityError) -> str:
+    """The constraint's name (PostgreSQL) or what SQLite says of it, never the row's data."""
+    diag = getattr(exc.orig, "diag", None)
+    name = getattr(diag, "constraint_name", None)
+    if name:
+        return str(name)
+    said = str(exc.orig).splitlines()[0] if exc.orig is not None else ""
+    return said.removeprefix("UNIQUE constraint failed: ") or "a unique constraint"

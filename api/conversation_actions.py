@@ -13,11 +13,10 @@ from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
 
 from api.deps import require_api_key, state
-from api.timeout_routes import Duration, override_from
+from api.timeout_routes import DurationOrDefault, override_from
 from conversations import lifecycle
 from conversations.db import session_factory, transaction
 from conversations.states import FinishReason
-from conversations.timeouts import parse_duration
 from conversations.types import utcnow
 from conversations.views import ConversationDetail, conversation_detail
 from conversations.wakeup import Produced, publish
@@ -47,14 +46,7 @@ class MessageIn(BaseModel):
 
 
 class PatchIn(BaseModel):
-    inactivity: Duration = Field(..., description='duration, null (never) or "default"')
-
-    @field_validator("inactivity", mode="before")
-    @classmethod
-    def _valid(cls, value: Duration) -> Duration:
-        if not (isinstance(value, str) and value.strip().lower() == "default"):
-            parse_duration(value)
-        return value
+    inactivity: DurationOrDefault = Field(..., description='duration, null (never) or "default"')
 
 
 T = TypeVar("T")

@@ -6,7 +6,16 @@ from datetime import timedelta
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Query, Request
-from pydantic import BaseModel, Field, field_validator, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    Field,
+    StrictFloat,
+    StrictInt,
+    StrictStr,
+    field_validator,
+    model_validator,
+)
 from starlette.concurrency import run_in_threadpool
 
 from api.deps import require_api_key, state
@@ -31,7 +40,24 @@ PRECEDENCE = (
     "conversation override > service+channel > channel > service > global > shipped default"
 )
 DEFAULT_NUDGE = "Still there? Reply to keep this conversation open."
-Duration = str | int | float | None
+
+
+def _a_duration(value: str | int | float | None) -> str | int | float | None:
+    parse_duration(value)  # raises ValueError naming the problem → 422 on this field
+    return value
+
+
+def _a_duration_or_default(value: str | int | float | None) -> str | int | float | None:
+    if isinstance(value, str) and value.strip().lower() == "default":
+        return value
+    return _a_duration(value)
+
+
+# Checked after pydantic's own type check (strict: no true/false as 1/0), so a value of the
+# wrong shape ({}, []) is a 422 naming the field, never a parse on something not a duration.
+_DurationShape = StrictStr | StrictInt | StrictFloat | None
+Duration = Annotated[_DurationShape, AfterValidator(_a_duration)]
+DurationOrDefault = Annotated[_DurationShape, AfterValidator(_a_duration_or_default)]
 
 
 def _channel(value: str | None) -> str:
@@ -52,12 +78,6 @@ class PolicyIn(BaseModel):
     closing_message: str | None = Field(None, max_length=1600)
 
     _channel_known = field_validator("channel")(classmethod(lambda cls, v: _channel(v) or None))
-
-    @field_validator("inactivity", "nudge_before", mode="before")
-    @classmethod
-    def _duration(cls, value: Duration) -> Duration:
-        parse_duration(value)  # raises ValueError naming the problem → 422 on this field
-        return value
 
     @model_validator(mode="after")
     def _nudge_fits(self) -> PolicyIn:
@@ -181,7 +201,7 @@ async def timeout_history(
     return await run_in_threadpool(read)
 
 
-def override_from(value: Duration) -> tuple[bool, int | None]:
+def override_from(value: str | int | float | None) -> tuple[bool, int | None]:
     """PATCH value → (override set, seconds): "default" clears, null means never."""
     if isinstance(value, str) and value.strip().lower() == "default":
         return (False, None)

@@ -129,7 +129,7 @@ def create_customer(
     addresses: list[tuple[str, str]],
 ) -> Customer:
     """A customer with its (already normalized) addresses; refuses any address taken."""
-    if external_id:
+    if external_id is not None:  # "" is an id like any other: unique too
         taken = session.scalar(select(Customer.id).where(Customer.external_id == external_id))
         if taken:
             raise ExternalIdTaken(external_id, taken)

@@ -70,3 +70,35 @@ def test_without_a_key_the_answer_is_401_with_a_challenge(client: TestClient) ->
     response = client.get("/v1/conversations", headers={"Authorization": ""})
     assert response.status_code == 401
     assert response.headers["WWW-Authenticate"] == "Bearer"
+
+
+@pytest.mark.parametrize("shape", [{}, [], True, {"hours": 2}])
+def test_a_duration_of_the_wrong_shape_is_a_422_naming_the_field_never_a_500(
+    client: TestClient, shape: object
+) -> None:
+    started = client.post(
+        "/v1/conversations",
+        json={"service": "s", "channel": "sms", "to": "+15555550123", "message": "hi"},
+    )
+    assert started.status_code == 201, started.text
+    cid = started.json()["id"]
+    answers = [
+        client.patch(f"/v1/conversations/{cid}", json={"inactivity": shape}),
+        client.put("/v1/timeouts", json={"inactivity": shape}),
+        client.put("/v1/timeouts", json={"inactivity": "2h", "nudge_before": shape}),
+    ]
+    for answer, field in zip(answers, ["inactivity", "inactivity", "nudge_before"], strict=True):
+        assert answer.status_code == 422, answer.text
+        assert field in answer.text
+    assert client.get(f"/v1/conversations/{cid}").json()["timeout_override_set"] is False
+
+
+@pytest.mark.parametrize("external_id", ["", "crm-42"])
+def test_a_taken_external_id_is_a_409_naming_its_owner(
+    client: TestClient, external_id: str
+) -> None:
+    first = client.post("/v1/customers", json={"external_id": external_id})
+    assert first.status_code == 201, first.text
+    again = client.post("/v1/customers", json={"external_id": external_id})
+    assert again.status_code == 409, again.text
+    assert again.json()["detail"]["customer_id"] == first.json()["id"]
