@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import json
 import logging
+from typing import Any
 
 from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from sqlalchemy import Engine, text
 from sqlalchemy.exc import IntegrityError, OperationalError
@@ -19,6 +22,7 @@ from api import (
     timeout_routes,
 )
 from api.deps import AppState, state
+from api.gate import ApiGate
 from channels.registry import webhook_routers
 from conversations.broker import ping_broker
 from conversations.db import get_engine
@@ -40,6 +44,7 @@ def create_app(
         waker=waker or CeleryWaker(settings=settings),
         api_keys=settings.api_keys(),
     )
+    app.add_middleware(ApiGate, keys=app.state.dormouse.api_keys, max_bytes=settings.max_api_bytes)
     for router in webhook_routers():
         app.include_router(router)
     app.include_router(operator_routes.router)
@@ -78,6 +83,12 @@ def create_app(
             {"detail": f"conflicts with an existing record ({_constraint_of(exc)})"},
             status_code=409,
         )
+
+    @app.exception_handler(RequestValidationError)
+    async def _invalid(_: Request, exc: RequestValidationError) -> JSONResponse:
+        # What is wrong and where, quoting at most a snippet of the input: a 5 MB text must
+        # not come back as a 5 MB error.
+        return JSONResponse({"detail": [_problem(e) for e in exc.errors()]}, status_code=422)
 
     @app.exception_handler(ConcurrentChange)
     async def _conflicting(_: Request, exc: ConcurrentChange) -> JSONResponse:
@@ -125,3 +136,21 @@ def _constraint_of(exc: IntegrityError) -> str:
         return str(name)
     said = str(exc.orig).splitlines()[0] if exc.orig is not None else ""
     return said.removeprefix("UNIQUE constraint failed: ") or "a unique constraint"
+
+
+SNIPPET = 80  # characters of a refused input quoted back
+
+
+def _problem(error: Any) -> dict[str, Any]:
+    problem = {
+        "loc": list(error.get("loc", ())),
+        "msg": str(error.get("msg", "")).removeprefix("Value error, "),
+        "type": error.get("type", "value_error"),
+    }
+    if "input" in error:
+        shown = error["input"]
+        text = shown if isinstance(shown, str) else json.dumps(shown, default=str)
+        if len(text) > SNIPPET:
+            shown = text[:SNIPPET] + f"… ({len(text)} characters)"
+        problem["input"] = shown
+    return problem

@@ -7,12 +7,12 @@ from collections.abc import Callable
 from typing import Annotated, Literal, TypeVar
 
 from fastapi import APIRouter, Body, Depends, Request
-from pydantic import BaseModel, Field, field_validator
+from pydantic import Field, field_validator
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
 
-from api.deps import require_api_key, state
+from api.deps import ApiBody, require_api_key, state
 from api.timeout_routes import DurationOrDefault, override_from
 from conversations import lifecycle
 from conversations.db import session_factory, transaction
@@ -26,15 +26,15 @@ router = APIRouter(
 )
 
 
-class FinishIn(BaseModel):
+class FinishIn(ApiBody):
     reason: Literal["api", "operator"] = "api"
 
 
-class HandoffIn(BaseModel):
+class HandoffIn(ApiBody):
     reason: str = Field("operator took over", max_length=500)
 
 
-class MessageIn(BaseModel):
+class MessageIn(ApiBody):
     text: str = Field(..., min_length=1, max_length=1600)
 
     @field_validator("text")
@@ -45,7 +45,7 @@ class MessageIn(BaseModel):
         return value
 
 
-class PatchIn(BaseModel):
+class PatchIn(ApiBody):
     inactivity: DurationOrDefault = Field(..., description='duration, null (never) or "default"')
 
 

@@ -12,7 +12,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
 
-from api.deps import require_api_key, state
+from api.deps import ApiBody, require_api_key, state
 from conversations.addresses import normalize_address
 from conversations.channel_names import AddressKind
 from conversations.customers import create_customer, erase_customer, link_address
@@ -25,7 +25,7 @@ from memory.store import recall
 router = APIRouter(prefix="/v1/customers", tags=["customers"])
 
 
-class CustomerIn(BaseModel):
+class CustomerIn(ApiBody):
     external_id: str | None = Field(None, max_length=128)
     name: str | None = Field(None, max_length=200)
     phones: list[str] = Field(default_factory=list, max_length=20)
@@ -33,7 +33,7 @@ class CustomerIn(BaseModel):
     attributes: dict[str, Any] = Field(default_factory=dict)
 
 
-class IdentityIn(BaseModel):
+class IdentityIn(ApiBody):
     kind: AddressKind
     address: str = Field(..., min_length=1, max_length=320)
     merge: bool = False

@@ -7,11 +7,11 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Header, Request
 from fastapi.responses import JSONResponse
-from pydantic import BaseModel, Field
+from pydantic import Field
 from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
 
-from api.deps import require_api_key, state
+from api.deps import ApiBody, require_api_key, state
 from api.idempotency import run_once
 from conversations.channel_names import ChannelName
 from conversations.outbound import start_outbound
@@ -22,7 +22,7 @@ from conversations.wakeup import Produced, publish
 router = APIRouter(prefix="/v1", tags=["outbound"])
 
 
-class StartIn(BaseModel):
+class StartIn(ApiBody):
     service: str = Field(..., min_length=1, max_length=64)
     channel: ChannelName
     to: str | None = Field(None, max_length=320)

@@ -8,7 +8,6 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, Query, Request
 from pydantic import (
     AfterValidator,
-    BaseModel,
     Field,
     StrictFloat,
     StrictInt,
@@ -18,7 +17,7 @@ from pydantic import (
 )
 from starlette.concurrency import run_in_threadpool
 
-from api.deps import require_api_key, state
+from api.deps import ApiBody, require_api_key, state
 from conversations.channel_names import CHANNEL_NAMES
 from conversations.db import session_factory, transaction
 from conversations.errors import InvalidInput, NotFound
@@ -66,7 +65,7 @@ def _channel(value: str | None) -> str:
     return value or ""
 
 
-class PolicyIn(BaseModel):
+class PolicyIn(ApiBody):
     """A policy for a scope. ``inactivity``: ISO 8601 duration, seconds, 24h-style, or null
     (never). Omitting service and channel sets the global default."""
 

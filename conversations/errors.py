@@ -94,7 +94,9 @@ class AddressTaken(Taken):
 
     def __init__(self, kind: str, address: str, owner: uuid.UUID) -> None:
         super().__init__(
-            f"{kind} {address} belongs to customer {owner}; pass merge: true to merge", owner
+            f"{kind} {address} belongs to customer {owner}; to move it to another customer, "
+            'POST /v1/customers/{id}/identities with "merge": true',
+            owner,
         )
 
 

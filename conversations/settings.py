@@ -76,6 +76,7 @@ class Settings(BaseSettings):
     delivery_reconcile_after: float = Field(60.0, gt=0)
     broker_visibility_timeout: int = Field(3600, gt=0)
     max_webhook_bytes: int = Field(64 * 1024, gt=0)
+    max_api_bytes: int = Field(256 * 1024, gt=0)  # /v1 request bodies
 
     # Shipped inactivity timeouts, used where no operator policy applies ("never" allowed).
     timeout_sms: str = "24h"

@@ -102,3 +102,50 @@ def test_a_taken_external_id_is_a_409_naming_its_owner(
     again = client.post("/v1/customers", json={"external_id": external_id})
     assert again.status_code == 409, again.text
     assert again.json()["detail"]["customer_id"] == first.json()["id"]
+
+
+@pytest.mark.parametrize(
+    ("method", "path"),
+    [
+        ("POST", "/v1/conversations"),
+        ("PUT", "/v1/timeouts"),
+        ("PATCH", "/v1/conversations/not-a-uuid"),
+        ("POST", "/v1/customers"),
+    ],
+)
+def test_without_a_key_a_malformed_request_is_a_401_not_a_hint(
+    client: TestClient, method: str, path: str
+) -> None:
+    answer = client.request(method, path, content=b"{not json", headers={"Authorization": ""})
+    assert answer.status_code == 401
+    assert answer.headers["WWW-Authenticate"] == "Bearer"
+
+
+def test_an_api_body_over_max_api_bytes_is_a_413_before_it_is_read(
+    client: TestClient, settings: Settings
+) -> None:
+    big = b'{"text": "' + b"x" * settings.max_api_bytes + b'"}'
+    declared = client.post("/v1/customers", content=big)
+    assert declared.status_code == 413 and "MAX_API_BYTES" in declared.text
+
+    def chunks() -> Iterator[bytes]:  # no Content-Length: counted as it arrives
+        yield big[: len(big) // 2]
+        yield big[len(big) // 2 :]
+
+    streamed = client.post("/v1/customers", content=chunks())
+    assert streamed.status_code == 413 and "MAX_API_BYTES" in streamed.text
+
+
+def test_a_422_quotes_a_snippet_of_the_input_and_names_unknown_fields(
+    client: TestClient,
+) -> None:
+    long = client.post(
+        "/v1/conversations",
+        json={"service": "s", "channel": "sms", "to": "+15555550123", "message": "y" * 100_000},
+    )
+    assert long.status_code == 422
+    assert len(long.content) < 2_000 and "100000 characters" in long.text
+    unknown = client.post("/v1/customers", json={"name": "Ada", "nmae": "typo"})
+    assert unknown.status_code == 422
+    [problem] = unknown.json()["detail"]
+    assert problem["loc"] == ["body", "nmae"] and problem["type"] == "extra_forbidden"
