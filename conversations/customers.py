@@ -10,7 +10,7 @@ from __future__ import annotations
 import uuid
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, NamedTuple
 
 from sqlalchemy import delete, select, update
 from sqlalchemy.orm import Session
@@ -40,13 +40,17 @@ def resolve_customer(
     ``inbound``: the customer just wrote from this address, so a bounce recorded against it
     no longer holds.
     """
-    return customer_for(session, kind, address, inbound=inbound)[0]
+    return customer_for(session, kind, address, inbound=inbound).customer_id
 
 
-def customer_for(
-    session: Session, kind: str, address: str, *, inbound: bool = False
-) -> tuple[uuid.UUID, bool]:
-    """(customer owning ``address``, whether it was created just now).
+class Sender(NamedTuple):
+    customer_id: uuid.UUID
+    new: bool  # created just now
+    opted_out: bool  # the address asked for no messages (SMS STOP)
+
+
+def customer_for(session: Session, kind: str, address: str, *, inbound: bool = False) -> Sender:
+    """The customer owning ``address`` (created on first sight), and the address's state.
 
     Two first messages from one new address at once converge without a savepoint: the
     identity insert of the loser does nothing (ON CONFLICT), it removes the customer row it
@@ -58,19 +62,19 @@ def customer_for(
     if row is not None:
         if inbound and row.undeliverable_at is not None:
             mark_undeliverable(session, kind, [address], None)
-        return row.customer_id, False
+        return Sender(row.customer_id, False, row.opted_out_at is not None)
     new_id = uuid.uuid4()
     conn.execute(statements.INSERT_CUSTOMER, {"id": new_id})
     won = conn.execute(
         statements.insert_identity(conn.dialect.name), {**params, "customer_id": new_id}
     ).scalar()
     if won is not None:
-        return new_id, True
+        return Sender(new_id, True, False)
     conn.execute(statements.DELETE_CUSTOMER, {"customer_id": new_id})
     found = owner_of(session, kind, address)
     if found is None:  # the winner's identity is gone already (erased): start over
         raise ConcurrentChange(f"identity {kind}:{address} changed concurrently")
-    return found, False
+    return Sender(found, False, False)
 
 
 def owner_of(session: Session, kind: str, address: str) -> uuid.UUID | None:

@@ -65,7 +65,7 @@ def ingest(
     kind = address_kind(msg.channel)
     if msg.control == "no_reply":
         return _record_automatic(session, msg, kind=kind, now=now)
-    customer_id, new_customer = customer_for(session, kind, msg.sender, inbound=True)
+    customer_id, new_customer, opted_out = customer_for(session, kind, msg.sender, inbound=True)
     policies = load_policies(session)
     # A reply to one of this customer's messages continues that conversation, if still open.
     conversation: OpenConversation | None = _threaded(session, msg, customer_id)
@@ -85,8 +85,11 @@ def ingest(
         )
     held = conversation.status == ConversationStatus.HANDOFF
     state = InboundState.HELD if held else InboundState.PENDING
-    if msg.control:
-        state = InboundState.DONE  # answered by the rules below, never by the agent
+    # An opted-out sender is never written to (until START), so no turn may answer them:
+    # their message is kept for the record and the operator, and nothing runs.
+    silent = opted_out and msg.control != "opt_in"
+    if msg.control or silent:
+        state = InboundState.DONE  # answered by the rules below, or by no one
     conn = session.connection()
     # ON CONFLICT DO NOTHING: a concurrent delivery of the same webhook that wins the unique
     # constraint leaves us no row, without aborting the transaction.
@@ -138,7 +141,9 @@ def ingest(
         )
     if msg.control:
         return _control(session, msg, conversation.id, message_id, now=now, help_text=help_text)
-    return IngestResult(conversation.id, message_id, duplicate=False, needs_turn=not held)
+    return IngestResult(
+        conversation.id, message_id, duplicate=False, needs_turn=not (held or silent)
+    )
 
 
 @dataclass(frozen=True, slots=True)

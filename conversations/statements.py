@@ -55,9 +55,9 @@ MESSAGE_BY_PROVIDER_ID = select(
     messages.c.provider_id == bindparam("provider_id"),
 )
 
-IDENTITY_BY_ADDRESS = select(identities.c.customer_id, identities.c.undeliverable_at).where(
-    identities.c.kind == bindparam("kind"), identities.c.address == bindparam("address")
-)
+IDENTITY_BY_ADDRESS = select(
+    identities.c.customer_id, identities.c.undeliverable_at, identities.c.opted_out_at
+).where(identities.c.kind == bindparam("kind"), identities.c.address == bindparam("address"))
 
 INSERT_CUSTOMER = insert(customers)
 DELETE_CUSTOMER = delete(customers).where(customers.c.id == bindparam("customer_id"))

@@ -312,6 +312,36 @@ def test_stop_opts_out_finishes_and_nothing_is_sent_after(
     assert again.status_code == 201
 
 
+def test_an_opted_out_number_that_writes_again_is_kept_but_runs_no_turn(
+    client: TestClient, db: Engine, settings: Settings
+) -> None:
+    for sid, body in (("1", "hello"), ("2", "STOP"), ("3", "wait, one question")):
+        form = twilio_form(body, sid="SM" + sid * 32)
+        assert (
+            client.post("/webhooks/twilio/sms", data=form, headers=signed(form)).status_code == 200
+        )
+    with session_factory(db)() as s:
+        last = s.scalars(select(Message).order_by(Message.id.desc())).first()
+        assert last is not None and (last.body, last.inbound_state) == (
+            "wait, one question",
+            "done",
+        )
+        pending_turns = [
+            args
+            for task, args in queued(settings.effective_broker_url, TURN_QUEUE)
+            if args == [str(last.conversation_id)]
+        ]
+    assert pending_turns == []  # no agent answers someone who asked for no messages
+
+    start = twilio_form("START", sid="SM" + "4" * 32)
+    client.post("/webhooks/twilio/sms", data=start, headers=signed(start))
+    after = twilio_form("back again", sid="SM" + "5" * 32)
+    client.post("/webhooks/twilio/sms", data=after, headers=signed(after))
+    with session_factory(db)() as s:
+        back = s.scalars(select(Message).where(Message.body == "back again")).one()
+    assert back.inbound_state == "pending"
+
+
 def test_help_gets_the_help_text_and_no_turn(
     client: TestClient, db: Engine, settings: Settings
 ) -> None:

@@ -21,7 +21,7 @@ from sqlalchemy import Engine, func, select
 from agent.catalog import AgentCatalog
 from api.app import create_app
 from conversations.db import session_factory
-from conversations.models import Conversation, Identity, Message, OutboxRow
+from conversations.models import Conversation, Customer, Identity, Message, OutboxRow
 from conversations.settings import Settings
 from conversations.types import utcnow
 from conversations.wakeup import TURN_QUEUE, CeleryWaker
@@ -318,6 +318,32 @@ def test_a_bounce_marks_the_address_undeliverable_until_the_customer_writes_agai
     post(client, mail("new address works now", sender="gone@example.com"))
     answer(db, mail_settings, waker, cid)
     assert len(fake_smtp.received) == 2
+
+
+def test_a_bounce_from_an_empty_sender_is_recorded_and_a_person_without_one_refused(
+    client: TestClient,
+    db: Engine,
+    mail_settings: Settings,
+    waker: CeleryWaker,
+    fake_smtp: FakeSmtp,
+) -> None:
+    cid = post(client, mail("hi", sender="gone@example.com")).json()["conversation_id"]
+    answer(db, mail_settings, waker, cid)
+    ours = fake_smtp.received[0].message["Message-ID"]
+    bounce = (
+        (CORPUS / "bounce.eml")
+        .read_bytes()
+        .replace(b"<OUR-FIRST-REPLY@acme.test>", ours.encode())
+        .replace(b"Mail Delivery Subsystem <MAILER-DAEMON@mx.example.com>", b"MAILER-DAEMON <>")
+    )
+    recorded = post(client, bounce)
+    assert recorded.status_code == 200, recorded.text  # a 400 is retried for days
+    assert recorded.json()["conversation_id"] == cid
+    with session_factory(db)() as s:  # nothing answers it, nobody became a customer from it
+        assert s.scalars(select(func.count()).select_from(Customer)).one() == 1
+
+    nobody = mail("who am I", sender="<>")
+    assert post(client, nobody).status_code == 400
 
 
 def reply_waiting(client: TestClient, db: Engine, settings: Settings, waker: CeleryWaker) -> int:

@@ -38,7 +38,11 @@ def parse_email(raw: bytes) -> InboundMessage:
         raise WebhookRejected(400, "not an email: no header fields")
     sender = _sender(message)
     if sender is None:
-        raise WebhookRejected(400, "not an email: no valid From address")
+        # Bounces often come from "MAILER-DAEMON <>": no address at all. Refused, a provider
+        # would retry them for days; they are recorded (never answered) like any bounce.
+        if not _from_a_mail_system(message):
+            raise WebhookRejected(400, "not an email: no valid From address")
+        sender = NO_ADDRESS
 
     message_id = header(message, "Message-ID")
     ids = _MSG_ID.findall(message_id)
@@ -94,6 +98,20 @@ def recipients(parsed: InboundMessage) -> list[str]:
     """Every address the mail was sent to, for choosing its service."""
     meta = parsed.metadata
     return [*meta.get("to", []), *meta.get("cc", [])]
+
+
+# Stands for a mail system's empty sender; .invalid is reserved (RFC 2606), never a customer.
+NO_ADDRESS = "mailer-daemon@sender.invalid"
+
+
+def _from_a_mail_system(message: Message) -> bool:
+    said = header(message, "From").lower()
+    return (
+        loops.automatic_reason(message, "") is not None
+        or "mailer-daemon" in said
+        or "postmaster" in said
+        or "post_master" in said
+    )
 
 
 def _sender(message: Message) -> str | None:
