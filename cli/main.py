@@ -463,6 +463,13 @@ def _post_webhook(base: str, path: str, **request: Any) -> None:
             f"nothing answers at {base}: is Dormouse running (`make up`)? Use --url otherwise."
         ) from None
     click.echo(f"{response.status_code} {response.text}")
+    if response.status_code in (401, 403):
+        data_dir = get_settings().data_dir
+        click.echo(
+            f"dormouse: refused: simulate signs with the secrets under DATA_DIR={data_dir}; "
+            "run it with the DATA_DIR of the running `dormouse up` (or from its directory)",
+            err=True,
+        )
     if response.status_code >= 400:
         sys.exit(1)
 
@@ -485,7 +492,22 @@ _register()
 
 
 def main() -> None:
-    cli(prog_name="dormouse")
+    from sqlalchemy.exc import OperationalError
+
+    try:
+        cli(prog_name="dormouse")
+    except OperationalError as exc:
+        # Most often: run from another directory, so the default DATA_DIR (./var) is not
+        # the one `make up` uses. Say where we looked instead of a page of traceback.
+        settings = get_settings()
+        reason = str(exc.orig).splitlines()[0] if exc.orig is not None else str(exc)
+        click.echo(
+            f"dormouse: cannot use the database {settings.effective_database_url} "
+            f"(DATA_DIR={settings.data_dir}): {reason}. Run from the directory `make up` runs "
+            "in, or set DATA_DIR / DATABASE_URL.",
+            err=True,
+        )
+        sys.exit(1)
 
 
 if __name__ == "__main__":

@@ -1,0 +1,23 @@
+"""The CLI run where there is no Dormouse: one line saying where it looked, no traceback."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+
+def test_the_cli_in_a_directory_without_dormouse_names_the_data_dir(tmp_path: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if k not in ("DATA_DIR", "DATABASE_URL")}
+    result = subprocess.run(
+        [sys.executable, "-m", "cli.main", "conversations", "list"],
+        cwd=tmp_path,
+        env={**env, "PYTHONPATH": str(Path(__file__).resolve().parents[1])},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 1
+    [line] = result.stderr.strip().splitlines()
+    assert f"DATA_DIR={tmp_path / 'var'}" in line and "Traceback" not in result.stderr
