@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import getpass
+from typing import Any
 
 import click
 from pydantic import ValidationError
@@ -15,6 +16,7 @@ from conversations.timeout_store import (
     delete_policy,
     history,
     load_policies,
+    policy_as_dict,
     recompute_all,
     set_policy,
 )
@@ -64,6 +66,8 @@ def list_() -> None:
 @click.option("--nudge-before", default=None, help="send a nudge this long before closing")
 @click.option("--nudge-message", default=None)
 @click.option("--closing-message", default=None, help="sent when closing for inactivity")
+@click.option("--no-nudge", is_flag=True, help="remove the scope's nudge")
+@click.option("--no-closing-message", is_flag=True, help="remove the scope's closing message")
 def set_(
     inactivity: str,
     service: str | None,
@@ -71,8 +75,28 @@ def set_(
     nudge_before: str | None,
     nudge_message: str | None,
     closing_message: str | None,
+    no_nudge: bool,
+    no_closing_message: bool,
 ) -> None:
-    """Set INACTIVITY for a scope (no --service/--channel: the global default)."""
+    """Set INACTIVITY for a scope (no --service/--channel: the global default).
+
+    What is not given is kept: a scope's nudge and closing message stay until changed, or
+    removed with --no-nudge / --no-closing-message.
+    """
+    scope = Scope(service or "", channel or "")
+    with session_factory()() as session:
+        current = load_policies(session).get(scope)
+    if current is not None:
+        if nudge_before is None and not no_nudge and current.nudge_before is not None:
+            nudge_before = format_duration(current.nudge_before)
+        if nudge_message is None and not no_nudge:
+            nudge_message = current.nudge_message
+        if closing_message is None and not no_closing_message:
+            closing_message = current.closing_message
+    if no_nudge:
+        nudge_before = nudge_message = None
+    if no_closing_message:
+        closing_message = None
     try:
         body = PolicyIn(
             service=service,
@@ -84,12 +108,21 @@ def set_(
         )
     except ValidationError as exc:
         raise click.BadParameter("; ".join(e["msg"] for e in exc.errors())) from None
-    scope, policy = body.scope(), body.policy()
+    policy = body.policy()
     with transaction() as session:
         old = set_policy(session, scope, policy, actor=_actor(), now=utcnow())
-    before = format_duration(old.inactivity) if old else "unset"
-    click.echo(f"{scope.describe()}: {before} → {format_duration(policy.inactivity)}")
+    click.echo(f"{scope.describe()}: {_changes(policy_as_dict(old), policy_as_dict(policy))}")
     _recompute(scope)
+
+
+def _changes(old: dict[str, Any] | None, new: dict[str, Any] | None) -> str:
+    """Every field that changed, old → new (a whole policy set or unset: its inactivity)."""
+    if old is None or new is None:
+        before = (old or {}).get("inactivity", "unset")
+        after = (new or {}).get("inactivity", "unset")
+        return f"{before} → {after}"
+    changed = [f"{k} {old.get(k)!r} → {new.get(k)!r}" for k in new if old.get(k) != new.get(k)]
+    return "; ".join(changed) or "unchanged"
 
 
 @timeouts.command("unset")
@@ -114,10 +147,9 @@ def history_(limit: int) -> None:
     if not changes:
         click.echo("no changes recorded")
     for c in changes:
-        old = (c.old or {}).get("inactivity", "unset")
-        new = (c.new or {}).get("inactivity", "unset")
         when = f"{c.changed_at:%Y-%m-%d %H:%M:%S}Z"
-        click.echo(f"{when}  {c.actor:16}  {Scope(c.service, c.channel).describe()}: {old} → {new}")
+        scope = Scope(c.service, c.channel).describe()
+        click.echo(f"{when}  {c.actor:16}  {scope}: {_changes(c.old, c.new)}")
 
 
 @timeouts.command("recompute")

@@ -1,0 +1,65 @@
+"""`dormouse timeouts set` keeps what it is not given, and the history shows every change."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from datetime import timedelta
+from pathlib import Path
+
+from sqlalchemy import Engine
+
+from conversations.db import session_factory
+from conversations.timeout_store import load_policies
+from conversations.timeouts import Scope
+from tests.conftest import Backend
+
+
+def dormouse(backend: Backend, *args: str) -> str:
+    result = subprocess.run(
+        [sys.executable, "-m", "cli.main", "timeouts", *args],
+        env={
+            **os.environ,
+            "DATABASE_URL": backend.database_url,
+            "DATA_DIR": str(backend.data_dir),
+            "PYTHONPATH": str(Path(__file__).resolve().parents[1]),
+        },
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 0, result.stderr
+    return result.stdout
+
+
+def test_set_keeps_the_nudge_and_closing_message_it_is_not_given(
+    db: Engine, migrated: Backend
+) -> None:
+    dormouse(
+        migrated,
+        "set",
+        "3h",
+        "--channel",
+        "sms",
+        "--nudge-before",
+        "30m",
+        "--nudge-message",
+        "Still there?",
+        "--closing-message",
+        "Closing now, bye!",
+    )
+    said = dormouse(migrated, "set", "5h", "--channel", "sms")
+    assert said.startswith("channel sms: inactivity '3h' → '5h'")
+
+    with session_factory(db)() as session:
+        policy = load_policies(session)[Scope("", "sms")]
+    assert policy.inactivity == timedelta(hours=5)
+    assert policy.nudge_before == timedelta(minutes=30)
+    assert (policy.nudge_message, policy.closing_message) == ("Still there?", "Closing now, bye!")
+
+    dormouse(migrated, "set", "5h", "--channel", "sms", "--no-closing-message")
+    history = dormouse(migrated, "history").splitlines()
+    assert "closing_message 'Closing now, bye!' → None" in history[0]
+    assert "inactivity '3h' → '5h'" in history[1] and "nudge" not in history[1]
+    assert "unset → 3h" in history[2]
