@@ -125,6 +125,7 @@ class Dormouse:
             "BROKER_URL": REDIS_URL,
             "PUBLIC_URL": self.base,
             "DORMOUSE_API_KEYS": f"b:{API_KEY}",
+            "EMAIL_INBOUND_SECRET": "bench-inbound-secret",
             "TWILIO_ACCOUNT_SID": ACCOUNT,
             "TWILIO_AUTH_TOKEN": TOKEN,
             "TWILIO_FROM_NUMBER": "+15550000000",

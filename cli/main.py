@@ -103,6 +103,22 @@ def api(host: str, port: int | None, workers: int) -> None:
     """Run the HTTP API alone."""
     import uvicorn
 
+    settings = get_settings()
+    # Secrets generated into DATA_DIR suit one machine; behind a load balancer every API
+    # would make its own, and a client's key would work on one machine in N.
+    missing = [
+        name
+        for name, value in (
+            ("DORMOUSE_API_KEYS", settings.dormouse_api_keys),
+            ("EMAIL_INBOUND_SECRET", settings.email_inbound_secret),
+        )
+        if not value.strip()
+    ]
+    if settings.database_url and missing:
+        raise click.ClickException(
+            f"outside embedded mode (DATABASE_URL is set) set {' and '.join(missing)}, the "
+            "same on every API machine: generated ones would differ from machine to machine"
+        )
     uvicorn.run(
         "api.main:app",
         host=host,

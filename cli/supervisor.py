@@ -85,6 +85,11 @@ def run_up(
         broker = EmbeddedBroker(settings.embedded_broker_socket)
         broker.start()
     env["BROKER_URL"] = settings.effective_broker_url
+    # One machine: the secrets generated under DATA_DIR are the children's, said explicitly.
+    env["DORMOUSE_API_KEYS"] = settings.dormouse_api_keys or "local:" + next(
+        iter(settings.api_keys())
+    )
+    env["EMAIL_INBOUND_SECRET"] = settings.email_secret()
     env["LOG_LEVEL"] = effective_log_level()  # `dormouse --log-level X up` reaches every process
     if not os.environ.get("PUBLIC_URL"):
         env["PUBLIC_URL"] = f"http://{host}:{port}"

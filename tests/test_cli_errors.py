@@ -21,3 +21,27 @@ def test_the_cli_in_a_directory_without_dormouse_names_the_data_dir(tmp_path: Pa
     assert result.returncode == 1
     [line] = result.stderr.strip().splitlines()
     assert f"DATA_DIR={tmp_path / 'var'}" in line and "Traceback" not in result.stderr
+
+
+def test_an_api_on_a_shared_database_refuses_to_start_without_its_secrets(
+    tmp_path: Path,
+) -> None:
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if k not in ("DORMOUSE_API_KEYS", "EMAIL_INBOUND_SECRET", "DORMOUSE_AGENTS")
+    }
+    result = subprocess.run(
+        [sys.executable, "-m", "cli.main", "api", "--port", "1"],
+        cwd=tmp_path,
+        env={
+            **env,
+            "DATABASE_URL": "postgresql+psycopg://nobody@127.0.0.1:1/none",
+            "PYTHONPATH": str(Path(__file__).resolve().parents[1]),
+        },
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 1
+    assert "set DORMOUSE_API_KEYS and EMAIL_INBOUND_SECRET" in result.stderr

@@ -47,6 +47,7 @@ class Stack:
             "BROKER_URL": backend.broker_url,
             "PUBLIC_URL": self.base,
             "DORMOUSE_API_KEYS": f"tests:{API_KEY}",
+            "EMAIL_INBOUND_SECRET": "e2e-inbound-secret",
             "TWILIO_ACCOUNT_SID": ACCOUNT_SID,
             "TWILIO_AUTH_TOKEN": AUTH_TOKEN,
             "TWILIO_FROM_NUMBER": FROM_NUMBER,
