@@ -50,9 +50,13 @@ class OfflineAgent:
             tools.call("handoff_to_human", {"reason": "customer asked for a person"})
             return [f"{opener}I'm passing you to a person on our team; they'll reply here."]
 
-        quoted = " / ".join(f'"{t.strip()}"' for t in texts)
+        written = [t.strip() for t in texts if t.strip()]
+        # An MMS of pictures alone has no text to quote.
+        quoted = (
+            "You said " + " / ".join(f'"{t}"' for t in written)
+            if written
+            else "You sent something without text"
+        )
         count = context.customer_message_count
         plural = "message" if count == 1 else "messages"
-        return [
-            f"{opener}You said {quoted}. That's {count} {plural} from you in this conversation."
-        ]
+        return [f"{opener}{quoted}. That's {count} {plural} from you in this conversation."]

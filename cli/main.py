@@ -30,6 +30,11 @@ def cli(log_level: str) -> None:
     logging.getLogger("httpx").setLevel(logging.WARNING)
     logging.getLogger("twilio.http_client").setLevel(logging.WARNING)
     logging.getLogger("alembic.runtime.plugins").setLevel(logging.WARNING)
+    if log_level.upper() == "INFO":
+        # A line per task received and succeeded, and per beat tick (every 15 s even when
+        # idle): noise at INFO; failures still log. LOG_LEVEL=DEBUG brings them back.
+        for chatty in ("celery.app.trace", "celery.worker.strategy", "celery.beat"):
+            logging.getLogger(chatty).setLevel(logging.WARNING)
     logging.basicConfig(
         level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
@@ -188,8 +193,9 @@ def worker(
         "--without-mingle",
         "--without-heartbeat",
     ]
-    if hostname:
-        argv.append(f"--hostname={hostname}")
+    if hostname or role != "all":
+        # Distinct node names: a turn and a delivery worker on one machine are two nodes.
+        argv.append(f"--hostname={hostname or role + '@%h'}")
     sys.exit(run_celery(argv))
 
 
@@ -298,6 +304,8 @@ def conversations_show(conversation_id: uuid.UUID, as_json: bool) -> None:
     )
     if detail.last_error:
         click.echo(f"  last error: {detail.last_error}")
+    if detail.summary:
+        click.echo(f"  summary: {detail.summary}")
     for m in detail.messages:
         arrow = "→" if m.direction == "outbound" else "←"
         state = m.delivery_status if m.direction == "outbound" else m.inbound_state

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import getpass
+import sys
 from typing import Any
 
 import click
@@ -107,7 +108,8 @@ def set_(
             closing_message=closing_message,
         )
     except ValidationError as exc:
-        raise click.BadParameter("; ".join(e["msg"] for e in exc.errors())) from None
+        said = (str(e["msg"]).removeprefix("Value error, ") for e in exc.errors())
+        raise click.BadParameter("; ".join(said)) from None
     policy = body.policy()
     with transaction() as session:
         old = set_policy(session, scope, policy, actor=_actor(), now=utcnow())
@@ -161,9 +163,14 @@ def recompute(service: str | None, channel: str | None) -> None:
 
 
 def _recompute(scope: Scope) -> None:
+    # One line rewritten in place on a terminal; one line per batch in a log file.
+    live = sys.stdout.isatty()
+
     def progress(total: int) -> None:
-        click.echo(f"\rrecomputing deadlines: {total} open conversation(s)", nl=False)
+        line = f"recomputing deadlines: {total} open conversation(s)"
+        click.echo(f"\r{line}" if live else line, nl=not live)
 
     defaults = get_settings().default_policies()
     total = recompute_all(get_engine(), scope, defaults=defaults, progress=progress)
-    click.echo(f"\rrecomputed deadlines of {total} open conversation(s) ({scope.describe()})")
+    done = f"recomputed deadlines of {total} open conversation(s) ({scope.describe()})"
+    click.echo(f"\r{done}" if live else done)

@@ -105,6 +105,7 @@ def toolbox(ctx: TurnContext) -> Toolbox:
         (("can I talk to a human",), 2, None, "customer asked for a person", "a person"),
         (("agent please",), 2, None, "customer asked for a person", "a person"),
         (("byeee",), 2, None, None, '"byeee"'),
+        (("",), 2, None, None, "You sent something without text"),  # an MMS of pictures
     ],
 )
 def test_offline_agent(
