@@ -15,6 +15,7 @@ from starlette.concurrency import run_in_threadpool
 from api.deps import ApiBody, require_api_key, state
 from api.timeout_routes import DurationOrDefault, override_from
 from conversations import lifecycle
+from conversations.channel_names import LONGEST_TEXT
 from conversations.db import session_factory, transaction
 from conversations.states import FinishReason
 from conversations.types import utcnow
@@ -35,7 +36,7 @@ class HandoffIn(ApiBody):
 
 
 class MessageIn(ApiBody):
-    text: str = Field(..., min_length=1, max_length=1600)
+    text: str = Field(..., min_length=1, max_length=LONGEST_TEXT)
 
     @field_validator("text")
     @classmethod

@@ -13,7 +13,7 @@ from starlette.concurrency import run_in_threadpool
 
 from api.deps import ApiBody, require_api_key, state
 from api.idempotency import run_once
-from conversations.channel_names import ChannelName
+from conversations.channel_names import LONGEST_TEXT, ChannelName
 from conversations.outbound import start_outbound
 from conversations.types import utcnow
 from conversations.views import conversation_detail
@@ -28,7 +28,7 @@ class StartIn(ApiBody):
     to: str | None = Field(None, max_length=320)
     customer_id: uuid.UUID | None = None
     context: dict[str, Any] = Field(default_factory=dict)
-    message: str | None = Field(None, min_length=1, max_length=1600)
+    message: str | None = Field(None, min_length=1, max_length=LONGEST_TEXT)
 
 
 @router.post("/conversations", status_code=201)

@@ -12,7 +12,7 @@ from typing import Annotated
 
 from pydantic import AfterValidator, WithJsonSchema
 
-from conversations.errors import UnknownChannel
+from conversations.errors import InvalidInput, UnknownChannel
 
 # Channel name → the kind of identity its sender address is.
 CHANNELS: dict[str, str] = {
@@ -21,6 +21,23 @@ CHANNELS: dict[str, str] = {
 }
 CHANNEL_NAMES: tuple[str, ...] = tuple(CHANNELS)
 ADDRESS_KINDS: tuple[str, ...] = tuple(dict.fromkeys(CHANNELS.values()))
+
+# The longest text a person (operator, outbound API) may send on each channel: Twilio's
+# limit for one SMS body; for mail, a bound on what a reply written by hand can be.
+MAX_TEXT: dict[str, int] = {
+    "sms": 1_600,
+    "email": 100_000,
+}
+LONGEST_TEXT = max(MAX_TEXT.values())  # what a request body may carry before the channel is known
+
+
+def check_text(channel: str, text: str, field: str) -> None:
+    """Refuse (422 naming ``field``) a text longer than ``channel`` carries."""
+    limit = MAX_TEXT.get(channel, LONGEST_TEXT)
+    if len(text) > limit:
+        raise InvalidInput(
+            f"{field}: {channel} messages are at most {limit:,} characters, this is {len(text):,}"
+        )
 
 
 def address_kind(channel: str) -> str:

@@ -14,6 +14,7 @@ from datetime import datetime
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
+from conversations.channel_names import check_text
 from conversations.errors import ConversationNotFound, TransitionRefused
 from conversations.models import OPEN_CONVERSATION, PENDING_MESSAGE, Conversation, Message
 from conversations.outbox import enqueue_reply
@@ -167,6 +168,7 @@ def operator_reply(
     conv = _current(session, conversation_id)
     if conv.status == ConversationStatus.FINISHED:
         raise TransitionRefused(conv.status, f"conversation {conversation_id} is finished")
+    check_text(conv.channel, text, "text")
     outbox_id = enqueue_reply(
         session,
         conversation_id=conv.id,

@@ -12,7 +12,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from conversations.addresses import normalize_address
-from conversations.channel_names import CHANNELS
+from conversations.channel_names import CHANNELS, check_text
 from conversations.customers import resolve_customer, send_refusal
 from conversations.errors import DormouseError, InvalidAddress
 from conversations.ingest import insert_conversation
@@ -61,6 +61,8 @@ def start_outbound(
         raise OutboundRefused(422, f"channel: unknown channel {channel!r}")
     if (to is None) == (customer_id is None):
         raise OutboundRefused(422, "give exactly one of to and customer_id")
+    if message is not None:
+        check_text(channel, message, "message")
     if to is not None:
         try:
             address = normalize_address(kind, to, region)

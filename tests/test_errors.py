@@ -6,6 +6,7 @@ import importlib
 import inspect
 import pkgutil
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
@@ -141,11 +142,35 @@ def test_a_422_quotes_a_snippet_of_the_input_and_names_unknown_fields(
 ) -> None:
     long = client.post(
         "/v1/conversations",
-        json={"service": "s", "channel": "sms", "to": "+15555550123", "message": "y" * 100_000},
+        json={"service": "s", "channel": "sms", "to": "+15555550123", "message": "y" * 150_000},
     )
     assert long.status_code == 422
-    assert len(long.content) < 2_000 and "100000 characters" in long.text
+    assert len(long.content) < 2_000 and "150000 characters" in long.text
     unknown = client.post("/v1/customers", json={"name": "Ada", "nmae": "typo"})
     assert unknown.status_code == 422
     [problem] = unknown.json()["detail"]
     assert problem["loc"] == ["body", "nmae"] and problem["type"] == "extra_forbidden"
+
+
+def test_each_channel_states_its_own_text_limit(client: TestClient) -> None:
+    def start(channel: str, to: str, text: str) -> Any:
+        return client.post(
+            "/v1/conversations",
+            json={"service": "s", "channel": channel, "to": to, "message": text},
+        )
+
+    too_long = start("sms", "+15555550123", "x" * 1_601)
+    assert too_long.status_code == 422
+    assert "sms messages are at most 1,600 characters" in too_long.text
+    mail = start("email", "ada@example.com", "a longer letter " * 125)  # 2,000 characters
+    assert mail.status_code == 201, mail.text
+
+    replied = client.post(
+        f"/v1/conversations/{mail.json()['id']}/messages", json={"text": "y" * 5_000}
+    )
+    assert replied.status_code == 201, replied.status_code
+    sms = start("sms", "+15555550124", "hello")
+    refused = client.post(
+        f"/v1/conversations/{sms.json()['id']}/messages", json={"text": "y" * 2_000}
+    )
+    assert refused.status_code == 422 and "at most 1,600" in refused.text
