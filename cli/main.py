@@ -14,7 +14,7 @@ import httpx
 
 from cli.logs import effective_log_level
 from conversations.channel_names import CHANNEL_NAMES
-from conversations.errors import ConfigurationError
+from conversations.errors import ConfigurationError, DormouseError
 from conversations.settings import Settings, get_settings
 from conversations.states import ConversationStatus, OutboxStatus
 
@@ -364,7 +364,7 @@ def outbox(status: str | None, limit: int) -> None:
 def send(service: str, channel: str, to: str, message: str | None, context: str) -> None:
     """Start an outbound conversation (like POST /v1/conversations)."""
     from conversations.db import transaction
-    from conversations.outbound import OutboundRefused, start_outbound
+    from conversations.outbound import start_outbound
     from conversations.types import utcnow
     from conversations.wakeup import CeleryWaker, Produced, publish
 
@@ -389,8 +389,8 @@ def send(service: str, channel: str, to: str, message: str | None, context: str)
                 defaults=settings.default_policies(),
                 region=settings.default_region,
             )
-    except OutboundRefused as exc:
-        raise click.ClickException(exc.reason) from None
+    except DormouseError as exc:  # refused: an unknown channel, a text too long, opted out
+        raise click.ClickException(str(exc)) from None
     woken = publish(
         CeleryWaker(settings=settings),
         Produced.of(deliveries=[started.outbox_id])
