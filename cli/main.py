@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import sys
+import time
 import uuid
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
@@ -13,8 +14,9 @@ import click
 import httpx
 
 from cli.logs import effective_log_level
+from conversations.addresses import normalize_address
 from conversations.channel_names import CHANNEL_NAMES
-from conversations.errors import ConfigurationError, DormouseError
+from conversations.errors import ConfigurationError, DormouseError, InvalidAddress
 from conversations.settings import Settings, get_settings
 from conversations.states import ConversationStatus, OutboxStatus
 
@@ -411,8 +413,15 @@ def simulate() -> None:
 @click.option("--from", "sender", required=True, help="customer phone number")
 @click.option("--to", "recipient", default="+15550006666", show_default=True)
 @click.option("--url", default=None, help="API base URL (default: http://127.0.0.1:PORT)")
+@click.option(
+    "--wait",
+    type=float,
+    default=10.0,
+    show_default=True,
+    help="seconds to wait for the reply (0: do not)",
+)
 @click.argument("text")
-def simulate_sms(sender: str, recipient: str, url: str | None, text: str) -> None:
+def simulate_sms(sender: str, recipient: str, url: str | None, wait: float, text: str) -> None:
     """Post TEXT as an inbound SMS, signed like Twilio with the webhook auth token."""
     from twilio.request_validator import RequestValidator
 
@@ -436,7 +445,13 @@ def simulate_sms(sender: str, recipient: str, url: str | None, text: str) -> Non
     signature = RequestValidator(settings.webhook_auth_token()).compute_signature(
         signed_url, params
     )
+    watch = _ReplyWatch(base, settings)
     _post_webhook(base, path, data=params, headers={"X-Twilio-Signature": signature})
+    try:
+        to = normalize_address("phone", sender, settings.default_region)
+    except InvalidAddress:
+        to = sender
+    watch.print_replies(to=to, wait=wait)
 
 
 @simulate.command("email")
@@ -445,9 +460,22 @@ def simulate_sms(sender: str, recipient: str, url: str | None, text: str) -> Non
 @click.option("--subject", default="Hello", show_default=True)
 @click.option("--in-reply-to", "in_reply_to", default=None, help="a Message-ID to answer")
 @click.option("--url", default=None, help="API base URL (default: http://127.0.0.1:PORT)")
+@click.option(
+    "--wait",
+    type=float,
+    default=10.0,
+    show_default=True,
+    help="seconds to wait for the reply (0: do not)",
+)
 @click.argument("text")
 def simulate_email(
-    sender: str, recipient: str, subject: str, in_reply_to: str | None, url: str | None, text: str
+    sender: str,
+    recipient: str,
+    subject: str,
+    in_reply_to: str | None,
+    url: str | None,
+    wait: float,
+    text: str,
 ) -> None:
     """Post TEXT as an inbound email (raw MIME), authenticated with EMAIL_INBOUND_SECRET."""
     from email.message import EmailMessage
@@ -467,6 +495,7 @@ def simulate_email(
         reference = in_reply_to if in_reply_to.startswith("<") else f"<{in_reply_to}>"
         mail["In-Reply-To"] = mail["References"] = reference
     mail.set_content(text)
+    watch = _ReplyWatch(base, settings)
     _post_webhook(
         base,
         "/webhooks/email",
@@ -476,6 +505,41 @@ def simulate_email(
             "Authorization": f"Bearer {settings.email_secret()}",
         },
     )
+    watch.print_replies(to=sender.rpartition("<")[2].rstrip(">").strip(), wait=wait)
+
+
+class _ReplyWatch:
+    """Prints the replies to a simulated message, as the customer would see them: the outbox
+    rows for that address newer than the ones there before it was sent."""
+
+    def __init__(self, base: str, settings: Settings) -> None:
+        self.base = base
+        self.headers = {"Authorization": f"Bearer {next(iter(settings.api_keys()))}"}
+        self.seen = {row["id"] for row in self._outbox()}
+
+    def _outbox(self) -> list[dict[str, Any]]:
+        try:
+            answer = httpx.get(
+                self.base + "/v1/outbox", params={"limit": 50}, headers=self.headers, timeout=5
+            )
+        except httpx.HTTPError:
+            return []
+        rows: list[dict[str, Any]] = answer.json() if answer.status_code == 200 else []
+        return rows
+
+    def print_replies(self, *, to: str, wait: float) -> None:
+        if wait <= 0:
+            return
+        deadline = time.monotonic() + wait
+        while time.monotonic() < deadline:
+            new = [r for r in self._outbox() if r["id"] not in self.seen]
+            mine = [r for r in new if r["to_address"].lower() == to.strip().lower()]
+            if mine:
+                for row in sorted(mine, key=lambda r: r["id"]):
+                    click.echo(f"reply: {row['body']}")
+                return
+            time.sleep(0.3)
+        click.echo(f"no reply within {wait:g}s yet: `dormouse outbox` shows it when it comes")
 
 
 def _post_webhook(base: str, path: str, **request: Any) -> None:

@@ -86,7 +86,8 @@ def test_a_killed_worker_and_a_killed_broker_come_back_and_ctrl_c_stops_everythi
     up: Up,
 ) -> None:
     wait_until(lambda: up.said("Dormouse is up"), 60, "`dormouse up` to say it is up")
-    up.cli("simulate", "sms", "--from", "+15555550100", "first")
+    said = up.cli("simulate", "sms", "--wait", "25", "--from", "+15555550100", "first")
+    assert 'reply: Hi! You\'re talking to the default assistant. You said "first".' in said
     wait_until(lambda: up.replied('"first"'), 30, "the first reply")
 
     worker = up.child(" worker")
