@@ -311,6 +311,8 @@ def conversations_show(conversation_id: uuid.UUID, as_json: bool) -> None:
     for m in detail.messages:
         arrow = "→" if m.direction == "outbound" else "←"
         state = m.delivery_status if m.direction == "outbound" else m.inbound_state
+        if m.via_sink:
+            state = "dev sink"  # written locally, sent to no one
         click.echo(f"  {m.created_at:%H:%M:%S} {arrow} {m.role:8} [{state}] {m.body}")
         if m.channel == "email" and m.provider_id:
             automatic = m.meta.get("automatic")

@@ -33,6 +33,8 @@ class MessageView(BaseModel):
     delivery_error: str | None
     turn: int | None
     created_at: datetime
+    # Written to the local dev sink (no provider credentials), not sent to anyone.
+    via_sink: bool = False
 
 
 class ConversationSummary(BaseModel):
@@ -155,9 +157,22 @@ def conversation_detail(
             func.coalesce(func.sum(TurnRecord.model_requests), 0),
         ).where(TurnRecord.conversation_id == conversation_id)
     ).one()
+    sunk = set(
+        session.scalars(
+            select(OutboxRow.message_id).where(
+                OutboxRow.conversation_id == conversation_id,
+                OutboxRow.via_sink.is_(True),
+                OutboxRow.message_id.in_([m.id for m in recent]),
+            )
+        )
+    )
+    messages = [
+        MessageView.model_validate(m).model_copy(update={"via_sink": m.id in sunk})
+        for m in reversed(recent)
+    ]
     return ConversationDetail(
         **ConversationSummary.model_validate(conv).model_dump(),
-        messages=[MessageView.model_validate(m) for m in reversed(recent)],
+        messages=messages,
         turns=[TurnView.model_validate(t) for t in reversed(turns)],
         usage=Usage(input_tokens=total[0], output_tokens=total[1], model_requests=total[2]),
     )

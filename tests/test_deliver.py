@@ -13,6 +13,7 @@ from conversations.models import Message, OutboxRow
 from conversations.settings import Settings
 from conversations.states import Role
 from conversations.types import utcnow
+from conversations.views import conversation_detail
 from tests.conftest import FROM_NUMBER
 from tests.factories import ingest_sms
 from tests.fakes.twilio_api import FakeTwilio
@@ -149,6 +150,11 @@ def test_without_twilio_credentials_replies_go_to_the_dev_sink(
     r = row(db, oid)
     assert r.via_sink and r.provider_id and r.provider_id.startswith("devsink-")
     assert fake_twilio.create_attempts == 0
+    with session_factory(db)() as s:  # what an operator reads says so, not "delivered"
+        detail = conversation_detail(s, r.conversation_id)
+    assert detail is not None
+    [sunk] = [m for m in detail.messages if m.direction == "outbound"]
+    assert sunk.via_sink
 
 
 def test_status_callback_that_beats_the_send_commit_is_kept(
