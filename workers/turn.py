@@ -6,7 +6,6 @@ between messages, so any worker can take any conversation.
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 import uuid
 from collections.abc import Callable
@@ -174,7 +173,6 @@ def _decide(
         tool_timeout=settings.tool_timeout,
         deadline=settings.turn_deadline,
     )
-    record = turn_store.TurnRecordData(agent=kind_of(agent))
     try:
         turn = run_agent_turn(agent, context, limits)
     except TurnOverLimit as exc:
@@ -184,7 +182,7 @@ def _decide(
         return turn_store.TurnOutcome(
             replies=[channel.shape(told)] if told.strip() else [],
             handoff_reason=str(exc),
-            record=_with_calls(record, deps),
+            record=turn_store.TurnRecordData(agent=kind_of(agent), tool_calls=_calls(deps)),
         )
     effects = deps.effects
     return turn_store.TurnOutcome(
@@ -192,19 +190,16 @@ def _decide(
         finish_reason=effects.finish_reason,
         handoff_reason=effects.handoff_reason,
         facts=list(effects.facts),
-        record=_with_calls(
-            turn_store.TurnRecordData(
-                agent=record.agent,
-                model=turn.model,
-                input_tokens=turn.input_tokens,
-                output_tokens=turn.output_tokens,
-                model_requests=turn.model_requests,
-            ),
-            deps,
+        record=turn_store.TurnRecordData(
+            agent=kind_of(agent),
+            model=turn.model,
+            input_tokens=turn.input_tokens,
+            output_tokens=turn.output_tokens,
+            model_requests=turn.model_requests,
+            tool_calls=_calls(deps),
         ),
     )
 
 
-def _with_calls(record: turn_store.TurnRecordData, deps: TurnDeps) -> turn_store.TurnRecordData:
-    calls = [c.as_json() for c in deps.effects.tool_calls]
-    return dataclasses.replace(record, tool_calls=calls)
+def _calls(deps: TurnDeps) -> list[dict[str, object]]:
+    return [call.as_json() for call in deps.effects.tool_calls]
