@@ -13,6 +13,7 @@ from sqlalchemy import Engine, text
 from sqlalchemy.exc import IntegrityError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 from starlette.concurrency import run_in_threadpool
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from api import (
     conversation_actions,
@@ -23,6 +24,7 @@ from api import (
 )
 from api.deps import AppState, state
 from api.gate import ApiGate
+from api.problems import document_refusals, problem
 from channels.registry import webhook_routers
 from conversations.broker import ping_broker
 from conversations.db import get_engine
@@ -58,47 +60,41 @@ def create_app(
         # The one place an error of ours becomes an HTTP answer (conversations/errors.py).
         if exc.http_status >= 500:
             log.error("unhandled %s: %s", type(exc).__name__, exc)
-            return JSONResponse({"detail": "internal error"}, status_code=exc.http_status)
-        return JSONResponse(
-            {"detail": exc.detail()}, status_code=exc.http_status, headers=exc.headers
-        )
+            return problem(exc.http_status, "internal error")
+        return problem(exc.http_status, str(exc), headers=exc.headers, refers_to=exc.refers_to())
 
     @app.exception_handler(OperationalError)
     @app.exception_handler(PoolTimeout)
     async def _database_down(_: Request, exc: Exception) -> JSONResponse:
         # Nothing was committed: 503 makes Twilio (and any client) retry later.
         log.error("database unavailable: %s", exc)
-        return JSONResponse(
-            {"detail": "database unavailable, retry later"},
-            status_code=503,
-            headers={"Retry-After": "5"},
-        )
+        return problem(503, "database unavailable, retry later", headers={"Retry-After": "5"})
 
     @app.exception_handler(IntegrityError)
     async def _constraint(_: Request, exc: IntegrityError) -> JSONResponse:
         # A check before the write lost a race to a concurrent one (or missed a case): the
         # database's constraint refused it and nothing was committed. A conflict, not a 500.
         log.warning("refused by a database constraint: %s", exc.orig)
-        return JSONResponse(
-            {"detail": f"conflicts with an existing record ({_constraint_of(exc)})"},
-            status_code=409,
-        )
+        return problem(409, f"conflicts with an existing record ({_constraint_of(exc)})")
 
     @app.exception_handler(RequestValidationError)
     async def _invalid(_: Request, exc: RequestValidationError) -> JSONResponse:
         # What is wrong and where, quoting at most a snippet of the input: a 5 MB text must
         # not come back as a 5 MB error.
-        return JSONResponse({"detail": [_problem(e) for e in exc.errors()]}, status_code=422)
+        errors = [_field_error(e) for e in exc.errors()]
+        said = "; ".join(_where(e) + e["msg"] for e in errors[:3])
+        return problem(422, said or "invalid request", errors=errors)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http(_: Request, exc: StarletteHTTPException) -> JSONResponse:
+        # Starlette's own refusals (no such path, method not allowed, unreadable body).
+        return problem(exc.status_code, str(exc.detail), headers=exc.headers)
 
     @app.exception_handler(ConcurrentChange)
     async def _conflicting(_: Request, exc: ConcurrentChange) -> JSONResponse:
         # Rolled back after its retries: nothing was committed, so the sender may retry.
         log.warning("gave up after concurrent changes: %s", exc)
-        return JSONResponse(
-            {"detail": f"concurrent change, retry later: {exc}"},
-            status_code=503,
-            headers={"Retry-After": "1"},
-        )
+        return problem(503, f"concurrent change, retry later: {exc}", headers={"Retry-After": "1"})
 
     @app.get("/healthz", tags=["health"])
     async def healthz() -> dict[str, str]:
@@ -125,6 +121,7 @@ def create_app(
         ready = all(v == "ok" for v in checks.values())
         return JSONResponse(checks, status_code=200 if ready else 503)
 
+    app.openapi = document_refusals(app)  # type: ignore[method-assign]
     return app
 
 
@@ -141,7 +138,13 @@ def _constraint_of(exc: IntegrityError) -> str:
 SNIPPET = 80  # characters of a refused input quoted back
 
 
-def _problem(error: Any) -> dict[str, Any]:
+def _where(error: dict[str, Any]) -> str:
+    # "body.text: …" reads better than "body: …" for the field, and the body itself is "body".
+    loc = [str(part) for part in error["loc"]]
+    return ".".join(loc[1:] or loc) + ": " if loc else ""
+
+
+def _field_error(error: Any) -> dict[str, Any]:
     problem = {
         "loc": list(error.get("loc", ())),
         "msg": str(error.get("msg", "")).removeprefix("Value error, "),

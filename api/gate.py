@@ -14,6 +14,8 @@ from collections.abc import Mapping
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from api.problems import MEDIA_TYPE, problem_body
+
 API_PREFIX = "/v1/"
 
 
@@ -91,8 +93,8 @@ def _replay(body: bytes, receive: Receive) -> Receive:
 async def _answer(
     send: Send, status: int, detail: str, headers: Mapping[str, str] | None = None
 ) -> None:
-    body = json.dumps({"detail": detail}).encode()
-    raw = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
+    body = json.dumps(problem_body(status, detail)).encode()
+    raw = [(b"content-type", MEDIA_TYPE.encode()), (b"content-length", str(len(body)).encode())]
     raw += [(k.lower().encode(), v.encode()) for k, v in (headers or {}).items()]
     await send({"type": "http.response.start", "status": status, "headers": raw})
     await send({"type": "http.response.body", "body": body})

@@ -18,6 +18,7 @@ from pydantic import (
 from starlette.concurrency import run_in_threadpool
 
 from api.deps import ApiBody, require_api_key, state
+from api.problems import refusals
 from conversations.channel_names import CHANNEL_NAMES
 from conversations.db import session_factory, transaction
 from conversations.errors import InvalidInput, NotFound
@@ -152,7 +153,7 @@ async def put_timeout(
     }
 
 
-@router.delete("")
+@router.delete("", responses=refusals(404))
 async def delete_timeout(
     request: Request,
     actor: Annotated[str, Depends(require_api_key)],

@@ -6,7 +6,6 @@ by hand, and an error that is not ours is a 500 that says nothing of its interna
 from __future__ import annotations
 
 import uuid
-from typing import Any
 
 
 class DormouseError(Exception):
@@ -15,8 +14,9 @@ class DormouseError(Exception):
     http_status = 500  # what the API answers if this escapes a route
     headers: dict[str, str] = {}
 
-    def detail(self) -> Any:
-        return str(self)
+    def refers_to(self) -> dict[str, str]:
+        """Ids of the records the refusal is about, answered beside its sentence."""
+        return {}
 
 
 class NotFound(DormouseError):
@@ -85,8 +85,8 @@ class Taken(Conflict):
         super().__init__(message)
         self.owner = owner
 
-    def detail(self) -> Any:
-        return {"message": str(self), "customer_id": str(self.owner)}
+    def refers_to(self) -> dict[str, str]:
+        return {"customer_id": str(self.owner)}
 
 
 class AddressTaken(Taken):

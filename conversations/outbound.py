@@ -31,10 +31,10 @@ class OutboundRefused(DormouseError):
         self.status, self.reason, self.conversation_id = status, reason, conversation_id
         self.http_status = status
 
-    def detail(self) -> Any:
+    def refers_to(self) -> dict[str, str]:
         if self.conversation_id is None:
-            return self.reason
-        return {"message": self.reason, "conversation_id": str(self.conversation_id)}
+            return {}
+        return {"conversation_id": str(self.conversation_id)}
 
 
 @dataclass(frozen=True, slots=True)

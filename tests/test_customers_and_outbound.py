@@ -206,7 +206,7 @@ def test_outbound_with_a_message_is_sent_as_written(
         headers=AUTH,
     )
     assert again.status_code == 409
-    assert again.json()["detail"]["conversation_id"] == body["id"]
+    assert again.json()["conversation_id"] == body["id"]
 
 
 def test_outbound_without_a_message_lets_the_agent_open(

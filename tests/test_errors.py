@@ -102,7 +102,7 @@ def test_a_taken_external_id_is_a_409_naming_its_owner(
     assert first.status_code == 201, first.text
     again = client.post("/v1/customers", json={"external_id": external_id})
     assert again.status_code == 409, again.text
-    assert again.json()["detail"]["customer_id"] == first.json()["id"]
+    assert again.json()["customer_id"] == first.json()["id"]
 
 
 @pytest.mark.parametrize(
@@ -148,8 +148,29 @@ def test_a_422_quotes_a_snippet_of_the_input_and_names_unknown_fields(
     assert len(long.content) < 2_000 and "150000 characters" in long.text
     unknown = client.post("/v1/customers", json={"name": "Ada", "nmae": "typo"})
     assert unknown.status_code == 422
-    [problem] = unknown.json()["detail"]
+    refused = unknown.json()
+    [problem] = refused["errors"]
     assert problem["loc"] == ["body", "nmae"] and problem["type"] == "extra_forbidden"
+    assert refused["detail"] == "nmae: Extra inputs are not permitted"
+
+
+def test_every_refusal_has_one_shape(client: TestClient) -> None:
+    """404, 409, 422 and the gate's 401 and 413: RFC 9457 problems, detail always a sentence."""
+    first = client.post("/v1/customers", json={"external_id": "crm-1"})
+    answers = [
+        client.get("/v1/conversations/00000000-0000-0000-0000-000000000000"),
+        client.post("/v1/customers", json={"external_id": "crm-1"}),
+        client.put("/v1/timeouts", json={"inactivity": {}}),
+        client.get("/v1/outbox", headers={"Authorization": "Bearer wrong"}),
+        client.post("/v1/customers", content=b"{" + b" " * 300_000 + b"}"),
+    ]
+    assert [a.status_code for a in answers] == [404, 409, 422, 401, 413]
+    for answer in answers:
+        body = answer.json()
+        assert answer.headers["content-type"] == "application/problem+json"
+        assert body["status"] == answer.status_code and isinstance(body["detail"], str)
+        assert body["title"] and body["detail"]
+    assert answers[1].json()["customer_id"] == first.json()["id"]
 
 
 def test_each_channel_states_its_own_text_limit(client: TestClient) -> None:

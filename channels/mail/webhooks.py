@@ -7,6 +7,7 @@ an automatic mail (auto-reply, bounce) answers 200 so the provider does not retr
 from __future__ import annotations
 
 from functools import partial
+from typing import Any
 
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
@@ -24,8 +25,18 @@ from conversations.types import utcnow
 router = APIRouter(prefix="/webhooks", tags=["webhooks"])
 
 
-@router.post("/email")
-@router.post("/email/mime")  # Mailgun posts the raw message only to a URL ending in "mime"
+REFUSALS: dict[int | str, dict[str, Any]] = {
+    400: {"description": "Not a readable email (no From, no header fields, broken MIME)."},
+    401: {"description": "No credentials: EMAIL_INBOUND_SECRET as basic password or bearer."},
+    403: {"description": "Wrong credentials, a bad Mailgun signature or a replayed token."},
+    413: {"description": "Over EMAIL_MAX_BYTES."},
+    415: {"description": "A content type other than message/rfc822 or a provider's form."},
+}
+
+
+@router.post("/email", responses=REFUSALS)
+# Mailgun posts the raw message only to a URL ending in "mime".
+@router.post("/email/mime", responses=REFUSALS)
 async def inbound_email(request: Request) -> JSONResponse:
     app = webhook_app(request)
     settings = app.settings

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from typing import Any
 from urllib.parse import parse_qsl
 
 from fastapi import APIRouter, Request, Response
@@ -37,7 +38,21 @@ async def _verified_form(request: Request, channel: SmsChannel) -> dict[str, str
     return params
 
 
-@router.post("/sms")
+REFUSALS: dict[int | str, dict[str, Any]] = {
+    400: {"description": "A form Twilio would not send (malformed, or a required field missing)."},
+    403: {"description": "X-Twilio-Signature missing or not Twilio's for this URL."},
+    413: {"description": "Over MAX_WEBHOOK_BYTES."},
+    415: {"description": "Not application/x-www-form-urlencoded."},
+}
+TWIML: dict[int | str, dict[str, Any]] = {
+    200: {
+        "description": "Empty TwiML: the reply goes out later.",
+        "content": {"application/xml": {}},
+    }
+}
+
+
+@router.post("/sms", response_class=Response, responses={**TWIML, **REFUSALS})
 async def inbound_sms(request: Request) -> Response:
     app = webhook_app(request)
     channel = SmsChannel(app.settings)
@@ -48,7 +63,7 @@ async def inbound_sms(request: Request) -> Response:
     return Response(EMPTY_TWIML, media_type="application/xml")
 
 
-@router.post("/status")
+@router.post("/status", response_class=Response, responses={**TWIML, **REFUSALS})
 async def delivery_status(request: Request) -> Response:
     app = webhook_app(request)
     channel = SmsChannel(app.settings)
