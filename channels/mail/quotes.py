@@ -26,6 +26,7 @@ from mailparser_reply.parser import EmailMessage
 REPLY_LANGUAGES = ["en", "de", "fr", "es", "it", "nl", "sv", "da", "pl", "cs", "ja", "zh", "ko"]
 _LIBRARY_HEADERS = EmailMessage(text="", languages=list(REPLY_LANGUAGES)).HEADER_REGEX
 MAX_WRAPPED_LINES = 3
+QUOTEQUAIL_LINES = 1000
 MAX_ATTRIBUTION = 300  # characters: an attribution names a date and a sender, not a paragraph
 
 _HEADER_FIELD = re.compile(r"^\s*(?:>\s*)*\*?[^\W\d][\w .'-]{0,30}\s?:\S?")
@@ -101,6 +102,9 @@ def _library_header(lines: list[str]) -> QuoteHeader | None:
 
 
 def _quotequail_header(lines: list[str]) -> QuoteHeader | None:
+    # quotequail tries each pattern on each line in Python (seconds for 50,000 lines): its
+    # own default stops at 1,000 lines too, and the other two sources scan the rest.
+    lines = lines[:QUOTEQUAIL_LINES]
     text = "\n".join(lines)
     # Each call splits the text in two; the second part's length tells the line number.
     begin = quotequail.quote(text, limit=len(lines) + 1, quote_intro_line=True)
