@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: up test test-postgres test-sqlite lint install lock clean bench bench-quick bench-timeouts bench-turns bench-agents bench-tools faults faults-quick
+.PHONY: up test test-postgres test-sqlite lint install lock clean bench bench-quick bench-timeouts bench-turns bench-agents bench-tools faults faults-quick email-corpus
 
 $(STAMP): pyproject.toml constraints.txt
 	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' \
@@ -76,6 +76,11 @@ bench-quick: $(STAMP) bench-tools
 	$(BIN)/python -m benchmarks.timeout_sweep --quick
 	$(BIN)/python -m benchmarks.slow_model --quick
 	$(BIN)/python -m benchmarks.turn_cost --quick
+
+## How the mail parser reads 200 real emails from other projects' test suites (visible text
+## against their expectations, auto-replies and bounces never answered). EMAIL_CORPUS moves it.
+email-corpus: $(STAMP)
+	$(BIN)/python -m benchmarks.email_corpus
 
 ## The fault suite: real processes while workers, the broker or the database fail.
 faults: $(STAMP)

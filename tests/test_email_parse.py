@@ -164,3 +164,86 @@ def test_what_is_not_an_email_is_refused_naming_why(raw: bytes, reason: str) -> 
     with pytest.raises(WebhookRejected) as refused:
         parse_email(raw)
     assert refused.value.status == 400 and reason in refused.value.reason
+
+
+# Issue 16: classes of real-world mail the corpus measurement (make email-corpus) found.
+# Each message below is a short one written for this test.
+
+
+def plain(body: str, headers: str = "From: ada@example.com\r\nSubject: Re: order 1042") -> bytes:
+    return f"{headers}\r\nContent-Type: text/plain; charset=utf-8\r\n\r\n{body}".encode()
+
+
+def test_an_icloud_vacation_reply_is_automatic() -> None:
+    headers = (
+        "From: ada@icloud.example\r\nSubject: Auto reply: order 1042\r\nX-Apple-Action: VACATION"
+    )
+    message = parse_email(plain("I am away until Monday.", headers))
+    assert message.control == "no_reply"
+
+
+def test_an_auto_reply_subject_alone_is_automatic_but_a_reply_to_it_is_not() -> None:
+    automatic = plain("Away.", "From: ada@example.com\r\nSubject: Automatic reply: order 1042")
+    answer = plain("Back now.", "From: ada@example.com\r\nSubject: Re: Automatic reply: x")
+    assert parse_email(automatic).control == "no_reply"
+    assert parse_email(answer).control is None
+
+
+def test_a_multipart_mixed_bounce_from_post_master_is_automatic() -> None:
+    raw = (
+        b"From: post_master@carrier.example\r\nTo: support@acme.test\r\n"
+        b"Subject: Re: your message\r\nMIME-Version: 1.0\r\n"
+        b'Content-Type: multipart/mixed; boundary="b"\r\n\r\n'
+        b"--b\r\nContent-Type: text/plain\r\n\r\nError: Invalid user address\r\n--b--\r\n"
+    )
+    assert parse_email(raw).control == "no_reply"
+
+
+def test_a_german_schrieb_quote_header_and_its_quote_are_dropped() -> None:
+    body = (
+        "Danke, das passt.\n\n"
+        "Support via Acme <support@acme.test> schrieb:\n"
+        "> Ihre Bestellung ist unterwegs.\n"
+    )
+    assert parse_email(plain(body)).text == "Danke, das passt."
+
+
+def test_a_quote_header_in_a_language_no_library_knows_is_dropped() -> None:
+    body = 'Köszönöm!\n\n2024.05.03. 10:12 keltezéssel, "Support" írta:\n> A rendelése úton van.\n'
+    assert parse_email(plain(body)).text == "Köszönöm!"
+
+
+@pytest.mark.parametrize("divider", ["---Original Message---", "-----Ursprüngliche Nachricht-----"])
+def test_an_original_message_divider_and_what_follows_are_dropped(divider: str) -> None:
+    body = f"Yes, please cancel it.\n\n{divider}\nShall we cancel order 1042?\n"
+    assert parse_email(plain(body)).text == "Yes, please cancel it."
+
+
+def test_a_forward_keeps_what_was_forwarded() -> None:
+    body = (
+        "See below, the courier says it was delivered.\n\n"
+        "---------- Forwarded message ---------\n"
+        "From: Courier <track@courier.example>\n"
+        "Subject: Delivered\n\n"
+        "Parcel 1042 was left at the back door.\n"
+    )
+    text = parse_email(plain(body, "From: ada@example.com\r\nSubject: Fwd: Delivered")).text
+    assert text.startswith("See below, the courier says it was delivered.")
+    assert "Parcel 1042 was left at the back door." in text
+
+
+def test_a_reply_written_below_the_quote_is_kept() -> None:
+    body = (
+        "Hi,\n"
+        "On Fri, 3 May 2024 at 10:12, Support <support@acme.test> wrote:\n"
+        "> Which colour would you like?\n\n"
+        "The blue one, please.\n"
+    )
+    text = parse_email(plain(body)).text
+    assert text.startswith("Hi,") and text.endswith("The blue one, please.")
+    assert "Which colour" not in text
+
+
+def test_a_line_with_an_address_and_a_colon_is_not_taken_for_a_quote_header() -> None:
+    body = "Please write to billing@example.com:\nthe invoice for order 1042 is wrong.\n"
+    assert "the invoice for order 1042 is wrong." in parse_email(plain(body)).text

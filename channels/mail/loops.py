@@ -2,8 +2,11 @@
 
 Each rule follows a published convention: RFC 3834 (Auto-Submitted), the Precedence header
 of mailing lists and vacation programs, the X-Autoreply/X-Autorespond headers of common
-auto-responders, the mailer-daemon and postmaster senders of RFC 5321, and the
-multipart/report delivery status notifications of RFC 3464.
+auto-responders (and iCloud's X-Apple-Action: VACATION, which sends no Auto-Submitted), the
+subject prefixes Exchange and iCloud give their auto-replies, the mailer-daemon and
+postmaster senders of RFC 5321 (with the "post_master" spelling some carriers use, whose
+bounces are plain multipart/mixed), and the multipart/report delivery status notifications
+of RFC 3464.
 """
 
 from __future__ import annotations
@@ -18,6 +21,8 @@ NO_REPLY_PRECEDENCE = {"bulk", "junk", "list", "auto_reply"}
 NO_REPLY_SENDERS = (
     "mailer-daemon",
     "postmaster",
+    "post_master",
+    "mailer_daemon",
     "no-reply",
     "noreply",
     "no_reply",
@@ -26,6 +31,18 @@ NO_REPLY_SENDERS = (
     "do_not_reply",
 )
 _COMMENT = re.compile(r"\([^)]*\)")
+# Vendor headers that mark an auto-reply, and the value that does (None: any value).
+AUTO_REPLY_HEADERS: dict[str, str | None] = {
+    "X-Autoreply": None,
+    "X-Autorespond": None,
+    "X-Apple-Action": "vacation",
+}
+# What Exchange/Outlook ("Automatic reply:") and iCloud ("Auto reply:") put before the
+# subject of an auto-reply; a person's reply starts with "Re:".
+_AUTO_REPLY_SUBJECT = re.compile(
+    r"^\s*(?:auto(?:matic)?[ -]?reply|auto[ -]?response|out of (?:the )?office)\s*:",
+    re.IGNORECASE,
+)
 
 
 def automatic_reason(message: Message, sender: str) -> str | None:
@@ -37,9 +54,12 @@ def automatic_reason(message: Message, sender: str) -> str | None:
     precedence = _token(header(message, "Precedence"))
     if precedence in NO_REPLY_PRECEDENCE:
         return f"Precedence: {precedence}"
-    for name in ("X-Autoreply", "X-Autorespond"):
-        if message.get(name) is not None:
+    for name, value in AUTO_REPLY_HEADERS.items():
+        found = message.get(name)
+        if found is not None and (value is None or _token(str(found)) == value):
             return f"{name} header"
+    if _AUTO_REPLY_SUBJECT.match(header(message, "Subject")):
+        return "auto-reply subject"
     if message.get_content_type() == "multipart/report":
         return "delivery status report"
     local_part = sender.partition("@")[0].lower().partition("+")[0]

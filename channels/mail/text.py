@@ -11,18 +11,27 @@ import logging
 import re
 from email.message import Message
 
+from email_reply_parser import EmailReplyParser
 from inscriptis import get_text
-from mailparser_reply import EmailReplyParser
+
+from channels.mail.quotes import find_quote_header, is_forward, quoted_after
 
 log = logging.getLogger(__name__)
 
-# The languages whose "On … wrote:" and "From: … Sent:" headers the stripper recognizes.
-REPLY_LANGUAGES = ["en", "de", "fr", "es", "it", "nl", "sv", "da", "pl", "ja", "zh", "ko"]
-_reply_parser = EmailReplyParser(languages=REPLY_LANGUAGES)
 _BLANK_RUNS = re.compile(r"\n{3,}")
 # NUL and other C0 controls (but tab and newline) are never text, and PostgreSQL refuses NUL.
 _CONTROLS = re.compile(r"[\x00-\x08\x0b-\x1f\x7f]")
 MAX_TEXT = 100_000
+_QUOTE_MARK = re.compile(r"^\s*>")
+_QUOTED_TEXT = re.compile(r"^\s*>[>\s]*\S")
+# A mail app's advertisement as the last line ("Sent from Outlook Mobile<https://…>"),
+# in the languages the quote headers cover; the reply parsers only know "Sent from my".
+_TAGLINE = re.compile(
+    r"^(?:sent (?:from|with|via) |get outlook for |envoyé (?:depuis|à partir de|de mon) "
+    r"|gesendet (?:von|mit) |von meinem .* gesendet|enviado (?:desde|de) |inviato da "
+    r"|verzonden (?:vanaf|met) |skickat från |sendt fra |wysłano z ).{0,100}$",
+    re.IGNORECASE,
+)
 
 
 def decode_part(part: Message) -> str:
@@ -80,19 +89,61 @@ def one_line(value: str, limit: int = 998) -> str:
 
 
 def new_part(text: str) -> str:
-    """Only what was written this time: quoted replies and the signature removed."""
+    """Only what was written this time: quoted history and the signature removed.
+
+    A forward is kept whole: what was forwarded is what the customer wants read.
+    """
     if not text.strip():
         return ""
     # The stripper's regular expressions cost seconds per megabyte: a new part longer than
     # this is not a reply anyone typed, and the agent would not read it all anyway.
-    text = text[:MAX_TEXT]
+    text = tidy(text[:MAX_TEXT])
+    if is_forward(text):
+        return text
     try:
-        replies = _reply_parser.read(text=text).replies
-        latest = replies[0].body if replies else text
+        latest = _strip_reply(text)
     except Exception:  # the stripper is a heuristic: when it fails, keep the whole text
         log.warning("reply stripping failed; keeping the full text", exc_info=True)
         latest = text
-    return tidy(latest) or tidy(text)
+    return tidy(latest) or text
+
+
+def _strip_reply(text: str) -> str:
+    lines = text.split("\n")
+    header = find_quote_header(lines)
+    if header is not None:
+        if quoted_after(lines, header.last):
+            # "> " quoted below the header: drop the header line(s) only, so that an answer
+            # written below the quote (or between its lines) is still found.
+            lines = lines[: header.first] + lines[header.last + 1 :]
+        else:
+            lines = lines[: header.first]  # an unquoted copy of the history follows
+    lines = _lazy_continuations_quoted(lines)
+    # GitHub's fragment scanner: drops "> " quoted blocks and "-- " signatures, keeps text
+    # written below or between quotes.
+    visible = EmailReplyParser.parse_reply("\n".join(lines))
+    return _without_tagline(visible)
+
+
+def _lazy_continuations_quoted(lines: list[str]) -> list[str]:
+    """A line directly below a quoted line of text is that quote re-wrapped by a client.
+
+    ("> a long line that a client broke in t" / "wo" / ">"): left unmarked, the reply parser
+    would take the broken-off end for an answer written below the quote.
+    """
+    marked = list(lines)
+    for i in range(1, len(marked)):
+        above, line = marked[i - 1], marked[i]
+        if line.strip() and not _QUOTE_MARK.match(line) and _QUOTED_TEXT.match(above):
+            marked[i] = "> " + line
+    return marked
+
+
+def _without_tagline(text: str) -> str:
+    lines = text.rstrip().split("\n")
+    if len(lines) > 1 and _TAGLINE.match(lines[-1].strip()):
+        lines.pop()
+    return "\n".join(lines)
 
 
 def tidy(text: str) -> str:
