@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import timedelta
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Query, Request
+from fastapi import APIRouter, Depends, Query, Request, Response
 from pydantic import (
     AfterValidator,
     Field,
@@ -18,6 +18,7 @@ from pydantic import (
 from starlette.concurrency import run_in_threadpool
 
 from api.deps import ApiBody, require_api_key, state
+from api.pages import DESCRIPTION, PAGE_HEADERS, decode_id, page
 from api.problems import refusals
 from conversations.channel_names import CHANNEL_NAMES
 from conversations.db import session_factory, transaction
@@ -177,16 +178,22 @@ async def delete_timeout(
     return {"deleted": scope_view(scope, old)}
 
 
-@router.get("/history")
+@router.get("/history", responses={200: {"headers": PAGE_HEADERS}})
 async def timeout_history(
-    request: Request, limit: Annotated[int, Query(ge=1, le=1000)] = 100
+    request: Request,
+    response: Response,
+    cursor: Annotated[str | None, Query(max_length=200, description=DESCRIPTION)] = None,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
 ) -> list[dict[str, Any]]:
+    """Every change to the timeout policies, newest first, a page at a time."""
     app = state(request)
+    before = decode_id(cursor) if cursor is not None else None
 
     def read() -> list[dict[str, Any]]:
         with session_factory(app.engine)() as session:
             return [
                 {
+                    "id": c.id,
                     "scope": Scope(c.service, c.channel).describe(),
                     "service": c.service or None,
                     "channel": c.channel or None,
@@ -195,10 +202,10 @@ async def timeout_history(
                     "old": c.old,
                     "new": c.new,
                 }
-                for c in history(session, limit)
+                for c in history(session, limit + 1, before=before)
             ]
 
-    return await run_in_threadpool(read)
+    return page(await run_in_threadpool(read), limit, lambda c: (c["id"],), request, response)
 
 
 def override_from(value: str | int | float | None) -> tuple[bool, int | None]:

@@ -87,6 +87,8 @@ class Conversation(Base):
         Index("ix_conversations_status_nudge", "status", "nudge_due_at"),
         # The retention purge reads finished conversations by age.
         Index("ix_conversations_status_finished", "status", "finished_at"),
+        # The operators' list: newest activity first, paged by (updated_at, id).
+        Index("ix_conversations_updated_id", "updated_at", "id"),
         Index(
             "ix_conversations_wrapup_pending",
             "finished_at",

@@ -192,12 +192,14 @@ def _seconds(value: timedelta | None) -> int | None:
     return None if value is None else int(value.total_seconds())
 
 
-def history(session: Session, limit: int = 100) -> list[TimeoutPolicyChange]:
-    return list(
-        session.scalars(
-            select(TimeoutPolicyChange).order_by(TimeoutPolicyChange.id.desc()).limit(limit)
-        )
-    )
+def history(
+    session: Session, limit: int = 100, *, before: int | None = None
+) -> list[TimeoutPolicyChange]:
+    """Newest change first; ``before`` is the id of the last change already seen."""
+    query = select(TimeoutPolicyChange).order_by(TimeoutPolicyChange.id.desc()).limit(limit)
+    if before is not None:
+        query = query.where(TimeoutPolicyChange.id < before)
+    return list(session.scalars(query))
 
 
 @dataclass(frozen=True, slots=True)

@@ -7,7 +7,7 @@ from datetime import datetime
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
-from sqlalchemy import func, select
+from sqlalchemy import func, select, tuple_
 from sqlalchemy.orm import Session
 
 from conversations.models import Conversation, Message, OutboxRow, TurnRecord
@@ -119,16 +119,27 @@ def list_conversations(
     *,
     status: ConversationStatus | None = None,
     channel: str | None = None,
+    service: str | None = None,
     address: str | None = None,
+    before: tuple[datetime, uuid.UUID] | None = None,
     limit: int = 50,
 ) -> list[ConversationSummary]:
-    query = select(Conversation).order_by(Conversation.updated_at.desc()).limit(limit)
+    """Newest activity first; ``before`` is the (updated_at, id) of the last one already seen."""
+    query = (
+        select(Conversation)
+        .order_by(Conversation.updated_at.desc(), Conversation.id.desc())
+        .limit(limit)
+    )
     if status is not None:
         query = query.where(Conversation.status == status)
     if channel is not None:
         query = query.where(Conversation.channel == channel)
+    if service is not None:
+        query = query.where(Conversation.service == service)
     if address is not None:
         query = query.where(Conversation.address == address)
+    if before is not None:
+        query = query.where(tuple_(Conversation.updated_at, Conversation.id) < before)
     return [ConversationSummary.model_validate(c) for c in session.scalars(query)]
 
 
@@ -179,9 +190,21 @@ def conversation_detail(
 
 
 def list_outbox(
-    session: Session, *, status: str | None = None, limit: int = 50
+    session: Session,
+    *,
+    status: str | None = None,
+    service: str | None = None,
+    before: int | None = None,
+    limit: int = 50,
 ) -> list[OutboxView]:
+    """Newest first; ``before`` is the id of the last row already seen."""
     query = select(OutboxRow).order_by(OutboxRow.id.desc()).limit(limit)
     if status is not None:
         query = query.where(OutboxRow.status == status)
+    if service is not None:
+        query = query.join(Conversation, Conversation.id == OutboxRow.conversation_id).where(
+            Conversation.service == service
+        )
+    if before is not None:
+        query = query.where(OutboxRow.id < before)
     return [OutboxView.model_validate(r) for r in session.scalars(query)]
