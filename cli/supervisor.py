@@ -1,7 +1,8 @@
 """``dormouse up``: broker (embedded unless BROKER_URL is set), migrations, then API, a turn
 worker, a delivery worker and beat as child processes in the foreground. Ctrl-C stops them
-all. A child that exits is restarted with backoff, saying why; only one that keeps crashing
-fast stops everything.
+all, and so do SIGTERM and SIGHUP (the terminal closing). A child that exits is restarted
+with backoff, saying why; only one that keeps crashing fast stops everything. None outlives
+the supervisor unnoticed: see ``cli.lifeline``.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from types import FrameType
 from typing import Protocol, TextIO
@@ -22,6 +23,7 @@ from typing import Protocol, TextIO
 import click
 
 from cli.embedded import EmbeddedBroker
+from cli.lifeline import die_with_parent, holders
 from cli.logs import effective_log_level
 from cli.restarts import RestartPolicy
 from conversations.migrate import migrate
@@ -39,20 +41,45 @@ def port_is_free(port: int, host: str = "127.0.0.1") -> bool:
 
 
 def _hold_data_dir(settings: Settings) -> TextIO:
-    """One ``dormouse up`` per DATA_DIR: a second would replace the first one's broker socket."""
+    """One ``dormouse up`` per DATA_DIR: a second would replace the first one's broker socket.
+
+    Every child inherits this lock (``cli.lifeline``), so it also stays held while any process
+    of an earlier stack runs on after its supervisor died.
+    """
     settings.data_dir.mkdir(parents=True, exist_ok=True)
-    lock = (settings.data_dir / "up.lock").open("w")
+    path = settings.data_dir / "up.lock"
+    lock = path.open("a")  # not "w": truncating a lock file others hold gains nothing
     try:
         fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
         lock.close()
-        running = _read_state(settings)
-        where = f" (API on {running['api']})" if running else ""
-        raise click.ClickException(
-            f"another `dormouse up` is running with DATA_DIR={settings.data_dir}{where}; "
-            "stop it, or set DATA_DIR to run a second one"
-        ) from None
+        raise click.ClickException(_held_message(settings, path)) from None
     return lock
+
+
+def _held_message(settings: Settings, path: Path) -> str:
+    where = f"DATA_DIR={settings.data_dir}"
+    found = holders(path)
+    if found is None:  # no /proc (macOS): name the tool that finds them
+        return (
+            f"{where} is held by another `dormouse up` or by processes an earlier one left "
+            f"running (`lsof {path}` lists them): stop them, or set DATA_DIR to run a second one"
+        )
+    supervisors = [h for h in found if h.command == "up"]
+    if supervisors:
+        running = _read_state(settings)
+        api = f", API on {running['api']}" if running else ""
+        return (
+            f"another `dormouse up` is running with {where} (pid {supervisors[0].pid}{api}); "
+            "stop it, or set DATA_DIR to run a second one"
+        )
+    # Not killed for you: a PID is only a number, and these may be busy finishing turns.
+    pids = " ".join(str(h.pid) for h in found)
+    return (
+        f"{where} is still held by processes an earlier `dormouse up` left running: "
+        f"{', '.join(h.describe() for h in found)}; stop them with `kill {pids}` and run "
+        "`dormouse up` again"
+    )
 
 
 def state_file(settings: Settings) -> Path:
@@ -79,24 +106,28 @@ def run_up(
     if not port_is_free(port, host):
         lock.close()
         raise click.ClickException(f"port {port} is in use: choose another with --port or PORT")
+    signals = _StopSignals()
+    tie = Tie(fds=(lock.fileno(),), preexec_fn=die_with_parent())
     broker: EmbeddedBroker | None = None
     env = dict(os.environ, DATA_DIR=str(settings.data_dir), PORT=str(port))
-    if settings.uses_embedded_broker:
-        broker = EmbeddedBroker(settings.embedded_broker_socket)
-        broker.start()
-    env["BROKER_URL"] = settings.effective_broker_url
-    # One machine: the secrets generated under DATA_DIR are the children's, said explicitly.
-    env["DORMOUSE_API_KEYS"] = settings.dormouse_api_keys or "local:" + next(
-        iter(settings.api_keys())
-    )
-    env["EMAIL_INBOUND_SECRET"] = settings.email_secret()
-    env["LOG_LEVEL"] = effective_log_level()  # `dormouse --log-level X up` reaches every process
-    if not os.environ.get("PUBLIC_URL"):
-        env["PUBLIC_URL"] = f"http://{host}:{port}"
-
     children: list[Child] = []
     try:
-        click.echo("dormouse: migrating the database …")
+        if settings.uses_embedded_broker:
+            broker = EmbeddedBroker(
+                settings.embedded_broker_socket, pass_fds=tie.fds, preexec_fn=tie.preexec_fn
+            )
+            broker.start()
+        env["BROKER_URL"] = settings.effective_broker_url
+        # One machine: the secrets generated under DATA_DIR are the children's, said explicitly.
+        env["DORMOUSE_API_KEYS"] = settings.dormouse_api_keys or "local:" + next(
+            iter(settings.api_keys())
+        )
+        env["EMAIL_INBOUND_SECRET"] = settings.email_secret()
+        env["LOG_LEVEL"] = effective_log_level()  # `dormouse --log-level X up` reaches all
+        if not os.environ.get("PUBLIC_URL"):
+            env["PUBLIC_URL"] = f"http://{host}:{port}"
+
+        _say("dormouse: migrating the database …")
         migrate(settings)
         me = [sys.executable, "-m", "cli.main"]
         commands = {
@@ -121,9 +152,9 @@ def run_up(
             ],
             "beat": [*me, "beat"],
         }
-        children = [Child(name, argv, env) for name, argv in commands.items()]
-        for child in children:
-            child.start()
+        for name, argv in commands.items():
+            children.append(Child(name, argv, env, tie))
+            children[-1].start()
         # `dormouse simulate` reads where this instance listens and what URL it verifies.
         state_file(settings).write_text(
             json.dumps({"api": f"http://{host}:{port}", "public_url": env["PUBLIC_URL"]})
@@ -131,8 +162,12 @@ def run_up(
         _wait_for_api(host, port, children[0])
         _banner(settings, host, port, env["PUBLIC_URL"], broker, agents)
         restartable: list[Restartable] = [*children, *([broker] if broker else [])]
-        return _supervise(restartable, RestartPolicy())
+        return _supervise(restartable, RestartPolicy(), signals)
+    except _Stopped:  # while starting: nothing to wait for, stop what started
+        _say("\ndormouse: stopping …")
+        return 0
     finally:
+        signals.defer()  # a second Ctrl-C must not cut the orderly stop short
         _stop(children)
         if broker is not None:
             broker.stop()
@@ -140,21 +175,84 @@ def run_up(
         lock.close()
 
 
+class _Stopped(Exception):
+    """A stop signal arrived while ``up`` was still starting."""
+
+
+class _StopSignals:
+    """SIGINT (Ctrl-C), SIGTERM and SIGHUP (the terminal closed) all mean: stop in order.
+
+    While starting, a signal interrupts whatever runs (a migration, the wait for the API) by
+    raising ``_Stopped``; while supervising, it only sets ``requested``, so that a restart is
+    never cut between starting a child and recording it.
+    """
+
+    SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+
+    def __init__(self) -> None:
+        self.requested = False
+        self._raise = True
+        for signum in self.SIGNALS:
+            signal.signal(signum, self._on_signal)
+
+    def _on_signal(self, signum: int, _frame: FrameType | None) -> None:
+        self.requested = True
+        if self._raise:
+            self._raise = False
+            raise _Stopped(signum)
+
+    def defer(self) -> None:
+        """From now on a signal only sets ``requested``.
+
+        Still our handler, never SIG_IGN: an ignored signal stays ignored across exec in the
+        children started later, and SIGTERM (their pdeathsig) must reach them.
+        """
+        self._raise = False
+
+
+class Tie:
+    """What each child inherits to stay tied to this ``up``: see ``cli.lifeline``."""
+
+    def __init__(self, fds: tuple[int, ...], preexec_fn: Callable[[], None] | None) -> None:
+        self.fds, self.preexec_fn = fds, preexec_fn
+
+
 class Child:
     """One process `up` runs, restartable with the same command line."""
 
-    def __init__(self, name: str, argv: list[str], env: dict[str, str]) -> None:
-        self.name, self.argv, self.env = name, argv, env
+    def __init__(self, name: str, argv: list[str], env: dict[str, str], tie: Tie) -> None:
+        self.name, self.argv, self.env, self.tie = name, argv, env, tie
         self.proc: subprocess.Popen[bytes] | None = None
         self.started_at = 0.0
 
     def start(self) -> None:
         # Own session: Ctrl-C reaches only us, and we stop the children in order.
-        self.proc = subprocess.Popen(self.argv, env=self.env, start_new_session=True)
+        self.proc = subprocess.Popen(
+            self.argv,
+            env=self.env,
+            start_new_session=True,
+            pass_fds=self.tie.fds,
+            preexec_fn=self.tie.preexec_fn,
+        )
         self.started_at = time.monotonic()
 
     def exit_status(self) -> int | None:
         return None if self.proc is None else self.proc.poll()
+
+
+def _say(text: str, err: bool = False) -> None:
+    """Print, unless the terminal is gone (SIGHUP): stopping in order matters more than saying so.
+
+    A hung-up terminal fails every write with EIO. Our output then goes to /dev/null, so
+    neither a later line nor the interpreter's final flush fails the orderly stop.
+    """
+    try:
+        click.echo(text, err=err)
+    except OSError:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.dup2(devnull, sys.stderr.fileno())
+        os.close(devnull)
 
 
 def _wait_for_api(host: str, port: int, api: Child, timeout: float = 30.0) -> None:
@@ -213,7 +311,7 @@ def _banner(
         "Ctrl-C stops everything.",
         "",
     ]
-    click.echo("\n".join(lines))
+    _say("\n".join(lines))
 
 
 class Restartable(Protocol):
@@ -224,17 +322,12 @@ class Restartable(Protocol):
     def exit_status(self) -> int | None: ...
 
 
-def _supervise(processes: Sequence[Restartable], policy: RestartPolicy) -> int:
-    stopping = False
-
-    def _on_signal(signum: int, _frame: FrameType | None) -> None:
-        nonlocal stopping
-        stopping = True
-
-    signal.signal(signal.SIGINT, _on_signal)
-    signal.signal(signal.SIGTERM, _on_signal)
+def _supervise(
+    processes: Sequence[Restartable], policy: RestartPolicy, signals: _StopSignals
+) -> int:
+    signals.defer()
     due: dict[str, float] = {}  # name -> when it restarts
-    while not stopping:
+    while not signals.requested:
         now = time.monotonic()
         for process in processes:
             status = process.exit_status()
@@ -250,11 +343,11 @@ def _supervise(processes: Sequence[Restartable], policy: RestartPolicy) -> int:
                 try:
                     process.start()
                 except RuntimeError as exc:  # the broker did not come up: counts as a crash
-                    click.echo(f"dormouse: {process.name} did not start: {exc}", err=True)
+                    _say(f"dormouse: {process.name} did not start: {exc}", err=True)
                 else:
-                    click.echo(f"dormouse: {process.name} restarted", err=True)
+                    _say(f"dormouse: {process.name} restarted", err=True)
         time.sleep(0.2)
-    click.echo("\ndormouse: stopping …")
+    _say("\ndormouse: stopping …")
     return 0
 
 
@@ -265,14 +358,14 @@ def _restart_delay(
     ran = now - process.started_at
     delay = policy.record_exit(process.name, ran_for=ran, now=now)
     if delay is None:
-        click.echo(
+        _say(
             f"dormouse: {process.name} {describe_exit(status)} and keeps crashing "
             f"({policy.max_fast_crashes} times within {policy.window:.0f}s, each after less "
             f"than {policy.stable_after:.0f}s); stopping everything",
             err=True,
         )
         return None
-    click.echo(
+    _say(
         f"dormouse: {process.name} {describe_exit(status)} after {ran:.1f}s; "
         f"restarting in {delay:.0f}s",
         err=True,
