@@ -31,7 +31,9 @@ def parse_email(raw: bytes) -> InboundMessage:
     if not raw.strip():
         raise WebhookRejected(400, "not an email: the message is empty")
     try:
-        message = BytesParser(policy=policy.default).parsebytes(raw)
+        # Blank lines before the header fields (a saved file, a relay's prefix) would make the
+        # parser read an empty header block and the whole message as body.
+        message = BytesParser(policy=policy.default).parsebytes(raw.lstrip(b"\r\n"))
     except Exception as exc:  # the parser is lenient; anything it still refuses is bad input
         raise WebhookRejected(400, f"not an email: {exc.__class__.__name__}") from None
     if not message.keys():
