@@ -18,12 +18,14 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from api import (
     conversation_actions,
     customer_routes,
+    live_routes,
     operator_routes,
     outbound_routes,
     timeout_routes,
 )
 from api.deps import AppState, state
 from api.gate import ApiGate
+from api.live import EventHub
 from api.problems import document_refusals, problem
 from channels.registry import webhook_routers
 from conversations.broker import ping_broker
@@ -45,6 +47,7 @@ def create_app(
         engine=engine or get_engine(),
         waker=waker or CeleryWaker(settings=settings),
         api_keys=settings.api_keys(),
+        hub=EventHub(settings.effective_broker_url),
     )
     app.add_middleware(ApiGate, keys=app.state.dormouse.api_keys, max_bytes=settings.max_api_bytes)
     for router in webhook_routers():
@@ -54,6 +57,7 @@ def create_app(
     app.include_router(timeout_routes.router)
     app.include_router(outbound_routes.router)
     app.include_router(customer_routes.router)
+    app.include_router(live_routes.router)
 
     @app.exception_handler(DormouseError)
     async def _refused(_: Request, exc: DormouseError) -> JSONResponse:

@@ -77,7 +77,11 @@ async def finish(
         app.engine,
         lambda s: lifecycle.finish(s, conversation_id, reason=reason, now=utcnow()),
     )
-    produced = Produced.of(wrap_ups=[conversation_id], turns=[done.reopened_conversation_id])
+    produced = Produced.of(
+        wrap_ups=[conversation_id],
+        turns=[done.reopened_conversation_id],
+        changed=[conversation_id, done.reopened_conversation_id],
+    )
     await run_in_threadpool(publish, app.waker, produced)
     return await run_in_threadpool(_detail, app.engine, conversation_id)
 
@@ -93,6 +97,7 @@ async def handoff(
         app.engine,
         lambda s: lifecycle.handoff(s, conversation_id, reason=reason, now=utcnow()),
     )
+    await run_in_threadpool(publish, app.waker, Produced.of(changed=[conversation_id]))
     return await run_in_threadpool(_detail, app.engine, conversation_id)
 
 
@@ -105,6 +110,7 @@ async def handback(request: Request, conversation_id: uuid.UUID) -> Conversation
         app.engine,
         lambda s: lifecycle.handback(s, conversation_id, now=utcnow(), defaults=defaults),
     )
+    await run_in_threadpool(publish, app.waker, Produced.of(changed=[conversation_id]))
     return await run_in_threadpool(_detail, app.engine, conversation_id)
 
 
@@ -121,7 +127,8 @@ async def operator_message(
             s, conversation_id, text=body.text, now=utcnow(), defaults=defaults
         ),
     )
-    await run_in_threadpool(publish, app.waker, Produced.of(deliveries=[outbox_id]))
+    produced = Produced.of(deliveries=[outbox_id], changed=[conversation_id])
+    await run_in_threadpool(publish, app.waker, produced)
     return {"outbox_id": outbox_id, "conversation_id": str(conversation_id), "text": body.text}
 
 

@@ -8,6 +8,7 @@ from fastapi import Request
 from pydantic import BaseModel, ConfigDict
 from sqlalchemy import Engine
 
+from api.live import EventHub
 from conversations.errors import Unauthorized
 from conversations.settings import Settings
 from conversations.wakeup import Waker
@@ -19,6 +20,7 @@ class AppState:
     engine: Engine
     waker: Waker
     api_keys: dict[str, str]
+    hub: EventHub
 
 
 def state(request: Request) -> AppState:

@@ -75,6 +75,7 @@ async def start_conversation(
 
 def _produced(payload: dict[str, Any]) -> Produced:
     """The opening as written is delivered; without one, the agent's turn writes it."""
+    conversation_id = uuid.UUID(payload["id"])
     if payload.get("outbox_id"):
-        return Produced.of(deliveries=[payload["outbox_id"]])
-    return Produced.of(turns=[uuid.UUID(payload["id"])])
+        return Produced.of(deliveries=[payload["outbox_id"]], changed=[conversation_id])
+    return Produced.of(turns=[conversation_id], changed=[conversation_id])

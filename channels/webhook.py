@@ -97,6 +97,7 @@ def accept(
             turns=[result.conversation_id] if result.needs_turn else [],
             deliveries=result.outbox_ids,
             wrap_ups=[result.conversation_id] if result.finished else [],
+            changed=[] if result.duplicate else [result.conversation_id],
         ),
     )
     return result

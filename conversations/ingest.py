@@ -17,7 +17,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from conversations import statements
+from conversations import events, statements
 from conversations.channel_names import address_kind
 from conversations.customers import customer_for, mark_undeliverable, set_opt_out
 from conversations.db import transaction
@@ -118,6 +118,9 @@ def ingest(
             raise ConcurrentChange(f"message {msg.provider_id} was stored concurrently")
         return _duplicate(existing)
 
+    if opened:
+        events.record(session, conversation.id, events.STARTED, now, channel=msg.channel)
+    events.message_events(session, conversation.id, [message_id], events.RECEIVED, now)
     if not opened:
         # The reply goes back on the channel the customer used last; the deadline moves.
         # (A conversation opened just now was inserted with these values.)
@@ -350,6 +353,7 @@ def insert_conversation(
             session.flush()
     except IntegrityError:
         return None
+    events.record(session, conversation.id, events.STARTED, now, channel=channel)
     return conversation
 
 

@@ -14,6 +14,7 @@ from datetime import datetime
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
+from conversations import events
 from conversations.channel_names import check_text
 from conversations.errors import ConversationNotFound, TransitionRefused
 from conversations.models import OPEN_CONVERSATION, PENDING_MESSAGE, Conversation, Message
@@ -67,6 +68,7 @@ def finish(
         )
         .execution_options(synchronize_session=False)
     )
+    events.record(session, conversation_id, events.FINISHED, now, reason=reason)
     if not answer_pending:
         settle_pending(session, conversation_id, InboundState.DONE)
         return Finished(conversation_id, None)
@@ -110,6 +112,7 @@ def reopen_pending(session: Session, conv: Conversation, now: datetime) -> uuid.
     )
     session.add(fresh)
     session.flush()
+    events.record(session, fresh.id, events.STARTED, now, channel=fresh.channel)
     session.execute(
         update(Message)
         .where(Message.id.in_(pending))
@@ -140,6 +143,7 @@ def handoff(session: Session, conversation_id: uuid.UUID, *, reason: str, now: d
     )
     # What the customer wrote is for the human now: shown, not answered by the agent.
     settle_pending(session, conversation_id, InboundState.HELD)
+    events.record(session, conversation_id, events.HANDOFF, now, reason=reason)
 
 
 def handback(
@@ -154,6 +158,7 @@ def handback(
     conv.last_activity_at = conv.updated_at = now
     session.flush()
     refresh_deadline(session, conversation_id, defaults=defaults)
+    events.record(session, conversation_id, events.HANDBACK, now)
 
 
 def operator_reply(

@@ -166,6 +166,26 @@ class TimeoutPolicyChange(Base):
     changed_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, index=True)
 
 
+class Event(Base):
+    """What happened in a conversation, in commit order: the live streams' source (and the
+    event webhooks'). Written in the transaction that made the change, so a stream never
+    shows what rolled back and never misses what committed; ``id`` is the stream's cursor.
+
+    Messages are referred to by id, never copied: erasing a customer erases the text once.
+    """
+
+    __tablename__ = "events"
+    __table_args__ = (Index("ix_events_conversation_id_id", "conversation_id", "id"),)
+
+    id: Mapped[int] = mapped_column(BigIntPK, primary_key=True, autoincrement=True)
+    conversation_id: Mapped[uuid.UUID] = mapped_column(
+        ForeignKey("conversations.id", ondelete="CASCADE")
+    )
+    type: Mapped[str] = mapped_column(String(64))
+    data: Mapped[dict[str, Any]] = mapped_column(JSON)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
 class ConversationEvent(Base):
     """Events about conversations (``conversation.finished``), stored for the event webhooks."""
 

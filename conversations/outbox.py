@@ -17,10 +17,10 @@ from sqlalchemy import insert, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
+from conversations import events, statements
 from conversations import outbox_statements as sql
-from conversations import statements
 from conversations.db import rowcount
-from conversations.models import Conversation, DeliveryEvent, Message, OutboxRow
+from conversations.models import Conversation, DeliveryEvent, Event, Message, OutboxRow
 from conversations.states import DELIVERY_RANK, Direction, OutboxStatus, Role
 
 # --- enqueue ------------------------------------------------------------------------------
@@ -53,6 +53,7 @@ def enqueue_reply(
             "created_at": now,
         },
     ).scalar_one()
+    events.message_events(session, conversation_id, [message_id], events.CREATED, now)
     outbox_id: int = conn.execute(
         statements.INSERT_OUTBOX_ROW,
         {
@@ -102,6 +103,18 @@ def enqueue_replies(
             for r in replies
         ],
     ).all()
+    session.execute(
+        insert(Event),
+        [
+            {
+                "conversation_id": r.conversation_id,
+                "type": events.CREATED,
+                "data": {"message_id": mid},
+                "created_at": now,
+            }
+            for mid, r in zip(message_ids, replies, strict=True)
+        ],
+    )
     return list(
         session.scalars(
             insert(OutboxRow).returning(OutboxRow.id, sort_by_parameter_order=True),

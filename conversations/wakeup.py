@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 import uuid
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from functools import cached_property
 from typing import Protocol
@@ -18,6 +18,7 @@ from typing import Protocol
 from celery import Celery
 
 from conversations.broker import celery_config
+from conversations.hints import Hints
 from conversations.settings import Settings, get_settings
 
 log = logging.getLogger(__name__)
@@ -45,6 +46,7 @@ class Waker(Protocol):
     def reconcile(self, outbox_id: int, delay: float = 0) -> bool: ...
     def wrap_up(self, conversation_id: uuid.UUID) -> bool: ...
     def recompute(self, service: str, channel: str) -> bool: ...
+    def changed(self, conversation_ids: Sequence[uuid.UUID]) -> bool: ...
 
 
 class CeleryWaker:
@@ -77,6 +79,13 @@ class CeleryWaker:
     def recompute(self, service: str, channel: str) -> bool:
         return self._send(RECOMPUTE_TASK, [service, channel], SWEEP_QUEUE)
 
+    @cached_property
+    def _hints(self) -> Hints:
+        return Hints((self._settings or get_settings()).effective_broker_url)
+
+    def changed(self, conversation_ids: Sequence[uuid.UUID]) -> bool:
+        return self._hints.send(conversation_ids)
+
     def _send(self, name: str, args: list[object], queue: str, delay: float = 0) -> bool:
         # A delay is a hint only (kept far below the visibility timeout by the caller): the
         # redrive sweep, not the countdown, is what guarantees the work happens.
@@ -103,6 +112,8 @@ class Produced:
     turns: tuple[uuid.UUID, ...] = ()
     deliveries: tuple[int, ...] = ()
     wrap_ups: tuple[uuid.UUID, ...] = ()
+    # Conversations with new events (conversations/events.py): live streams are told.
+    changed: tuple[uuid.UUID, ...] = ()
 
     @classmethod
     def of(
@@ -111,12 +122,14 @@ class Produced:
         turns: Iterable[uuid.UUID | None] = (),
         deliveries: Iterable[int | None] = (),
         wrap_ups: Iterable[uuid.UUID | None] = (),
+        changed: Iterable[uuid.UUID | None] = (),
     ) -> Produced:
         """Build one, leaving out the Nones a caller's optional results bring."""
         return cls(
             turns=tuple(t for t in turns if t is not None),
             deliveries=tuple(d for d in deliveries if d is not None),
             wrap_ups=tuple(w for w in wrap_ups if w is not None),
+            changed=tuple(dict.fromkeys(c for c in changed if c is not None)),
         )
 
 
@@ -126,4 +139,6 @@ def publish(waker: Waker, produced: Produced) -> bool:
     sent = [waker.deliver(outbox_id) for outbox_id in produced.deliveries]
     sent += [waker.turn(conversation_id) for conversation_id in produced.turns]
     sent += [waker.wrap_up(conversation_id) for conversation_id in produced.wrap_ups]
+    if produced.changed:
+        waker.changed(produced.changed)  # a hint: a lost one delays a stream by one poll
     return all(sent)

@@ -76,7 +76,9 @@ def sweep_once(
                 result = step(session, now=now, limit=SWEEP_BATCH, defaults=defaults)
             closing = step is close_expired
             produced = Produced.of(
-                deliveries=result.outbox_ids, wrap_ups=result.closed if closing else ()
+                deliveries=result.outbox_ids,
+                wrap_ups=result.closed if closing else (),
+                changed=result.closed,
             )
             publish(w, produced)
             if closing:

@@ -17,6 +17,7 @@ from datetime import datetime
 from sqlalchemy import ColumnElement, Select, exists, select, update
 from sqlalchemy.orm import InstrumentedAttribute, Session
 
+from conversations import events
 from conversations.models import PENDING_MESSAGE, Conversation, Message
 from conversations.outbox import Reply, enqueue_replies
 from conversations.states import ConversationStatus, FinishReason, Role
@@ -111,6 +112,7 @@ def close_expired(
         .execution_options(synchronize_session=False)
     ).all()
     outbox_ids = _send(session, list(closed), lambda p: p.closing_message, now, defaults)
+    events.record_many(session, closed, events.FINISHED, now, reason=FinishReason.TIMEOUT)
     return SweepResult(list(closed), outbox_ids)
 
 

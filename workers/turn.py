@@ -81,7 +81,7 @@ def _one_turn(
                 log.error(
                     "conversation %s quarantined after %d attempts", conversation_id, attempts - 1
                 )
-                publish(waker, Produced.of(deliveries=told))
+                publish(waker, Produced.of(deliveries=told, changed=[conversation_id]))
             return False
         # Then the reads, in a second transaction of the same session.
         with session.begin():
@@ -134,6 +134,7 @@ def _one_turn(
                 result.reopened_conversation_id,
             ],
             wrap_ups=[conversation_id if result.status == "finished" else None],
+            changed=[conversation_id, result.reopened_conversation_id],
         ),
     )
     return True

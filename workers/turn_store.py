@@ -16,6 +16,7 @@ from typing import Any
 from sqlalchemy import Row, update
 from sqlalchemy.orm import Session
 
+from conversations import events
 from conversations.db import rowcount
 from conversations.errors import LeaseLost
 from conversations.lifecycle import reopen_pending, settle_pending
@@ -251,6 +252,25 @@ def commit_turn(
         # Arrived during this turn: for the human now, like lifecycle.handoff does.
         settle_pending(session, snapshot.conversation_id, InboundState.HELD)
 
+    # After the replies' own events: a stream shows the replies, then that the turn is done.
+    events.record(
+        session,
+        snapshot.conversation_id,
+        events.TURN_COMPLETED,
+        now,
+        turn=snapshot.turn_number,
+        handled=handled,
+        status=status,
+    )
+    if finishing:
+        events.record(
+            session, snapshot.conversation_id, events.FINISHED, now, reason=outcome.finish_reason
+        )
+    elif status == ConversationStatus.HANDOFF:
+        events.record(
+            session, snapshot.conversation_id, events.HANDOFF, now, reason=outcome.handoff_reason
+        )
+
     reopened = None
     more_pending = False
     if finishing:
@@ -327,6 +347,14 @@ def quarantine(
     if rowcount(result) != 1:
         return None
     settle_pending(session, conversation_id, InboundState.QUARANTINED)
+    events.record(
+        session,
+        conversation_id,
+        events.HANDOFF,
+        now,
+        reason=f"turn failed {attempts - 1} times; quarantined for an operator",
+        quarantined=True,
+    )
     if not message.strip():
         return ()
     conversation = session.get_one(Conversation, conversation_id)

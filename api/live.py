@@ -1,0 +1,179 @@
+"""Live streams of a conversation's events: NDJSON lines (or SSE), resumable by cursor.
+
+The database is the truth: a stream reads events committed after its cursor, then waits for
+a hint (``conversations/hints.py``) or its poll interval, whichever comes first, and reads
+again. Waiting holds neither a threadpool thread nor a database connection, so one API
+process keeps thousands of idle streams open; a lost hint costs one poll interval.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import uuid
+from collections.abc import AsyncIterator, Callable, Iterator
+from typing import Any
+
+import redis.asyncio as aioredis
+from sqlalchemy import Engine
+from starlette.concurrency import run_in_threadpool
+
+from conversations import events
+from conversations.db import session_factory
+from conversations.events import StoredEvent
+from conversations.hints import CHANNEL, redis_url
+
+log = logging.getLogger(__name__)
+
+HEARTBEAT_SECONDS = 15.0  # an empty line: proxies keep the connection, clients see it alive
+NDJSON = "application/x-ndjson"
+SSE = "text/event-stream"
+
+# Stored event type → the type a live client reads.
+LIVE_TYPES = {
+    events.STARTED: "conversation-created",
+    events.RECEIVED: "new-message",
+    events.CREATED: "new-message",
+    events.TURN_COMPLETED: "interaction-complete",
+    events.HANDOFF: "handoff",
+    events.HANDBACK: "handback",
+    events.FINISHED: "end-session",
+}
+
+
+class EventHub:
+    """One subscription to the hints per process, fanned out to the streams waiting on each
+    conversation. Started on first use; reconnects after a broker outage (streams poll
+    meanwhile)."""
+
+    def __init__(self, broker_url: str) -> None:
+        self._url = redis_url(broker_url)
+        self._waiting: dict[str, set[asyncio.Event]] = {}
+        self._task: asyncio.Task[None] | None = None
+
+    @contextlib.contextmanager
+    def watch(self, conversation_id: uuid.UUID) -> Iterator[asyncio.Event]:
+        """An event set when ``conversation_id`` may have new events. Watch before reading,
+        so a hint that arrives during the read is not missed."""
+        self._start()
+        woken = asyncio.Event()
+        key = str(conversation_id)
+        self._waiting.setdefault(key, set()).add(woken)
+        try:
+            yield woken
+        finally:
+            waiting = self._waiting.get(key)
+            if waiting is not None:
+                waiting.discard(woken)
+                if not waiting:
+                    del self._waiting[key]
+
+    @property
+    def streams(self) -> int:
+        return sum(len(w) for w in self._waiting.values())
+
+    def _start(self) -> None:
+        if self._url is not None and (self._task is None or self._task.done()):
+            self._task = asyncio.get_running_loop().create_task(self._listen(self._url))
+
+    async def _listen(self, url: str) -> None:
+        while True:
+            client = aioredis.Redis.from_url(url, socket_connect_timeout=2)
+            try:
+                async with client.pubsub() as pubsub:
+                    await pubsub.subscribe(CHANNEL)
+                    async for message in pubsub.listen():
+                        if message.get("type") == "message":
+                            self._wake(message["data"].decode())
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # the broker went away: streams poll until it is back
+                log.info("event hints unavailable, streams poll: %s", exc)
+                for waiting in self._waiting.values():
+                    for woken in waiting:
+                        woken.set()  # read now: a hint may have been lost with the broker
+            finally:
+                await client.aclose()
+            await asyncio.sleep(1.0)
+
+    def _wake(self, conversation_id: str) -> None:
+        for woken in self._waiting.get(conversation_id, ()):
+            woken.set()
+
+
+def read_after(engine: Engine, conversation_id: uuid.UUID, after: int) -> list[StoredEvent]:
+    with session_factory(engine)() as session:
+        return events.events_after(session, conversation_id, after)
+
+
+async def follow(
+    engine: Engine,
+    hub: EventHub,
+    conversation_id: uuid.UUID,
+    after: int,
+    *,
+    poll: float,
+    stop: Callable[[StoredEvent], bool] = lambda e: False,
+    deadline: float | None = None,
+) -> AsyncIterator[StoredEvent | None]:
+    """The conversation's events past ``after`` as they commit, ``None`` for a heartbeat;
+    ends after an event ``stop`` accepts, or at ``deadline`` (loop time)."""
+    loop = asyncio.get_running_loop()
+    with hub.watch(conversation_id) as woken:
+        quiet_since = loop.time()
+        while True:
+            woken.clear()
+            found = await run_in_threadpool(read_after, engine, conversation_id, after)
+            for event in found:
+                yield event
+                after = event.cursor
+                if stop(event):
+                    return
+            now = loop.time()
+            if found:
+                quiet_since = now
+            if deadline is not None and now >= deadline:
+                return
+            if now - quiet_since >= HEARTBEAT_SECONDS:
+                yield None
+                quiet_since = now
+            wait = min(poll, HEARTBEAT_SECONDS - (now - quiet_since))
+            if deadline is not None:
+                wait = min(wait, deadline - now)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(woken.wait(), max(wait, 0.0))
+
+
+def shown(event: StoredEvent, *, type: str | None = None) -> dict[str, Any]:
+    """An event as a live client reads it: ``type``, ``cursor``, ``conversation_id``, and
+    ``message`` for message events; the rest of what was stored (reason, status)."""
+    line: dict[str, Any] = {
+        "type": type or LIVE_TYPES.get(event.type, event.type),
+        "cursor": str(event.cursor),
+        "conversation_id": str(event.conversation_id),
+        "at": event.created_at.isoformat(),
+    }
+    if event.message is not None:
+        m = event.message
+        line["message"] = {
+            "id": m.id,
+            "direction": m.direction,
+            "role": m.role,
+            "text": m.text,
+            "created_at": m.created_at.isoformat(),
+        }
+    line.update({k: v for k, v in event.data.items() if k not in ("message_id", "handled")})
+    return line
+
+
+def ndjson(line: dict[str, Any] | None) -> bytes:
+    return b"\n" if line is None else json.dumps(line, separators=(",", ":")).encode() + b"\n"
+
+
+def sse(line: dict[str, Any] | None) -> bytes:
+    if line is None:
+        return b": heartbeat\n\n"
+    data = json.dumps(line, separators=(",", ":"))
+    return f"id: {line.get('cursor', '')}\nevent: {line['type']}\ndata: {data}\n\n".encode()
