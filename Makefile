@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: up test test-postgres test-sqlite lint install lock clean bench bench-quick bench-timeouts bench-turns bench-agents bench-tools faults faults-quick email-corpus
+.PHONY: up test test-postgres test-sqlite lint install lock clean bench bench-quick bench-timeouts bench-turns bench-agents bench-live bench-live-quick bench-tools faults faults-quick email-corpus
 
 $(STAMP): pyproject.toml constraints.txt
 	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' \
@@ -54,6 +54,13 @@ bench-timeouts: $(STAMP)
 ## The CPU a Pydantic AI turn adds over the offline agent (no database, no network).
 bench-agents: $(STAMP)
 	$(BIN)/python -m benchmarks.agent_cost
+
+## The live API: streamed reply vs its commit, and 1,000 idle event streams on one API process.
+bench-live: $(STAMP)
+	$(BIN)/python -m benchmarks.live_streams
+
+bench-live-quick: $(STAMP)
+	$(BIN)/python -m benchmarks.live_streams --quick
 
 ## The ingest figure's load generator is wrk (C, so the figure is the server's, not a Python
 ## client's): installed from the distribution's packages when missing.
