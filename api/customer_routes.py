@@ -30,6 +30,7 @@ class CustomerIn(ApiBody):
     name: str | None = Field(None, max_length=200)
     phones: list[str] = Field(default_factory=list, max_length=20)
     emails: list[str] = Field(default_factory=list, max_length=20)
+    chat_ids: list[str] = Field(default_factory=list, max_length=20)
     attributes: dict[str, Any] = Field(default_factory=dict)
 
 
@@ -90,8 +91,10 @@ async def create(
 ) -> CustomerView:
     app = state(request)
     region = app.settings.default_region
-    addresses = _normalized("phone", "phones", body.phones, region) + _normalized(
-        "email", "emails", body.emails, region
+    addresses = (
+        _normalized("phone", "phones", body.phones, region)
+        + _normalized("email", "emails", body.emails, region)
+        + _normalized("chat", "chat_ids", body.chat_ids, region)
     )
 
     def write() -> CustomerView:

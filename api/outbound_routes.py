@@ -13,6 +13,7 @@ from starlette.concurrency import run_in_threadpool
 
 from api.deps import ApiBody, require_api_key, state
 from api.idempotency import run_once
+from api.problems import refusals
 from conversations.channel_names import LONGEST_TEXT, ChannelName
 from conversations.outbound import start_outbound
 from conversations.types import utcnow
@@ -31,7 +32,8 @@ class StartIn(ApiBody):
     message: str | None = Field(None, min_length=1, max_length=LONGEST_TEXT)
 
 
-@router.post("/conversations", status_code=201)
+# 404: a customer_id that names no customer.
+@router.post("/conversations", status_code=201, responses=refusals(404))
 async def start_conversation(
     request: Request,
     body: StartIn,

@@ -13,6 +13,8 @@ from dataclasses import dataclass
 from fastapi import APIRouter
 
 from channels.base import Channel
+from channels.chat import webhooks as chat_webhooks
+from channels.chat.channel import ChatChannel
 from channels.mail import webhooks as email_webhooks
 from channels.mail.channel import EmailChannel
 from channels.sms import webhooks as sms_webhooks
@@ -31,6 +33,7 @@ class Registered:
 CHANNELS: dict[str, Registered] = {
     "sms": Registered(SmsChannel, sms_webhooks.router),
     "email": Registered(EmailChannel, email_webhooks.router),
+    "chat": Registered(ChatChannel, chat_webhooks.router),
 }
 
 # Fail at start-up, not at the first message, if the list of channels and the registry part.

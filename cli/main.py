@@ -110,22 +110,9 @@ def api(host: str, port: int | None, workers: int) -> None:
     """Run the HTTP API alone."""
     import uvicorn
 
-    settings = get_settings()
     # Secrets generated into DATA_DIR suit one machine; behind a load balancer every API
     # would make its own, and a client's key would work on one machine in N.
-    missing = [
-        name
-        for name, value in (
-            ("DORMOUSE_API_KEYS", settings.dormouse_api_keys),
-            ("EMAIL_INBOUND_SECRET", settings.email_inbound_secret),
-        )
-        if not value.strip()
-    ]
-    if settings.database_url and missing:
-        raise click.ClickException(
-            f"outside embedded mode (DATABASE_URL is set) set {' and '.join(missing)}, the "
-            "same on every API machine: generated ones would differ from machine to machine"
-        )
+    _require_shared_secrets("api")
     uvicorn.run(
         "api.main:app",
         host=host,
@@ -178,6 +165,7 @@ def worker(
     """
     from workers.app import QUEUES_OF
 
+    _require_shared_secrets("worker")
     if pool is None:
         pool = "prefork" if role == "deliveries" or not _waits_on_models() else "threads"
     if pool == "solo":
@@ -199,6 +187,15 @@ def worker(
         # Distinct node names: a turn and a delivery worker on one machine are two nodes.
         argv.append(f"--hostname={hostname or role + '@%h'}")
     sys.exit(run_celery(argv))
+
+
+def _require_shared_secrets(role: str) -> None:
+    missing = get_settings().unshared_secrets(role)
+    if missing:
+        raise click.ClickException(
+            f"outside embedded mode (DATABASE_URL is set) set {' and '.join(missing)}, the "
+            "same on every machine: generated ones would differ from machine to machine"
+        )
 
 
 def _waits_on_models() -> bool:
@@ -508,6 +505,43 @@ def simulate_email(
         },
     )
     watch.print_replies(to=sender.rpartition("<")[2].rstrip(">").strip(), wait=wait)
+
+
+@simulate.command("chat")
+@click.option("--user", "user_id", required=True, help="the chat user id")
+@click.option("--service", default=None, help="the service (default: DEFAULT_SERVICE)")
+@click.option("--url", default=None, help="API base URL (default: http://127.0.0.1:PORT)")
+@click.option(
+    "--wait",
+    type=float,
+    default=10.0,
+    show_default=True,
+    help="seconds to wait for the reply (0: do not)",
+)
+@click.argument("text")
+def simulate_chat(
+    user_id: str, service: str | None, url: str | None, wait: float, text: str
+) -> None:
+    """Post TEXT as a chat message, signed (Standard Webhooks) with CHAT_WEBHOOK_SECRET."""
+    from channels.chat.signing import sign
+    from cli.supervisor import _read_state
+
+    settings = get_settings()
+    running = _read_state(settings) or {}
+    base = (url or running.get("api") or f"http://127.0.0.1:{settings.port}").rstrip("/")
+    payload: dict[str, Any] = {"id": "sim_" + uuid.uuid4().hex, "user_id": user_id, "text": text}
+    if service:
+        payload["service"] = service
+    body = json.dumps(payload)
+    headers = sign(settings.chat_secret(), "sim_" + uuid.uuid4().hex, body)
+    watch = _ReplyWatch(base, settings)
+    _post_webhook(
+        base,
+        "/webhooks/chat",
+        content=body,
+        headers={**headers, "content-type": "application/json"},
+    )
+    watch.print_replies(to=user_id.strip(), wait=wait)
 
 
 class _ReplyWatch:

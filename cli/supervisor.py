@@ -123,6 +123,7 @@ def run_up(
             iter(settings.api_keys())
         )
         env["EMAIL_INBOUND_SECRET"] = settings.email_secret()
+        env["CHAT_WEBHOOK_SECRET"] = settings.chat_secret()
         env["LOG_LEVEL"] = effective_log_level()  # `dormouse --log-level X up` reaches all
         if not os.environ.get("PUBLIC_URL"):
             env["PUBLIC_URL"] = f"http://{host}:{port}"
@@ -297,6 +298,14 @@ def _banner(
         f"  outbound SMS: {'Twilio' if settings.twilio_configured else 'dev sink'}{sink}",
         f"  outbound email: {'SMTP' if settings.smtp_url else 'dev sink (no SMTP_URL)'}",
         f"  email webhook secret: {settings.email_secret()}  (POST /webhooks/email)",
+        f"  chat webhook secret: {settings.chat_secret()}  (POST /webhooks/chat, Standard "
+        "Webhooks)",
+        "  outbound chat: "
+        + (
+            f"signed POST to {settings.chat_callback_url}"
+            if settings.chat_callback_url
+            else "the API only (no CHAT_CALLBACK_URL)"
+        ),
         "  agents (service: agent; tools), `dormouse agents` lists them again:",
         *(f"    {line}" for line in agents),
         "",
@@ -304,6 +313,7 @@ def _banner(
         '  .venv/bin/dormouse simulate sms --from +15555550100 "hello there"',
         '  .venv/bin/dormouse simulate sms --from +15555550100 "my name is Ada"',
         '  .venv/bin/dormouse simulate email --from ada@example.com "Where is my order?"',
+        '  .venv/bin/dormouse simulate chat --user U024BE7LH "hi from chat"',
         "  .venv/bin/dormouse conversations list",
         "  .venv/bin/dormouse outbox",
         f'  curl -H "Authorization: Bearer {key}" http://{host}:{port}/v1/conversations',

@@ -20,6 +20,24 @@ def normalize_phone(raw: str, default_region: str = "US") -> str:
     return phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164)
 
 
+MAX_CHAT_ID = 255
+
+
+def normalize_chat_id(raw: str) -> str:
+    """A chat user id as the platform spells it: trimmed, never case-folded (``U02AB`` and
+    ``u02ab`` are two Slack users), without control characters, at most 255 characters."""
+    user_id = raw.strip()
+    if not user_id:
+        raise InvalidAddress("a chat user id cannot be empty")
+    if len(user_id) > MAX_CHAT_ID:
+        raise InvalidAddress(f"a chat user id is at most {MAX_CHAT_ID} characters")
+    if not user_id.isprintable():
+        raise InvalidAddress(
+            f"{user_id[:40]!r} has control or other unprintable characters: not a chat user id"
+        )
+    return user_id
+
+
 def normalize_address(kind: str, address: str, region: str) -> str:
     """One spelling per address, or ``InvalidAddress`` naming what is wrong."""
     if kind == "phone":
@@ -30,6 +48,8 @@ def normalize_address(kind: str, address: str, region: str) -> str:
         if not at or not local or "." not in domain or " " in address:
             raise InvalidAddress(f"{address!r} is not an email address")
         return address
+    if kind == "chat":
+        return normalize_chat_id(address)
     raise InvalidAddress(f"unknown address kind {kind!r}; known: {', '.join(ADDRESS_KINDS)}")
 
 

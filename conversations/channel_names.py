@@ -18,15 +18,18 @@ from conversations.errors import InvalidInput, UnknownChannel
 CHANNELS: dict[str, str] = {
     "sms": "phone",
     "email": "email",
+    "chat": "chat",
 }
 CHANNEL_NAMES: tuple[str, ...] = tuple(CHANNELS)
 ADDRESS_KINDS: tuple[str, ...] = tuple(dict.fromkeys(CHANNELS.values()))
 
 # The longest text a person (operator, outbound API) may send on each channel: Twilio's
-# limit for one SMS body; for mail, a bound on what a reply written by hand can be.
+# limit for one SMS body; for mail, a bound on what a reply written by hand can be; for chat,
+# a long answer in a chat window (a platform with a lower limit splits it on its side).
 MAX_TEXT: dict[str, int] = {
     "sms": 1_600,
     "email": 100_000,
+    "chat": 10_000,
 }
 LONGEST_TEXT = max(MAX_TEXT.values())  # what a request body may carry before the channel is known
 

@@ -7,7 +7,10 @@ embedded Redis-compatible server under ``DATA_DIR``, no outside service needed.
 
 from __future__ import annotations
 
+import base64
+import binascii
 import secrets
+from collections.abc import Callable
 from datetime import timedelta
 from functools import lru_cache
 from pathlib import Path
@@ -45,6 +48,11 @@ class Settings(BaseSettings):
     mailgun_max_age: float = Field(300.0, gt=0)  # seconds a Mailgun signature stays valid
     smtp_url: str = ""  # smtp://user:pass@host:587, smtp+starttls://…, smtps://…:465
     smtp_timeout: float = Field(30.0, gt=0)
+
+    # Standard Webhooks secret ("whsec_" + base64) of POST /webhooks/chat and of the callbacks.
+    chat_webhook_secret: str = ""
+    chat_callback_url: str = ""  # where replies are POSTed; unset: only the live API has them
+    chat_http_timeout: float = Field(10.0, gt=0)
 
     default_service: str = "default"
     default_region: str = "US"
@@ -181,6 +189,29 @@ class Settings(BaseSettings):
         """
         return self.email_inbound_secret or local_secret(self.data_dir, "email-inbound-secret")
 
+    def chat_secret(self) -> str:
+        """The ``whsec_`` secret chat webhooks and callbacks are signed with (Standard
+        Webhooks). Generated once under ``DATA_DIR`` when unset, like the email secret."""
+        return self.chat_webhook_secret or local_secret(
+            self.data_dir, "chat-webhook-secret", new_whsec
+        )
+
+    @field_validator("chat_webhook_secret")
+    @classmethod
+    def _whsec(cls, value: str) -> str:
+        value = value.strip()
+        if value:
+            check_whsec(value)
+        return value
+
+    @field_validator("chat_callback_url")
+    @classmethod
+    def _callback_url(cls, value: str) -> str:
+        value = value.strip()
+        if value and not value.startswith(("http://", "https://")):
+            raise ValueError(f"CHAT_CALLBACK_URL: {value!r} is not an http(s) URL")
+        return value
+
     def email_addresses(self) -> dict[str, str]:
         """Our address (lower case) → the service it serves, from ``EMAIL_SERVICES``."""
         table: dict[str, str] = {}
@@ -235,6 +266,19 @@ class Settings(BaseSettings):
                 raise ValueError(f"EMAIL_SERVICES: {pair!r} is not an address=service pair")
         return value
 
+    def unshared_secrets(self, role: str) -> list[str]:
+        """The secrets a process of ``role`` (api, worker) needs that are not set. Generated
+        ones suit one machine (embedded mode); on a shared database every machine would make
+        its own, and a signature made on one would fail on the next."""
+        needed = {
+            "api": ["DORMOUSE_API_KEYS", "EMAIL_INBOUND_SECRET", "CHAT_WEBHOOK_SECRET"],
+            # A worker signs chat callbacks; the receiver verifies them with the API's secret.
+            "worker": ["CHAT_WEBHOOK_SECRET"] if self.chat_callback_url else [],
+        }[role]
+        if not self.database_url:
+            return []
+        return [name for name in needed if not str(getattr(self, name.lower())).strip()]
+
     def api_keys(self) -> dict[str, str]:
         """Map of key → key name. ``DORMOUSE_API_KEYS`` is ``name:key`` pairs, comma separated."""
         if not self.dormouse_api_keys.strip():
@@ -248,13 +292,40 @@ class Settings(BaseSettings):
         return keys
 
 
-def local_secret(data_dir: Path, name: str) -> str:
+WHSEC_PREFIX = "whsec_"
+# Standard Webhooks asks for secrets of 24 to 64 random bytes.
+WHSEC_BYTES = (24, 64)
+
+
+def new_whsec() -> str:
+    return WHSEC_PREFIX + base64.b64encode(secrets.token_bytes(24)).decode()
+
+
+def check_whsec(value: str) -> None:
+    """Refuse a secret Standard Webhooks would not take. Its library decodes base64 leniently
+    (ignoring stray characters), so a typo would otherwise become a different key quietly."""
+    if not value.startswith(WHSEC_PREFIX):
+        raise ValueError(
+            f"CHAT_WEBHOOK_SECRET must start with {WHSEC_PREFIX!r} (Standard Webhooks)"
+        )
+    try:
+        key = base64.b64decode(value[len(WHSEC_PREFIX) :], validate=True)
+    except (binascii.Error, ValueError):
+        raise ValueError("CHAT_WEBHOOK_SECRET: the part after 'whsec_' is not base64") from None
+    low, high = WHSEC_BYTES
+    if not low <= len(key) <= high:
+        raise ValueError(f"CHAT_WEBHOOK_SECRET: {len(key)} bytes; use {low} to {high} random bytes")
+
+
+def local_secret(
+    data_dir: Path, name: str, generate: Callable[[], str] = lambda: secrets.token_urlsafe(24)
+) -> str:
     """Read a secret kept under ``data_dir``, creating it on first use (embedded mode only)."""
     path = data_dir / name
     if path.exists():
         return path.read_text().strip()
     data_dir.mkdir(parents=True, exist_ok=True)
-    value = secrets.token_urlsafe(24)
+    value = generate()
     tmp = path.with_suffix(f".{secrets.token_hex(4)}.tmp")
     tmp.write_text(value + "\n")
     tmp.chmod(0o600)

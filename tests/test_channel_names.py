@@ -33,12 +33,15 @@ def test_a_channel_nothing_delivers_is_refused_by_the_api_naming_the_known_ones(
     client: TestClient,
 ) -> None:
     started = client.post(
-        "/v1/conversations", json={"service": "default", "channel": "chat", "to": "u-1"}
+        "/v1/conversations", json={"service": "default", "channel": "whatsapp", "to": "u-1"}
     )
     assert started.status_code == 422
-    assert "unknown channel 'chat'; known: sms, email" in started.text
-    assert client.get("/v1/conversations", params={"channel": "chat"}).status_code == 422
-    assert client.put("/v1/timeouts", json={"channel": "chat", "inactivity": 60}).status_code == 422
+    assert "unknown channel 'whatsapp'; known: sms, email, chat" in started.text
+    assert client.get("/v1/conversations", params={"channel": "whatsapp"}).status_code == 422
+    assert (
+        client.put("/v1/timeouts", json={"channel": "whatsapp", "inactivity": 60}).status_code
+        == 422
+    )
 
 
 def test_the_schema_lists_the_channels(client: TestClient) -> None:
@@ -48,9 +51,11 @@ def test_the_schema_lists_the_channels(client: TestClient) -> None:
 
 
 def test_the_cli_offers_only_the_listed_channels() -> None:
-    result = CliRunner().invoke(cli, ["send", "--service", "x", "--channel", "chat", "--to", "u"])
+    result = CliRunner().invoke(
+        cli, ["send", "--service", "x", "--channel", "whatsapp", "--to", "u"]
+    )
     assert result.exit_code == 2
-    assert "'chat' is not one of 'sms', 'email'" in result.output
+    assert "'whatsapp' is not one of 'sms', 'email', 'chat'" in result.output
 
 
 def test_the_api_serves_every_registered_channels_webhooks(client: TestClient) -> None:

@@ -119,7 +119,8 @@ def reconcile(
 def deliver_time_limit(settings: Settings) -> float:
     """Hard limit of one deliver task: at most a provider call and a lookup, with margin."""
     smtp = settings.smtp_timeout if settings.smtp_url else 0.0
-    return 3 * max(settings.twilio_http_timeout, smtp)
+    chat = settings.chat_http_timeout if settings.chat_callback_url else 0.0
+    return 3 * max(settings.twilio_http_timeout, smtp, chat)
 
 
 def reconcile_after(settings: Settings) -> float:

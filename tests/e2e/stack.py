@@ -48,6 +48,7 @@ class Stack:
             "PUBLIC_URL": self.base,
             "DORMOUSE_API_KEYS": f"tests:{API_KEY}",
             "EMAIL_INBOUND_SECRET": "e2e-inbound-secret",
+            "CHAT_WEBHOOK_SECRET": "whsec_ZTJlLWNoYXQtd2ViaG9vay1zZWNyZXQtMDEyMzQ1Njc=",
             "TWILIO_ACCOUNT_SID": ACCOUNT_SID,
             "TWILIO_AUTH_TOKEN": AUTH_TOKEN,
             "TWILIO_FROM_NUMBER": FROM_NUMBER,

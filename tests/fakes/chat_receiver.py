@@ -1,0 +1,122 @@
+"""A local HTTP server receiving chat callbacks as a chat platform's adapter would.
+
+It verifies each POST's Standard Webhooks signature with the standardwebhooks package (an
+unsigned or wrongly signed one is answered 401 and recorded as refused), records the body
+and headers, and answers as scripted for the next requests: a status code ("500", "410"),
+"timeout" (holds the answer longer than the client waits), or "ok".
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+from standardwebhooks import Webhook, WebhookVerificationError
+
+
+@dataclass
+class Received:
+    webhook_id: str
+    timestamp: str
+    body: dict[str, Any]
+    answered: int | str  # the status code given, or "timeout"
+
+
+@dataclass
+class ChatReceiver:
+    secret: str
+    received: list[Received] = field(default_factory=list)
+    refused: list[str] = field(default_factory=list)  # why unsigned/bad posts were refused
+    script: list[str] = field(default_factory=list)  # answers for the next requests
+    hang_seconds: float = 3.0
+    lock: threading.Lock = field(default_factory=threading.Lock)
+    server: ThreadingHTTPServer | None = None
+
+    @property
+    def url(self) -> str:
+        assert self.server is not None
+        host, port = self.server.server_address[:2]
+        return f"http://{host}:{port}/dormouse"
+
+    def answer_next(self, *answers: str) -> None:
+        with self.lock:
+            self.script.extend(answers)
+
+    def start(self) -> ChatReceiver:
+        receiver = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, *args: object) -> None:
+                pass
+
+            def do_POST(self) -> None:
+                receiver._handle(self)
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        return self
+
+    def stop(self) -> None:
+        if self.server is not None:
+            self.server.shutdown()
+            self.server.server_close()
+
+    def delivered(self) -> list[Received]:
+        """What was received and answered 2xx: what the platform took."""
+        with self.lock:
+            return [r for r in self.received if r.answered == 200]
+
+    def wait_for(self, count: int, timeout: float = 10.0) -> list[Received]:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            with self.lock:
+                if len(self.received) >= count:
+                    return list(self.received)
+            time.sleep(0.05)
+        raise AssertionError(f"expected {count} callback(s), got {len(self.received)}")
+
+    def _handle(self, handler: BaseHTTPRequestHandler) -> None:
+        length = int(handler.headers.get("content-length") or 0)
+        raw = handler.rfile.read(length)
+        headers = {k.lower(): v for k, v in handler.headers.items()}
+        try:
+            body = Webhook(self.secret).verify(raw, headers)
+        except (WebhookVerificationError, ValueError) as exc:
+            with self.lock:
+                self.refused.append(str(exc))
+            self._answer(handler, 401)
+            return
+        with self.lock:
+            answer = self.script.pop(0) if self.script else "ok"
+            self.received.append(
+                Received(
+                    webhook_id=headers["webhook-id"],
+                    timestamp=headers["webhook-timestamp"],
+                    body=body,
+                    answered="timeout"
+                    if answer == "timeout"
+                    else (200 if answer == "ok" else int(answer)),
+                )
+            )
+        if answer == "timeout":
+            time.sleep(self.hang_seconds)
+            self._answer(handler, 200)  # too late: the client gave up
+        else:
+            self._answer(handler, 200 if answer == "ok" else int(answer))
+
+    @staticmethod
+    def _answer(handler: BaseHTTPRequestHandler, status: int) -> None:
+        payload = json.dumps({"status": status}).encode()
+        try:
+            handler.send_response(status)
+            handler.send_header("content-type", "application/json")
+            handler.send_header("content-length", str(len(payload)))
+            handler.end_headers()
+            handler.wfile.write(payload)
+        except (BrokenPipeError, ConnectionResetError):
+            pass  # the client gave up waiting: as a real receiver would see it
