@@ -250,6 +250,9 @@ def test_a_line_with_an_address_and_a_colon_is_not_taken_for_a_quote_header() ->
 
 
 def test_blank_lines_before_the_header_fields_do_not_hide_them() -> None:
-    raw = b"\r\n\nFrom: Ada <ada@example.com>\nTo: help@shop.test\nSubject: hi\n\nWhere is my order?\n"
+    raw = (
+        b"\r\n\nFrom: Ada <ada@example.com>\nTo: help@shop.test\nSubject: hi\n\n"
+        b"Where is my order?\n"
+    )
     message = parse_email(raw)
     assert (message.sender, message.text) == ("ada@example.com", "Where is my order?")
