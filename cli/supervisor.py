@@ -175,8 +175,11 @@ def run_up(
         lock.close()
 
 
-class _Stopped(Exception):
-    """A stop signal arrived while ``up`` was still starting."""
+class _Stopped(BaseException):
+    """A stop signal arrived while ``up`` was still starting.
+
+    Not an error, and like KeyboardInterrupt not an ``Exception``: a migration or a wait that
+    catches ``Exception`` must not swallow the request to stop."""
 
 
 class _StopSignals:
