@@ -127,6 +127,15 @@ def get_engine() -> Engine:
         return _engines[url]
 
 
+def dispose_engines() -> None:
+    """Close the connections of every engine ``get_engine`` made, and forget them."""
+    with _engines_lock:
+        engines = list(_engines.values())
+        _engines.clear()
+    for engine in engines:
+        engine.dispose()
+
+
 @lru_cache(maxsize=8)
 def _factory(engine: Engine) -> sessionmaker[Session]:
     return sessionmaker(bind=engine, expire_on_commit=False)
