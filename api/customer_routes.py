@@ -15,8 +15,9 @@ from starlette.concurrency import run_in_threadpool
 from api.deps import ApiBody, require_api_key, state
 from conversations.addresses import normalize_address
 from conversations.channel_names import AddressKind
-from conversations.customers import create_customer, erase_customer, link_address
+from conversations.customers import create_customer, link_address
 from conversations.db import session_factory, transaction
+from conversations.erasure import erase as erase_everywhere
 from conversations.errors import CustomerNotFound, InvalidAddress
 from conversations.models import Customer, Identity
 from conversations.types import utcnow
@@ -167,12 +168,7 @@ async def erase(
     request: Request, customer_id: uuid.UUID, _: Annotated[str, Depends(require_api_key)]
 ) -> None:
     app = state(request)
-
-    def write() -> bool:
-        with transaction(app.engine) as session:
-            return erase_customer(session, customer_id)
-
-    if not await run_in_threadpool(write):
+    if not await run_in_threadpool(erase_everywhere, app.engine, customer_id):
         raise CustomerNotFound(f"no customer {customer_id}")
 
 

@@ -21,6 +21,8 @@ from conversations.settings import Settings, get_settings
 from conversations.states import ConversationStatus, OutboxStatus
 
 if TYPE_CHECKING:
+    from sqlalchemy.orm import Session
+
     from agent.catalog import AgentCatalog
 
 
@@ -245,6 +247,7 @@ def conversations_list(
 ) -> None:
     from conversations.addresses import normalize_any
     from conversations.db import session_factory
+    from conversations.short_ids import short
     from conversations.views import list_conversations
 
     settings = get_settings()
@@ -265,26 +268,29 @@ def conversations_list(
         click.echo("no conversations")
         return
     click.echo(
-        f"{'id':36}  {'status':18}  {'service':10}  {'channel':7}  {'address':16}  "
+        f"{'id':8}  {'status':18}  {'service':10}  {'channel':7}  {'address':16}  "
         f"{'inbound':>7}  updated"
     )
     for r in rows:
         status_text = r.status + (f"/{r.finish_reason}" if r.finish_reason else "")
         click.echo(
-            f"{r.id!s:36}  {status_text:18}  {r.service:10}  {r.channel:7}  {r.address:16}  "
+            f"{short(r.id):8}  {status_text:18}  {r.service:10}  {r.channel:7}  {r.address:16}  "
             f"{r.inbound_count:>7}  {_ago(r.updated_at)}"
         )
 
 
 @conversations.command("show")
-@click.argument("conversation_id", type=click.UUID)
+@click.argument("conversation_id", metavar="ID")
 @click.option("--json", "as_json", is_flag=True)
-def conversations_show(conversation_id: uuid.UUID, as_json: bool) -> None:
+def conversations_show(conversation_id: str, as_json: bool) -> None:
+    """Show a conversation: its messages, turns and tool calls. ID: 6+ leading hex digits."""
     from conversations.db import session_factory
+    from conversations.models import Conversation
     from conversations.views import conversation_detail
 
     with session_factory()() as session:
-        detail = conversation_detail(session, conversation_id)
+        found = _resolve(session, Conversation, conversation_id, "conversation")
+        detail = conversation_detail(session, found)
     if detail is None:
         raise click.ClickException(f"no conversation {conversation_id}")
     if as_json:
@@ -333,12 +339,48 @@ def conversations_show(conversation_id: uuid.UUID, as_json: bool) -> None:
                 click.echo(f"    {call.name}({args}) → {outcome}  [{call.duration_ms} ms]")
 
 
+@cli.group()
+def customers() -> None:
+    """Erase customers (the HTTP API creates, links and reads them)."""
+
+
+@customers.command("erase")
+@click.argument("customer_id", metavar="ID")
+@click.option("--yes", is_flag=True, help="do not ask for confirmation")
+def customers_erase(customer_id: str, yes: bool) -> None:
+    """Erase a customer and everything about them (like DELETE /v1/customers/{id}).
+
+    ID: 6+ leading hex digits of the customer's id (`conversations show` prints it). Their
+    addresses, conversations, messages, memory and pending outbox rows are deleted; on SQLite
+    the text is gone from the database files too.
+    """
+    from sqlalchemy import func, select
+
+    from conversations.db import get_engine, session_factory
+    from conversations.erasure import erase
+    from conversations.models import Conversation, Customer
+
+    with session_factory()() as session:
+        found = _resolve(session, Customer, customer_id, "customer")
+        held = session.scalar(
+            select(func.count()).select_from(Conversation).where(Conversation.customer_id == found)
+        )
+    if not yes:
+        click.confirm(
+            f"erase customer {found} and their {_count(held or 0, 'conversation')}?", abort=True
+        )
+    if not erase(get_engine(), found):  # erased by someone else since it was resolved
+        raise click.ClickException(f"no customer {found}")
+    click.echo(f"erased customer {found} ({_count(held or 0, 'conversation')})")
+
+
 @cli.command()
 @click.option("--status", type=click.Choice([s.value for s in OutboxStatus]))
 @click.option("--limit", type=click.IntRange(1, 500), default=20, show_default=True)
 def outbox(status: str | None, limit: int) -> None:
     """Show outgoing messages, newest first (dev-sink deliveries are marked)."""
     from conversations.db import session_factory
+    from conversations.short_ids import short
     from conversations.views import list_outbox
 
     with session_factory()() as session:
@@ -349,7 +391,8 @@ def outbox(status: str | None, limit: int) -> None:
     for r in rows:
         where = "dev sink" if r.via_sink else (r.provider_id or "-")
         click.echo(
-            f"#{r.id} {r.status:8} → {r.channel}:{r.to_address} via {where}  {_ago(r.updated_at)}"
+            f"#{r.id} {r.status:8} → {r.channel}:{r.to_address} via {where}  "
+            f"{_ago(r.updated_at)}  conversation {short(r.conversation_id)}"
         )
         click.echo(f"    {r.body}")
         if r.last_error:
@@ -596,6 +639,16 @@ def _post_webhook(base: str, path: str, **request: Any) -> None:
         )
     if response.status_code >= 400:
         sys.exit(1)
+
+
+def _resolve(session: Session, model: Any, prefix: str, noun: str) -> uuid.UUID:
+    """The id a user typed (a unique prefix or a full UUID); one line when it names none."""
+    from conversations.short_ids import ShortIdError, resolve
+
+    try:
+        return resolve(session, model, prefix, noun)
+    except ShortIdError as exc:
+        raise click.ClickException(str(exc)) from None
 
 
 def _ago(when: datetime) -> str:

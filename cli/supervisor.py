@@ -28,6 +28,7 @@ from cli.logs import effective_log_level
 from cli.restarts import RestartPolicy
 from conversations.migrate import migrate
 from conversations.settings import Settings
+from conversations.wal import truncate_wal
 
 
 def port_is_free(port: int, host: str = "127.0.0.1") -> bool:
@@ -170,14 +171,20 @@ def run_up(
     finally:
         signals.defer()  # a second Ctrl-C must not cut the orderly stop short
         _stop(children)
+        # Every child has exited: this is the file's last connection, so closing it removes
+        # -wal and -shm, leaving one self-contained dormouse.db (nothing to do on PostgreSQL).
+        truncate_wal(settings.effective_database_url)
         if broker is not None:
             broker.stop()
         state_file(settings).unlink(missing_ok=True)
         lock.close()
 
 
-class _Stopped(Exception):
-    """A stop signal arrived while ``up`` was still starting."""
+class _Stopped(BaseException):
+    """A stop signal arrived while ``up`` was still starting.
+
+    Not an error, and like KeyboardInterrupt not an ``Exception``: a migration or a wait that
+    catches ``Exception`` must not swallow the request to stop."""
 
 
 class _StopSignals:

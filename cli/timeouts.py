@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import getpass
 import sys
+import time
 from typing import Any
 
 import click
@@ -162,13 +163,25 @@ def recompute(service: str | None, channel: str | None) -> None:
     _recompute(Scope(service or "", channel or ""))
 
 
+# Not a terminal (a log file, a pipe): a plain progress line at most this often.
+PLAIN_PROGRESS_EVERY_SECONDS = 5.0
+
+
 def _recompute(scope: Scope) -> None:
-    # One line rewritten in place on a terminal; one line per batch in a log file.
+    # One line rewritten in place on a terminal. In a log file a carriage return makes one
+    # unreadable line of every update, and a line per batch of 1,000 is noise: plain lines,
+    # every few seconds, so a long run still shows it is moving.
     live = sys.stdout.isatty()
+    last_line_at = time.monotonic()
 
     def progress(total: int) -> None:
+        nonlocal last_line_at
         line = f"recomputing deadlines: {total} open conversation(s)"
-        click.echo(f"\r{line}" if live else line, nl=not live)
+        if live:
+            click.echo(f"\r{line}", nl=False)
+        elif time.monotonic() - last_line_at >= PLAIN_PROGRESS_EVERY_SECONDS:
+            click.echo(line)
+            last_line_at = time.monotonic()
 
     defaults = get_settings().default_policies()
     total = recompute_all(get_engine(), scope, defaults=defaults, progress=progress)

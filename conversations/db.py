@@ -103,6 +103,9 @@ def _sqlite_immediate_transactions(engine: Engine) -> None:
         cursor.execute("PRAGMA foreign_keys=ON")
         cursor.execute("PRAGMA busy_timeout=30000")
         cursor.execute("PRAGMA synchronous=NORMAL")
+        # Deleted content is overwritten with zeros, not left in free space: an erased
+        # customer's text must not stay readable in the file (see conversations/wal.py).
+        cursor.execute("PRAGMA secure_delete=ON")
         cursor.close()
 
     @event.listens_for(engine, "begin")
@@ -122,6 +125,15 @@ def get_engine() -> Engine:
         if url not in _engines:
             _engines[url] = make_engine(url)
         return _engines[url]
+
+
+def dispose_engines() -> None:
+    """Close the connections of every engine ``get_engine`` made, and forget them."""
+    with _engines_lock:
+        engines = list(_engines.values())
+        _engines.clear()
+    for engine in engines:
+        engine.dispose()
 
 
 @lru_cache(maxsize=8)

@@ -9,21 +9,22 @@ from __future__ import annotations
 import json
 import os
 import secrets
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 import redis
+from click.testing import CliRunner, Result
 from sqlalchemy import Engine, create_engine, text
 from sqlalchemy.engine import make_url
 
 from cli.embedded import EmbeddedBroker
 from conversations.broker import ping_broker
-from conversations.db import make_engine
+from conversations.db import dispose_engines, make_engine
 from conversations.migrate import migrate
 from conversations.models import Base
-from conversations.settings import Settings
+from conversations.settings import Settings, get_settings
 from conversations.wakeup import CeleryWaker
 from tests.fakes.model_api import FakeModel
 from tests.fakes.smtp_server import FakeSmtp
@@ -126,6 +127,28 @@ def queued(url: str, queue: str) -> list[tuple[str, list[object]]]:
         args = json.loads(__import__("base64").b64decode(message["body"]))[0]
         out.append((message["headers"]["task"], args))
     return out
+
+
+@pytest.fixture
+def dormouse_cli(
+    db: Engine, migrated: Backend, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[Callable[..., Result]]:
+    """Runs ``dormouse ARGS`` in this process (not a terminal) on the test database; returns
+    click's result: ``output``, ``exit_code``."""
+    from cli.main import cli
+
+    monkeypatch.setenv("DATABASE_URL", migrated.database_url)
+    monkeypatch.setenv("DATA_DIR", str(migrated.data_dir))
+    for name in ("DORMOUSE_AGENTS", "MODEL", "MODEL_BASE_URL"):
+        monkeypatch.delenv(name, raising=False)
+    get_settings.cache_clear()
+
+    def run(*args: str, input: str | None = None) -> Result:
+        return CliRunner().invoke(cli, list(args), input=input)
+
+    yield run
+    dispose_engines()
+    get_settings.cache_clear()
 
 
 @pytest.fixture

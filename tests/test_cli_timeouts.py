@@ -5,15 +5,20 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+from collections.abc import Callable
 from datetime import timedelta
 from pathlib import Path
 
+from click.testing import Result
 from sqlalchemy import Engine
 
 from conversations.db import session_factory
 from conversations.timeout_store import load_policies
 from conversations.timeouts import Scope
 from tests.conftest import Backend
+from tests.factories import ingest_sms
+
+Cli = Callable[..., Result]
 
 
 def dormouse(backend: Backend, *args: str) -> str:
@@ -63,3 +68,16 @@ def test_set_keeps_the_nudge_and_closing_message_it_is_not_given(
     assert "closing_message 'Closing now, bye!' → None" in history[0]
     assert "inactivity '3h' → '5h'" in history[1] and "nudge" not in history[1]
     assert "unset → 3h" in history[2]
+
+
+def test_recompute_into_a_log_file_writes_plain_lines(db: Engine, dormouse_cli: Cli) -> None:
+    for n in range(3):
+        ingest_sms(db, "hello", sender=f"+1555555011{n}")
+
+    result = dormouse_cli("timeouts", "recompute")  # click's runner: stdout is not a terminal
+
+    assert result.exit_code == 0, result.output
+    assert "\r" not in result.output
+    lines = result.output.splitlines()
+    assert lines[-1] == "recomputed deadlines of 3 open conversation(s) (global default)"
+    assert all(line.startswith(("recomputing deadlines: ", "recomputed ")) for line in lines)
