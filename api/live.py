@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import random
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Any
@@ -84,6 +85,9 @@ class EventHub:
             try:
                 async with client.pubsub() as pubsub:
                     await pubsub.subscribe(CHANNEL)
+                    # Hints sent before this subscription (at start, or during an outage) were
+                    # missed: every stream reads once now instead of at its next poll.
+                    self._wake_all()
                     async for message in pubsub.listen():
                         if message.get("type") == "message":
                             self._wake(message["data"].decode())
@@ -91,12 +95,14 @@ class EventHub:
                 raise
             except Exception as exc:  # the broker went away: streams poll until it is back
                 log.info("event hints unavailable, streams poll: %s", exc)
-                for waiting in self._waiting.values():
-                    for woken in waiting:
-                        woken.set()  # read now: a hint may have been lost with the broker
             finally:
                 await client.aclose()
             await asyncio.sleep(1.0)
+
+    def _wake_all(self) -> None:
+        for waiting in self._waiting.values():
+            for woken in waiting:
+                woken.set()
 
     def _wake(self, conversation_id: str) -> None:
         for woken in self._waiting.get(conversation_id, ()):
@@ -122,24 +128,28 @@ async def follow(
     ends after an event ``stop`` accepts, or at ``deadline`` (loop time)."""
     loop = asyncio.get_running_loop()
     with hub.watch(conversation_id) as woken:
-        quiet_since = loop.time()
+        quiet_since = next_read = loop.time()
         while True:
-            woken.clear()
-            found = await run_in_threadpool(read_after, engine, conversation_id, after)
-            for event in found:
-                yield event
-                after = event.cursor
-                if stop(event):
-                    return
             now = loop.time()
-            if found:
-                quiet_since = now
+            if woken.is_set() or now >= next_read:
+                woken.clear()
+                found = await run_in_threadpool(read_after, engine, conversation_id, after)
+                for event in found:
+                    yield event
+                    after = event.cursor
+                    if stop(event):
+                        return
+                now = loop.time()
+                if found:
+                    quiet_since = now
+                # Jittered: streams opened together must not all read the database together.
+                next_read = now + poll * random.uniform(0.8, 1.2)
             if deadline is not None and now >= deadline:
                 return
             if now - quiet_since >= HEARTBEAT_SECONDS:
                 yield None
                 quiet_since = now
-            wait = min(poll, HEARTBEAT_SECONDS - (now - quiet_since))
+            wait = min(next_read, quiet_since + HEARTBEAT_SECONDS) - now
             if deadline is not None:
                 wait = min(wait, deadline - now)
             with contextlib.suppress(TimeoutError):

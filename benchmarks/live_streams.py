@@ -76,10 +76,8 @@ async def chat_latency(
             async with client.stream(
                 "POST", "/v1/chat/conversations", json=body, headers=AUTH
             ) as s:
-                first = json.loads(await s.aiter_lines().__anext__())
-                conversation_id = first["conversation_id"]
-                async for _ in s.aiter_lines():
-                    pass
+                lines = [json.loads(line) async for line in s.aiter_lines() if line.strip()]
+            conversation_id = lines[0]["conversation_id"]
             for r in range(rounds):
                 found.append(await interaction(client, engine, conversation_id, f"q{i}-{r}"))
     return found
@@ -131,7 +129,8 @@ async def idle_streams(
         during = await probe(base, path, probes)
         # One operator handoff: one event every stream is waiting for.
         sent_at.append(time.perf_counter())
-        await client.post(f"/v1/conversations/{conversation_id}/handoff", headers=AUTH)
+        handoff = await client.post(f"/v1/conversations/{conversation_id}/handoff", headers=AUTH)
+        handoff.raise_for_status()
         await asyncio.wait_for(asyncio.gather(*tasks), 120)
     return {
         "rss_before": rss_before,

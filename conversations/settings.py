@@ -85,8 +85,9 @@ class Settings(BaseSettings):
     broker_visibility_timeout: int = Field(3600, gt=0)
     max_webhook_bytes: int = Field(64 * 1024, gt=0)
     max_api_bytes: int = Field(256 * 1024, gt=0)  # /v1 request bodies
-    # A live stream reads the database this often without a hint (a lost hint's delay).
-    events_poll_seconds: float = Field(5.0, gt=0)
+    # A live stream reads the database this often without a hint: the most a lost hint can
+    # delay an event (a stream also reads whenever the hint subscription is re-established).
+    events_poll_seconds: float = Field(30.0, gt=0)
     # How long a live interaction waits for the agent's reply before it answers an error
     # event naming the cursor to resume from (the reply still comes, on the events stream).
     live_reply_timeout: float = Field(120.0, gt=0)
