@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -17,9 +19,17 @@ SECRET = "quokka-7731-my-card-ends-4242"
 
 
 def on_disk(database: Path) -> bytes:
-    """The database file and its WAL, as a disk image or a backup would hold them."""
-    files = [database, database.with_name(database.name + "-wal")]
-    return b"".join(f.read_bytes() for f in files if f.exists())
+    """The database file and its WAL, as a disk image or a backup would hold them.
+
+    Read by another process: closing a file descriptor of the database in this one would
+    drop every POSIX lock this process's SQLite connections hold on it (fcntl locks belong
+    to the process, not the descriptor), and other processes writing meanwhile corrupt it.
+    """
+    files = [str(f) for f in (database, database.with_name(database.name + "-wal")) if f.exists()]
+    read = "import sys\nfor f in sys.argv[1:]:\n    sys.stdout.buffer.write(open(f, 'rb').read())"
+    return subprocess.run(
+        [sys.executable, "-c", read, *files], capture_output=True, check=True
+    ).stdout
 
 
 @pytest.mark.skipif(
