@@ -36,9 +36,9 @@ async def interaction(
 
     async def watch_commit() -> None:
         query = text(
-            "SELECT 1 FROM messages WHERE conversation_id = :c AND direction = 'outbound'"
-            " AND id > (SELECT COALESCE(MAX(id), 0) FROM messages WHERE conversation_id = :c"
-            " AND body = :said)"
+            "SELECT 1 FROM messages o JOIN messages i ON i.conversation_id = o.conversation_id"
+            " WHERE i.conversation_id = :c AND i.direction = 'inbound' AND i.body = :said"
+            " AND o.direction = 'outbound' AND o.id > i.id LIMIT 1"
         )
         while not committed:
             with engine.connect() as conn:
@@ -95,7 +95,7 @@ async def probe(base: str, path: str, requests: int) -> list[float]:
 
 
 async def idle_streams(
-    base: str, conversation_id: str, streams: int, api: psutil.Process, probes: int
+    base: str, conversation_id: str, after: int, streams: int, api: psutil.Process, probes: int
 ) -> dict[str, float]:
     """Open ``streams`` event streams, measure other requests meanwhile, then one event's
     fan-out to all of them."""
@@ -110,7 +110,7 @@ async def idle_streams(
 
     async def one(client: httpx.AsyncClient) -> None:
         nonlocal ready
-        url = f"{path}/events?after=999999999"
+        url = f"{path}/events?after={after}"
         async with client.stream("GET", url, headers=AUTH) as answer:
             assert answer.status_code == 200
             ready += 1
@@ -159,11 +159,16 @@ def main() -> None:
         try:
             pairs = asyncio.run(chat_latency(dormouse.base, engine, chats, rounds))
             with engine.connect() as conn:
-                conversation_id = str(
-                    conn.execute(text("SELECT id FROM conversations LIMIT 1")).scalar_one()
-                )
+                conversation_id, after = conn.execute(
+                    text(
+                        "SELECT conversation_id, MAX(id) FROM events"
+                        " GROUP BY conversation_id ORDER BY conversation_id LIMIT 1"
+                    )
+                ).one()
             api = psutil.Process(dormouse.procs[0].pid)
-            idle = asyncio.run(idle_streams(dormouse.base, conversation_id, streams, api, probes))
+            idle = asyncio.run(
+                idle_streams(dormouse.base, str(conversation_id), after, streams, api, probes)
+            )
         finally:
             dormouse.stop()
             fake.stop()
