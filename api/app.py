@@ -21,6 +21,7 @@ from api import (
     live_routes,
     operator_routes,
     outbound_routes,
+    service_routes,
     timeout_routes,
 )
 from api.deps import AppState, state
@@ -58,6 +59,7 @@ def create_app(
     app.include_router(outbound_routes.router)
     app.include_router(customer_routes.router)
     app.include_router(live_routes.router)
+    app.include_router(service_routes.router)
 
     @app.exception_handler(DormouseError)
     async def _refused(_: Request, exc: DormouseError) -> JSONResponse:
