@@ -61,6 +61,11 @@ class AgentCatalog:
         services = {default_service, *routed, *self.agents}
         return [_info(service, self.for_service(service)) for service in sorted(services)]
 
+    def services(self, settings: Settings) -> list[AgentInfo]:
+        """What ``dormouse agents``, the ``up`` banner and ``GET /v1/services`` list: the
+        default service, every service a number or address routes to, every named agent."""
+        return self.describe(settings.default_service, settings.routed_services())
+
 
 def load_agents(settings: Settings) -> AgentCatalog:
     """The catalog ``settings`` describe; ``ConfigurationError`` with one clear line if not."""

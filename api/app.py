@@ -21,11 +21,13 @@ from api import (
     live_routes,
     operator_routes,
     outbound_routes,
+    service_routes,
     timeout_routes,
 )
 from api.deps import AppState, state
 from api.gate import ApiGate
 from api.live import EventHub
+from api.page_routes import mount_chat_page
 from api.problems import document_refusals, problem
 from channels.registry import webhook_routers
 from conversations.broker import ping_broker
@@ -58,6 +60,8 @@ def create_app(
     app.include_router(outbound_routes.router)
     app.include_router(customer_routes.router)
     app.include_router(live_routes.router)
+    app.include_router(service_routes.router)
+    mount_chat_page(app)
 
     @app.exception_handler(DormouseError)
     async def _refused(_: Request, exc: DormouseError) -> JSONResponse:

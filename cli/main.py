@@ -70,7 +70,7 @@ def agents() -> None:
         )
     else:
         click.echo("DORMOUSE_AGENTS is not set: every service gets the default agent")
-    for info in catalog.describe(settings.default_service, settings.routed_services()):
+    for info in catalog.services(settings):
         click.echo(f"  {info.line()}")
 
 
@@ -89,8 +89,7 @@ def up(host: str, port: int | None, concurrency: int, turn_concurrency: int) -> 
 
     settings = get_settings()
     catalog = load_agents_or_exit(settings)
-    described = catalog.describe(settings.default_service, settings.routed_services())
-    agents = [info.line() for info in described]
+    agents = [info.line() for info in catalog.services(settings)]
     sys.exit(run_up(settings, host, port or settings.port, concurrency, agents, turn_concurrency))
 
 

@@ -19,6 +19,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from types import FrameType
 from typing import Protocol, TextIO
+from urllib.parse import quote
 
 import click
 
@@ -316,7 +317,10 @@ def _banner(
         "  agents (service: agent; tools), `dormouse agents` lists them again:",
         *(f"    {line}" for line in agents),
         "",
-        "Try it (in another terminal):",
+        "Try it in a browser (what follows # is never sent to a server):",
+        f"  http://{host}:{port}/chat#key={quote(key, safe='')}",
+        "",
+        "or in another terminal:",
         '  .venv/bin/dormouse simulate sms --from +15555550100 "hello there"',
         '  .venv/bin/dormouse simulate sms --from +15555550100 "my name is Ada"',
         '  .venv/bin/dormouse simulate email --from ada@example.com "Where is my order?"',

@@ -14,6 +14,7 @@ import threading
 from collections.abc import Iterator
 from pathlib import Path
 
+import httpx
 import psutil
 import pytest
 
@@ -171,6 +172,9 @@ def test_a_killed_worker_and_a_killed_broker_come_back_and_ctrl_c_stops_everythi
     up: Up,
 ) -> None:
     wait_until(lambda: up.said("Dormouse is up"), 60, "`dormouse up` to say it is up")
+    [page] = [line.strip() for line in up.output if "/chat#key=" in line]
+    assert page.startswith(f"http://127.0.0.1:{up.port}/chat#key=")
+    assert httpx.get(page.partition("#")[0]).status_code == 200  # the fragment stays home
     said = up.cli("simulate", "sms", "--wait", "25", "--from", "+15555550100", "first")
     assert 'reply: Hi! You\'re talking to the default assistant. You said "first".' in said
     wait_until(lambda: up.replied('"first"'), 30, "the first reply")
