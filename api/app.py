@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
+from collections.abc import AsyncIterator
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -43,7 +45,13 @@ def create_app(
     settings: Settings | None = None, engine: Engine | None = None, waker: Waker | None = None
 ) -> FastAPI:
     settings = settings or get_settings()
-    app = FastAPI(title="Dormouse", version="0.1.0")
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        yield
+        await app.state.dormouse.hub.close()
+
+    app = FastAPI(title="Dormouse", version="0.1.0", lifespan=lifespan)
     app.state.dormouse = AppState(
         settings=settings,
         engine=engine or get_engine(),

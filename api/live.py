@@ -71,6 +71,14 @@ class EventHub:
                 if not waiting:
                     del self._waiting[key]
 
+    async def close(self) -> None:
+        """Stop listening (the app is shutting down): the subscription ends cleanly."""
+        task, self._task = self._task, None
+        if task is not None and not task.done():
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
     @property
     def streams(self) -> int:
         return sum(len(w) for w in self._waiting.values())
