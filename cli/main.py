@@ -371,6 +371,9 @@ def customers_erase(customer_id: str, yes: bool) -> None:
         )
     if not erase(get_engine(), found):  # erased by someone else since it was resolved
         raise click.ClickException(f"no customer {found}")
+    from conversations.wakeup import CeleryWaker, Produced, publish
+
+    publish(CeleryWaker(), Produced.of(other_events=True))  # customer.erased, to webhooks
     click.echo(f"erased customer {found} ({_count(held or 0, 'conversation')})")
 
 
