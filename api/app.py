@@ -22,6 +22,7 @@ from api import (
     operator_routes,
     outbound_routes,
     timeout_routes,
+    webhook_routes,
 )
 from api.deps import AppState, state
 from api.gate import ApiGate
@@ -58,6 +59,7 @@ def create_app(
     app.include_router(outbound_routes.router)
     app.include_router(customer_routes.router)
     app.include_router(live_routes.router)
+    app.include_router(webhook_routes.router)
 
     @app.exception_handler(DormouseError)
     async def _refused(_: Request, exc: DormouseError) -> JSONResponse:
