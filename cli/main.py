@@ -664,8 +664,10 @@ def _count(n: int, noun: str) -> str:
 
 def _register() -> None:
     from cli.timeouts import timeouts
+    from cli.webhooks import webhooks
 
     cli.add_command(timeouts)
+    cli.add_command(webhooks)
 
 
 _register()
