@@ -25,6 +25,7 @@ from api import (
     outbound_routes,
     service_routes,
     timeout_routes,
+    webhook_routes,
 )
 from api.deps import AppState, state
 from api.gate import ApiGate
@@ -69,6 +70,7 @@ def create_app(
     app.include_router(customer_routes.router)
     app.include_router(live_routes.router)
     app.include_router(service_routes.router)
+    app.include_router(webhook_routes.router)
     mount_chat_page(app)
 
     @app.exception_handler(DormouseError)

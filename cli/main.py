@@ -370,6 +370,9 @@ def customers_erase(customer_id: str, yes: bool) -> None:
         )
     if not erase(get_engine(), found):  # erased by someone else since it was resolved
         raise click.ClickException(f"no customer {found}")
+    from conversations.wakeup import CeleryWaker, Produced, publish
+
+    publish(CeleryWaker(), Produced.of(other_events=True))  # customer.erased, to webhooks
     click.echo(f"erased customer {found} ({_count(held or 0, 'conversation')})")
 
 
@@ -660,8 +663,10 @@ def _count(n: int, noun: str) -> str:
 
 def _register() -> None:
     from cli.timeouts import timeouts
+    from cli.webhooks import webhooks
 
     cli.add_command(timeouts)
+    cli.add_command(webhooks)
 
 
 _register()

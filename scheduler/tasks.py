@@ -29,6 +29,7 @@ from scheduler.timeouts import close_expired, send_due_nudges
 from workers.app import app
 from workers.deliver import reconcile_after
 from workers.tasks import agents, waker
+from workers.webhooks import stale_after
 from workers.wrapup import wrap_up as run_wrap_up
 
 log = logging.getLogger(__name__)
@@ -55,6 +56,7 @@ def redrive() -> dict[str, int]:
         window,
         reconcile_after=timedelta(seconds=reconcile_after(settings)),
         limit=REDRIVE_BATCH,
+        webhook_stale_after=stale_after(settings),
     )
 
 
@@ -118,7 +120,11 @@ def purge_memory() -> dict[str, int]:
 def wrap_up(conversation_id: str) -> bool:
     import uuid
 
-    return run_wrap_up(uuid.UUID(conversation_id), engine=get_engine(), agents=agents())
+    cid = uuid.UUID(conversation_id)
+    done = run_wrap_up(cid, engine=get_engine(), agents=agents())
+    if done:  # its conversation.finished may now be owed to webhook endpoints
+        waker().webhooks([cid])
+    return done
 
 
 @app.task(name=RECOMPUTE_TASK)

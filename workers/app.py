@@ -17,6 +17,8 @@ from conversations.wakeup import (
     TIMEOUT_SWEEP_TASK,
     TURN_QUEUE,
     TURN_TASK,
+    WEBHOOK_TASK,
+    WEBHOOKS_TASK,
     WRAPUP_TASK,
 )
 from workers.watchdog import WedgedChannelWatch
@@ -39,6 +41,8 @@ def create_celery(settings: Settings) -> Celery:
         TURN_TASK: {"queue": TURN_QUEUE},
         DELIVER_TASK: {"queue": DELIVER_QUEUE},
         RECONCILE_TASK: {"queue": DELIVER_QUEUE},
+        WEBHOOK_TASK: {"queue": DELIVER_QUEUE},
+        WEBHOOKS_TASK: {"queue": DELIVER_QUEUE},
         REDRIVE_TASK: {"queue": SWEEP_QUEUE},
         WRAPUP_TASK: {"queue": SWEEP_QUEUE},
         TIMEOUT_SWEEP_TASK: {"queue": SWEEP_QUEUE},
