@@ -83,6 +83,8 @@ def configure_logging(level: str, log_format: str) -> None:
         root.removeHandler(old)
     root.addHandler(handler)
     root.setLevel(level.upper())
+    # Python warnings (Celery's SecurityWarning as root) as log records: one JSON line each.
+    logging.captureWarnings(log_format == "json")
 
 
 def keep_celery_off_logging() -> None:

@@ -257,9 +257,12 @@ def run_celery(argv: list[str]) -> int:
     """
     from celery.bin.celery import celery
 
+    options = ["--app=workers.app:app"]
     if log_format() == "json":
         keep_celery_off_logging()
-    status = celery.main(args=["--app=workers.app:app", *argv], standalone_mode=False)
+        # Its start-up banners are printed, not logged: a log shipper would get non-JSON.
+        options.append("--quiet")
+    status = celery.main(args=[*options, *argv], standalone_mode=False)
     return status if isinstance(status, int) else 0
 
 
