@@ -21,6 +21,7 @@ from api import (
     conversation_actions,
     customer_routes,
     live_routes,
+    metrics_route,
     operator_routes,
     outbound_routes,
     service_routes,
@@ -32,7 +33,8 @@ from api.gate import ApiGate
 from api.live import EventHub
 from api.page_routes import mount_chat_page
 from api.problems import document_refusals, problem
-from channels.registry import webhook_routers
+from api.webhook_meter import WebhookMeter
+from channels.registry import webhook_channels, webhook_routers
 from conversations.broker import ping_broker
 from conversations.db import get_engine
 from conversations.errors import ConcurrentChange, DormouseError
@@ -61,6 +63,7 @@ def create_app(
         hub=EventHub(settings.effective_broker_url),
     )
     app.add_middleware(ApiGate, keys=app.state.dormouse.api_keys, max_bytes=settings.max_api_bytes)
+    app.add_middleware(WebhookMeter, channels=webhook_channels())
     for router in webhook_routers():
         app.include_router(router)
     app.include_router(operator_routes.router)
@@ -71,6 +74,7 @@ def create_app(
     app.include_router(live_routes.router)
     app.include_router(service_routes.router)
     app.include_router(webhook_routes.router)
+    app.include_router(metrics_route.router)
     mount_chat_page(app)
 
     @app.exception_handler(DormouseError)

@@ -98,6 +98,12 @@ class Settings(BaseSettings):
     # How long a live interaction waits for the agent's reply before it answers an error
     # event naming the cursor to resume from (the reply still comes, on the events stream).
     live_reply_timeout: float = Field(120.0, gt=0)
+    # GET /metrics: open when empty (Prometheus scrapes without credentials by default);
+    # set, it takes only `Authorization: Bearer <token>`.
+    metrics_token: str = ""
+    # A worker or beat alone (one per container) serves its metrics on this port; 0: not at
+    # all. `dormouse up` ignores it: its API's /metrics shows every process it runs.
+    metrics_port: int = Field(0, ge=0, le=65535)
 
     # Shipped inactivity timeouts, used where no operator policy applies ("never" allowed).
     timeout_sms: str = "24h"

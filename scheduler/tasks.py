@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
+import time
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from datetime import datetime, timedelta
 
 from sqlalchemy import Engine
 
 from conversations.db import get_engine, transaction
+from conversations.metrics import REDRIVEN, SWEEP_CONVERSATIONS, SWEEP_SECONDS
 from conversations.nonces import purge_before
 from conversations.settings import get_settings
 from conversations.timeout_store import recompute_all
@@ -42,8 +45,26 @@ PURGE_BATCH = 500
 PURGE_MAX_BATCHES = 200
 
 
+@contextmanager
+def _timed(sweep: str) -> Iterator[None]:
+    started = time.perf_counter()
+    try:
+        yield
+    finally:
+        SWEEP_SECONDS.labels(sweep).observe(time.perf_counter() - started)
+
+
 @app.task(name=REDRIVE_TASK)
 def redrive() -> dict[str, int]:
+    with _timed("redrive"):
+        counts = _redrive()
+    for kind, found in counts.items():
+        if found:
+            REDRIVEN.labels(kind).inc(found)
+    return counts
+
+
+def _redrive() -> dict[str, int]:
     settings = get_settings()
     window = Window(
         now=utcnow(),
@@ -62,7 +83,8 @@ def redrive() -> dict[str, int]:
 
 @app.task(name=TIMEOUT_SWEEP_TASK)
 def sweep_timeouts() -> dict[str, int]:
-    return sweep_once(get_engine(), defaults=get_settings().default_policies())
+    with _timed("timeouts"):
+        return sweep_once(get_engine(), defaults=get_settings().default_policies())
 
 
 def sweep_once(
@@ -89,6 +111,8 @@ def sweep_once(
                 nudged += len(result.closed)
             if not result.closed:
                 break
+    SWEEP_CONVERSATIONS.labels("nudged").inc(nudged)
+    SWEEP_CONVERSATIONS.labels("closed").inc(closed)
     if nudged or closed:
         log.info("timeouts: nudged %d, closed %d", nudged, closed)
     return {"nudged": nudged, "closed": closed}
@@ -97,6 +121,11 @@ def sweep_once(
 @app.task(name=PURGE_TASK)
 def purge_memory() -> dict[str, int]:
     """Delete, batch by batch, what fell out of the retention window."""
+    with _timed("purge"):
+        return _purge()
+
+
+def _purge() -> dict[str, int]:
     engine, settings = get_engine(), get_settings()
     totals = {"memory_entries": 0, "conversations": 0}
     for _ in range(PURGE_MAX_BATCHES):

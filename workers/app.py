@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
-from celery import Celery
+from typing import Any
 
+from celery import Celery
+from celery.signals import task_postrun, task_prerun
+
+from conversations import log_context
 from conversations.broker import celery_config
 from conversations.settings import Settings, get_settings
 from conversations.wakeup import (
@@ -69,6 +73,19 @@ def create_celery(settings: Settings) -> Celery:
         },
     }
     return app
+
+
+def _bind_task_id(task_id: str | None = None, **_: Any) -> None:
+    # Signals run in the thread (or pool child) that runs the task: its log lines say which.
+    log_context.set_task_id(task_id)
+
+
+def _unbind_task_id(**_: Any) -> None:
+    log_context.set_task_id(None)
+
+
+task_prerun.connect(_bind_task_id)
+task_postrun.connect(_unbind_task_id)
 
 
 app = create_celery(get_settings())
