@@ -108,9 +108,7 @@ REDRIVEN = Counter(
     ["kind"],
 )
 
-# For signed event webhooks (built on another branch): whoever delivers an event increments
-# EVENT_DELIVERIES.labels(outcome).inc() with outcome one of delivered, retry, failed. Until
-# then the family is declared and has no samples.
+# Counted by workers/webhooks.py after each attempt is settled.
 EVENT_DELIVERIES = Counter(
     "dormouse_event_deliveries",
     "Event webhook posts to subscribers, by outcome (delivered, retry, failed).",

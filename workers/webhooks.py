@@ -26,6 +26,7 @@ from standardwebhooks import Webhook
 
 from conversations import webhook_endpoints, webhook_outbox
 from conversations.db import session_factory, transaction
+from conversations.metrics import EVENT_DELIVERIES
 from conversations.settings import Settings
 from conversations.types import utcnow
 from conversations.webhook_bodies import bodies, event_id
@@ -171,6 +172,7 @@ def _send_one(
         f" {attempt.error}" if attempt.error else "",
     )
     state, retry_at = status
+    EVENT_DELIVERIES.labels("retry" if retry_at is not None else state).inc()
     if state in (webhook_outbox.DELIVERED, webhook_outbox.FAILED):
         with session_factory(engine)() as session:
             return state, webhook_outbox.next_in_line(session, claimed), None
