@@ -40,7 +40,7 @@ LIVE_TYPES = {
     events.TURN_COMPLETED: "interaction-complete",
     events.HANDOFF: "handoff",
     events.HANDBACK: "handback",
-    events.FINISHED: "end-session",
+    events.ENDED: "end-session",
 }
 
 

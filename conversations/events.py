@@ -27,16 +27,17 @@ DELIVERY_UPDATED = "message.delivery_updated"  # a provider's status callback mo
 TURN_COMPLETED = "turn.completed"  # data.handled: the customer messages the turn answered
 HANDOFF = "conversation.handoff"
 HANDBACK = "conversation.handback"
-FINISHED = "conversation.finished"  # data gains summary, counts and usage at wrap-up
+ENDED = "conversation.ended"  # written as it finishes: the live stream's end-session
+FINISHED = "conversation.finished"  # written by its wrap-up: summary, counts and usage
 ERASED = "customer.erased"  # conversation_id NULL, data {customer_id}: nothing else is left
 
-# What event webhooks and GET /v1/events offer. message.created and turn.completed are the
-# live stream's own (a reply written but not yet sent; a turn's bookkeeping): a webhook says
-# message.sent once a reply is really out, which is what a receiver can act on.
+# What event webhooks and GET /v1/events offer. message.created, turn.completed and
+# conversation.ended are the live stream's own (a reply written but not yet sent; a turn's
+# bookkeeping; the end as it happens): a webhook says message.sent once a reply is really out,
+# and conversation.finished once its wrap-up has the summary. Both are events of their own,
+# written when they happen, so an endpoint receives them in id order with the rest.
 WEBHOOK_TYPES = (STARTED, RECEIVED, SENT, DELIVERY_UPDATED, HANDOFF, HANDBACK, FINISHED, ERASED)
-# conversation.finished reaches endpoints when its wrap-up commits (workers/wrapup.py): the
-# summary is part of what it reports.
-_FANNED_OUT_AT_WRITE = frozenset(WEBHOOK_TYPES) - {FINISHED}
+_FANNED_OUT_AT_WRITE = frozenset(WEBHOOK_TYPES)
 
 
 def record(

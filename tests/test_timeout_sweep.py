@@ -85,8 +85,11 @@ def test_closes_at_the_deadline_with_closing_message_and_wraps_up_once(db: Engin
     assert conv.summary and "I need help with my order" in conv.summary
     with session_factory(db)() as s:
         [event] = s.scalars(select(Event).where(Event.type == "conversation.finished")).all()
+        [ended] = s.scalars(select(Event).where(Event.type == "conversation.ended")).all()
         [memory] = s.scalars(select(MemoryEntry)).all()
-    assert event.data["finish_reason"] == "timeout" == event.data["reason"]
+    # The end as it happened (the live stream's), then the wrap-up's report, after it.
+    assert event.data["finish_reason"] == "timeout" == ended.data["reason"]
+    assert event.id > ended.id
     assert event.data["messages"] == {"inbound": 1, "outbound": 1}
     assert event.data["summary"] == conv.summary == memory.text
     assert event.data["duration_seconds"] >= 0

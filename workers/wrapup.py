@@ -18,9 +18,9 @@ from sqlalchemy import Engine, func, select, update
 
 from agent.catalog import AgentCatalog
 from agent.runtime import summarize
-from conversations import events, webhook_outbox
+from conversations import events
 from conversations.db import rowcount, session_factory, transaction
-from conversations.models import Conversation, Event, Message, TurnRecord
+from conversations.models import Conversation, Message, TurnRecord
 from conversations.states import ConversationStatus, Direction
 from conversations.transcript import MessageView
 from conversations.types import utcnow
@@ -98,21 +98,12 @@ def wrap_up(
         )
         if rowcount(won) != 1:
             return False  # a concurrent wrap-up won: it recorded all of this
-        finished = session.execute(
-            select(Event.id, Event.data)
-            .where(Event.conversation_id == conversation_id, Event.type == events.FINISHED)
-            .order_by(Event.id.desc())
-            .limit(1)
-        ).first()
-        if finished is not None:
-            # The reason as the finish wrote it stays: the live stream's end-session shows it.
-            session.execute(
-                update(Event)
-                .where(Event.id == finished.id)
-                .values(data={**(finished.data or {}), **payload})
-                .execution_options(synchronize_session=False)
-            )
-            webhook_outbox.fan_out_event(session, finished.id, now)
+        # Its own event, written now: after everything the conversation did before it ended
+        # (the goodbye's message.sent included), so endpoints receive it last, in id order.
+        # Who and where are added to every body when it is sent (webhook_bodies.py).
+        about = ("conversation_id", "customer_id", "service", "channel")
+        stored = {k: v for k, v in payload.items() if k not in about}
+        events.record(session, conversation_id, events.FINISHED, now, **stored)
         remember(
             session,
             customer_id=conv.customer_id,
