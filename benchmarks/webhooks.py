@@ -27,7 +27,7 @@ from collections.abc import Sequence
 from sqlalchemy import Engine, func, select, text
 
 from agent.catalog import AgentCatalog
-from benchmarks.common import machine, scratch_postgres, today, write_section
+from benchmarks.common import CountingWaker, machine, scratch_postgres, today, write_section
 from conversations import webhook_endpoints
 from conversations.db import session_factory, transaction
 from conversations.ingest import ingest
@@ -57,19 +57,6 @@ s = ThreadingHTTPServer(("127.0.0.1", 0), H)
 print(s.server_address[1], flush=True)
 s.serve_forever()
 """
-
-
-class CountingWaker:
-    """Counts wake-ups instead of publishing them."""
-
-    def __init__(self) -> None:
-        self.sent = 0
-
-    def _count(self, *args: object, **kwargs: object) -> bool:
-        self.sent += 1
-        return True
-
-    turn = deliver = reconcile = wrap_up = recompute = changed = webhook = webhooks = _count
 
 
 def handle_one(engine: Engine, sender_number: str, waker: CountingWaker) -> float:
