@@ -139,6 +139,8 @@ def dormouse_cli(
 
     monkeypatch.setenv("DATABASE_URL", migrated.database_url)
     monkeypatch.setenv("DATA_DIR", str(migrated.data_dir))
+    # The test's broker: a command that commits events wakes their webhook deliveries.
+    monkeypatch.setenv("BROKER_URL", migrated.broker_url)
     for name in ("DORMOUSE_AGENTS", "MODEL", "MODEL_BASE_URL"):
         monkeypatch.delenv(name, raising=False)
     get_settings.cache_clear()
