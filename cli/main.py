@@ -659,9 +659,11 @@ def _count(n: int, noun: str) -> str:
 
 
 def _register() -> None:
+    from cli.operators import operators
     from cli.timeouts import timeouts
 
     cli.add_command(timeouts)
+    cli.add_command(operators)
 
 
 _register()

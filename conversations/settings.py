@@ -54,6 +54,11 @@ class Settings(BaseSettings):
     chat_callback_url: str = ""  # where replies are POSTed; unset: only the live API has them
     chat_http_timeout: float = Field(10.0, gt=0)
 
+    # Signs the operator console's session cookies (itsdangerous HMAC); changing it signs
+    # every operator out.
+    console_secret: str = ""
+    console_session_hours: float = Field(12.0, gt=0)
+
     default_service: str = "default"
     default_region: str = "US"
     sms_services: str = ""  # "+15005550006=support,+15005550007=sales": the number picks
@@ -197,6 +202,13 @@ class Settings(BaseSettings):
             self.data_dir, "chat-webhook-secret", new_whsec
         )
 
+    def console_key(self) -> str:
+        """What signs console sessions. Generated once under ``DATA_DIR`` when unset (embedded
+        mode only: behind a load balancer each API would sign with its own)."""
+        return self.console_secret or local_secret(
+            self.data_dir, "console-secret", lambda: secrets.token_urlsafe(32)
+        )
+
     @field_validator("chat_webhook_secret")
     @classmethod
     def _whsec(cls, value: str) -> str:
@@ -272,7 +284,12 @@ class Settings(BaseSettings):
         ones suit one machine (embedded mode); on a shared database every machine would make
         its own, and a signature made on one would fail on the next."""
         needed = {
-            "api": ["DORMOUSE_API_KEYS", "EMAIL_INBOUND_SECRET", "CHAT_WEBHOOK_SECRET"],
+            "api": [
+                "DORMOUSE_API_KEYS",
+                "EMAIL_INBOUND_SECRET",
+                "CHAT_WEBHOOK_SECRET",
+                "CONSOLE_SECRET",
+            ],
             # A worker signs chat callbacks; the receiver verifies them with the API's secret.
             "worker": ["CHAT_WEBHOOK_SECRET"] if self.chat_callback_url else [],
         }[role]
