@@ -24,6 +24,7 @@ from api import (
     service_routes,
     timeout_routes,
 )
+from api.console import mount_console
 from api.deps import AppState, state
 from api.gate import ApiGate
 from api.live import EventHub
@@ -62,6 +63,7 @@ def create_app(
     app.include_router(live_routes.router)
     app.include_router(service_routes.router)
     mount_chat_page(app)
+    mount_console(app, app.state.dormouse)
 
     @app.exception_handler(DormouseError)
     async def _refused(_: Request, exc: DormouseError) -> JSONResponse:
