@@ -26,6 +26,7 @@ from api import (
 )
 from api.console import mount_console
 from api.deps import AppState, state
+from api.docs import mount_docs
 from api.gate import ApiGate
 from api.live import EventHub
 from api.page_routes import mount_chat_page
@@ -44,7 +45,8 @@ def create_app(
     settings: Settings | None = None, engine: Engine | None = None, waker: Waker | None = None
 ) -> FastAPI:
     settings = settings or get_settings()
-    app = FastAPI(title="Dormouse", version="0.1.0")
+    # /docs is mounted by api/docs.py: Swagger UI from files we serve, not a CDN.
+    app = FastAPI(title="Dormouse", version="0.1.0", docs_url=None, redoc_url=None)
     app.state.dormouse = AppState(
         settings=settings,
         engine=engine or get_engine(),
@@ -63,6 +65,7 @@ def create_app(
     app.include_router(live_routes.router)
     app.include_router(service_routes.router)
     mount_chat_page(app)
+    mount_docs(app)
     mount_console(app, app.state.dormouse)
 
     @app.exception_handler(DormouseError)

@@ -266,6 +266,18 @@ def test_an_unknown_conversation_is_a_404_page(client: TestClient) -> None:
     assert answer.status_code == 404 and "No such conversation" in answer.text
 
 
-def test_the_console_is_not_in_the_api_schema(client: TestClient) -> None:
+def test_the_console_is_not_in_the_api_schema_and_docs_load_nothing_from_elsewhere(
+    client: TestClient,
+) -> None:
     schema = client.get("/openapi.json").json()
     assert not [p for p in schema["paths"] if p.startswith("/console")]
+    assert schema["components"]["securitySchemes"]["ApiKey"]["scheme"] == "bearer"
+    assert schema["paths"]["/v1/conversations"]["get"]["security"] == [{"ApiKey": []}]
+    docs = client.get("/docs").text
+    assets = re.findall(r"""(?:href|src)=["']([^"']+)["']""", docs) + re.findall(
+        r"url: ?'([^']+)'", docs
+    )
+    assert assets and all(a.startswith("/") for a in assets), assets
+    assert "cdn" not in docs.lower()
+    for asset in assets:
+        assert client.get(asset).status_code == 200, asset
