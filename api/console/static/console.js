@@ -16,7 +16,9 @@ function swap(url, targetId) {
       const text = document.getElementById("reply-text");
       const draft = text ? text.value : "";
       const focused = document.activeElement && document.activeElement.id === "reply-text";
+      const atEnd = window.innerHeight + window.scrollY >= document.body.scrollHeight - 80;
       box.innerHTML = html;
+      if (atEnd) toEnd();  // following along: keep the newest message in view
       const again = document.getElementById("reply-text");
       if (again && draft) again.value = draft;  // a refresh never eats what is being typed
       if (again && focused) again.focus();
@@ -24,7 +26,16 @@ function swap(url, targetId) {
     .catch(() => {});
 }
 
+function toEnd() {
+  const transcript = document.getElementById("transcript");
+  if (transcript && transcript.lastElementChild) {
+    transcript.lastElementChild.scrollIntoView({ block: "end" });
+    window.scrollBy(0, 200);  // past the sticky reply box, which covers the page's foot
+  }
+}
+
 function live() {
+  toEnd();  // a conversation opens on its newest message, as chat tools do
   const region = document.querySelector("[data-refresh]");
   if (!region) return;
   const url = region.dataset.refresh;
