@@ -90,7 +90,7 @@ def test_an_operator_works_a_handoff_in_the_console(
     box = browser.find_element(By.ID, "reply-text")
     box.send_keys("Hi, this is Ada from the team. Let me look into it.")
     browser.find_element(By.ID, "send-reply").click()
-    until(browser, "the reply queued", lambda d: "Reply queued" in d.find_element(By.ID, "flash").text)
+    until(browser, "the reply queued", lambda d: "Reply queued" in text_of(d, "flash"))
     sent = fake_twilio.wait_for(2, to=WAITING)
     assert sent[-1].body == "Hi, this is Ada from the team. Let me look into it."
     until(
@@ -151,7 +151,7 @@ def test_an_operator_works_a_handoff_in_the_console(
     assert CHATTY in listed and "1 conversation with 2 messages" in listed
     screenshot(browser, tmp_path, "console-erase")
     browser.find_element(By.ID, "confirm-erase").click()
-    until(browser, "the erasure", lambda d: "Erased customer" in d.find_element(By.ID, "flash").text)
+    until(browser, "the erasure", lambda d: "Erased customer" in text_of(d, "flash"))
     with session_factory(db)() as session:
         assert session.scalars(select(Customer).where(Customer.id == customer_id)).all() == []
         done = [
