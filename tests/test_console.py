@@ -281,3 +281,11 @@ def test_the_console_is_not_in_the_api_schema_and_docs_load_nothing_from_elsewhe
     assert "cdn" not in docs.lower()
     for asset in assets:
         assert client.get(asset).status_code == 200, asset
+
+
+def test_the_console_loads_nothing_from_another_origin() -> None:
+    from api.console.render import HERE
+
+    for path in [*HERE.glob("templates/*.html"), *HERE.glob("static/*")]:
+        text = path.read_text()
+        assert not re.search(r"https?://|@import|url\(|//cdn", text), f"{path.name} loads elsewhere"

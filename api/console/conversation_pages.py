@@ -7,7 +7,6 @@ wrap-up) as the route does.
 
 from __future__ import annotations
 
-import asyncio
 import uuid
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
@@ -136,10 +135,9 @@ async def conversation_events(
             if event is None:
                 yield sse(None)
                 continue
+            # Only that something changed: the page re-reads itself through the same
+            # rendering as a reload, so the stream carries no customer text.
             yield sse({"type": "changed", "cursor": str(event.cursor)})
-            if await request.is_disconnected():
-                return
-            await asyncio.sleep(0)
 
     return StreamingResponse(
         lines(),

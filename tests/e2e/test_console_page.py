@@ -7,6 +7,7 @@ Screenshots of each page land in ``test-artifacts/console-*.png`` (git-ignored).
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Callable
 from pathlib import Path
 
@@ -144,7 +145,7 @@ def test_an_operator_works_a_handoff_in_the_console(
     assert CHATTY in browser.find_element(By.ID, "identities").text
     assert "Grace" in browser.page_source  # the name the agent remembered
     screenshot(browser, tmp_path, "console-customer")
-    customer_id = browser.current_url.rstrip("/").split("/")[-1]
+    customer_id = uuid.UUID(browser.current_url.rstrip("/").split("/")[-1])
     browser.find_element(By.ID, "erase").click()
     until(browser, "the erase review", lambda d: d.find_elements(By.ID, "erase-list"))
     listed = browser.find_element(By.ID, "erase-list").text
