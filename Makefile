@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: up test test-postgres test-sqlite lint install lock clean bench bench-quick bench-timeouts bench-turns bench-agents bench-live bench-live-quick bench-tools faults faults-quick email-corpus
+.PHONY: up test test-postgres test-sqlite lint install lock clean bench bench-quick bench-timeouts bench-turns bench-agents bench-live bench-live-quick bench-webhooks bench-tools faults faults-quick email-corpus
 
 $(STAMP): pyproject.toml constraints.txt
 	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' \
@@ -61,6 +61,11 @@ bench-live: $(STAMP)
 
 bench-live-quick: $(STAMP)
 	$(BIN)/python -m benchmarks.live_streams --quick
+
+## Event webhooks: what writing events adds to handling a message (no endpoint vs one
+## subscribed to everything), and event deliveries a second one worker process posts.
+bench-webhooks: $(STAMP)
+	$(BIN)/python -m benchmarks.webhooks
 
 ## The ingest figure's load generator is wrk (C, so the figure is the server's, not a Python
 ## client's): installed from the distribution's packages when missing.

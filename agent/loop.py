@@ -17,6 +17,8 @@ from collections.abc import Coroutine
 from concurrent.futures import TimeoutError as FutureTimeout
 from typing import Any, TypeVar
 
+from conversations import log_context
+
 T = TypeVar("T")
 
 _lock = threading.Lock()
@@ -43,9 +45,16 @@ def run_on_agent_loop(coro: Coroutine[Any, Any, T], timeout: float | None) -> T:
     Past the timeout the run is cancelled on the loop (the model call with it) and
     ``TimeoutError`` raised here, so a worker thread never waits longer than its budget.
     """
-    future = asyncio.run_coroutine_threadsafe(coro, agent_loop())
+    future = asyncio.run_coroutine_threadsafe(_carrying(log_context.current(), coro), agent_loop())
     try:
         return future.result(timeout)
     except FutureTimeout:
         future.cancel()
         raise TimeoutError(f"the agent run passed its deadline of {timeout:g}s") from None
+
+
+async def _carrying(ids: dict[str, str], coro: Coroutine[Any, Any, T]) -> T:
+    # A task copies the loop thread's context, not the caller's: the lines a run logs (a
+    # tool's exception) would lose their conversation_id. Set in the task's own copy.
+    log_context.restore(ids)
+    return await coro

@@ -43,9 +43,11 @@ from pydantic_core import ValidationError
 from agent.base import AnyAgent, TurnContext
 from agent.deps import ToolCall, TurnDeps
 from agent.loop import run_on_agent_loop
+from agent.model_meter import ModelMeter
 from agent.summary import extractive_summary
 from agent.tools import DEFAULT_TOOL_TIMEOUT, Toolbox, builtin_toolset
 from conversations.errors import TurnOverLimit
+from conversations.metrics import TOOL_CALLS
 from conversations.states import Direction
 from conversations.transcript import MessageView
 
@@ -100,7 +102,7 @@ def run_agent_turn(agent: AnyAgent, context: TurnContext, limits: TurnLimits) ->
         message_history=message_history(context),
         instructions=MEDIUM.get(context.deps.channel),
         toolsets=[builtin_toolset()],
-        capabilities=[ToolRecorder(limits.tool_timeout)],
+        capabilities=[ToolRecorder(limits.tool_timeout), ModelMeter()],
         usage_limits=UsageLimits(request_limit=limits.model_requests),
     )
     try:
@@ -241,10 +243,10 @@ class ToolRecorder(AbstractCapability[TurnDeps]):
             result = await asyncio.wait_for(handler(args), limit)
         except TimeoutError:
             error = f"{call.tool_name} took longer than {limit:g}s and was abandoned"
-            _record(deps, call, started, error=error)
+            _record(deps, call, started, error=error, outcome="timeout")
             return f"error: {error}"
         except (ToolRetryError, ModelRetry) as exc:
-            _record(deps, call, started, error=f"retry: {exc}")
+            _record(deps, call, started, error=f"retry: {exc}", outcome="retry")
             raise
         except (CallDeferred, ApprovalRequired, SkipToolExecution):
             raise
@@ -256,9 +258,9 @@ class ToolRecorder(AbstractCapability[TurnDeps]):
                 deps.conversation_id,
                 exc_info=True,
             )
-            _record(deps, call, started, error=error)
+            _record(deps, call, started, error=error, outcome="error")
             return f"error: {error}"
-        _record(deps, call, started, result=result)
+        _record(deps, call, started, result=result, outcome="ok")
         return result
 
     async def on_tool_validate_error(
@@ -271,7 +273,13 @@ class ToolRecorder(AbstractCapability[TurnDeps]):
         error: ValidationError | ModelRetry,
     ) -> Any:
         # Invalid arguments go back to the model to correct (Pydantic AI's retry); recorded.
-        _record(ctx.deps, call, time.perf_counter(), error=f"invalid arguments: {error}")
+        _record(
+            ctx.deps,
+            call,
+            time.perf_counter(),
+            error=f"invalid arguments: {error}",
+            outcome="invalid_arguments",
+        )
         raise error
 
 
@@ -280,9 +288,11 @@ def _record(
     call: ToolCallPart,
     started: float,
     *,
+    outcome: str,
     result: Any = None,
     error: str | None = None,
 ) -> None:
+    TOOL_CALLS.labels(call.tool_name, outcome).inc()
     try:
         arguments = call.args_as_dict()
     except ValueError:  # arguments that are not even JSON: keep them as written

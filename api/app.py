@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
+from collections.abc import AsyncIterator
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -19,10 +21,12 @@ from api import (
     conversation_actions,
     customer_routes,
     live_routes,
+    metrics_route,
     operator_routes,
     outbound_routes,
     service_routes,
     timeout_routes,
+    webhook_routes,
 )
 from api.console import mount_console
 from api.deps import AppState, state
@@ -31,7 +35,8 @@ from api.gate import ApiGate
 from api.live import EventHub
 from api.page_routes import mount_chat_page
 from api.problems import document_refusals, problem
-from channels.registry import webhook_routers
+from api.webhook_meter import WebhookMeter
+from channels.registry import webhook_channels, webhook_routers
 from conversations.broker import ping_broker
 from conversations.db import get_engine
 from conversations.errors import ConcurrentChange, DormouseError
@@ -45,8 +50,16 @@ def create_app(
     settings: Settings | None = None, engine: Engine | None = None, waker: Waker | None = None
 ) -> FastAPI:
     settings = settings or get_settings()
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        yield
+        await app.state.dormouse.hub.close()
+
     # /docs is mounted by api/docs.py: Swagger UI from files we serve, not a CDN.
-    app = FastAPI(title="Dormouse", version="0.1.0", docs_url=None, redoc_url=None)
+    app = FastAPI(
+        title="Dormouse", version="0.1.0", docs_url=None, redoc_url=None, lifespan=lifespan
+    )
     app.state.dormouse = AppState(
         settings=settings,
         engine=engine or get_engine(),
@@ -55,6 +68,7 @@ def create_app(
         hub=EventHub(settings.effective_broker_url),
     )
     app.add_middleware(ApiGate, keys=app.state.dormouse.api_keys, max_bytes=settings.max_api_bytes)
+    app.add_middleware(WebhookMeter, channels=webhook_channels())
     for router in webhook_routers():
         app.include_router(router)
     app.include_router(operator_routes.router)
@@ -64,6 +78,8 @@ def create_app(
     app.include_router(customer_routes.router)
     app.include_router(live_routes.router)
     app.include_router(service_routes.router)
+    app.include_router(webhook_routes.router)
+    app.include_router(metrics_route.router)
     mount_chat_page(app)
     mount_docs(app)
     mount_console(app, app.state.dormouse)

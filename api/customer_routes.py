@@ -21,6 +21,7 @@ from conversations.erasure import erase as erase_everywhere
 from conversations.errors import CustomerNotFound, InvalidAddress
 from conversations.models import Customer, Identity
 from conversations.types import utcnow
+from conversations.wakeup import Produced, publish
 from memory.store import recall
 
 router = APIRouter(prefix="/v1/customers", tags=["customers"])
@@ -170,6 +171,8 @@ async def erase(
     app = state(request)
     if not await run_in_threadpool(erase_everywhere, app.engine, customer_id):
         raise CustomerNotFound(f"no customer {customer_id}")
+    # customer.erased, owed to webhook endpoints, was committed with the erasure.
+    await run_in_threadpool(publish, app.waker, Produced.of(other_events=True))
 
 
 @router.get("/{customer_id}/memory")

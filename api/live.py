@@ -40,7 +40,7 @@ LIVE_TYPES = {
     events.TURN_COMPLETED: "interaction-complete",
     events.HANDOFF: "handoff",
     events.HANDBACK: "handback",
-    events.FINISHED: "end-session",
+    events.ENDED: "end-session",
 }
 
 
@@ -70,6 +70,14 @@ class EventHub:
                 waiting.discard(woken)
                 if not waiting:
                     del self._waiting[key]
+
+    async def close(self) -> None:
+        """Stop listening (the app is shutting down): the subscription ends cleanly."""
+        task, self._task = self._task, None
+        if task is not None and not task.done():
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
 
     @property
     def streams(self) -> int:
@@ -111,7 +119,9 @@ class EventHub:
 
 def read_after(engine: Engine, conversation_id: uuid.UUID, after: int) -> list[StoredEvent]:
     with session_factory(engine)() as session:
-        return events.events_after(session, conversation_id, after)
+        # The live API's own catalogue: events added for webhooks (message.sent, …) are not
+        # lines its clients were promised.
+        return events.events_after(session, conversation_id, after, types=LIVE_TYPES)
 
 
 async def follow(

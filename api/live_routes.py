@@ -207,7 +207,7 @@ async def conversation_events(
         request,
         conversation_id,
         start,
-        until=lambda e: e.type == events.FINISHED,
+        until=lambda e: e.type == events.ENDED,
         deadline=None,
         media_type=SSE if as_sse else NDJSON,
     )
@@ -271,7 +271,7 @@ def _turn_done(message_id: int | None) -> Callable[[StoredEvent], bool]:
     when None) unless it finished the chat (then at ``end-session``), or a handoff."""
 
     def done(event: StoredEvent) -> bool:
-        if event.type in (events.FINISHED, events.HANDOFF):
+        if event.type in (events.ENDED, events.HANDOFF):
             return True
         if event.type != events.TURN_COMPLETED or event.data.get("status") in (
             ConversationStatus.FINISHED,

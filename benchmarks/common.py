@@ -87,3 +87,16 @@ def write_section(marker: str, body: str) -> None:
 
 def today() -> str:
     return datetime.now(UTC).strftime("%Y-%m-%d")
+
+
+class CountingWaker:
+    """Counts wake-ups instead of publishing them: a benchmark measures database work."""
+
+    def __init__(self) -> None:
+        self.sent = 0
+
+    def _count(self, *args: object, **kwargs: object) -> bool:
+        self.sent += 1
+        return True
+
+    turn = deliver = reconcile = wrap_up = recompute = changed = webhook = webhooks = _count

@@ -16,14 +16,20 @@ import argparse
 import statistics
 import tempfile
 import time
-import uuid
 from datetime import timedelta
 from pathlib import Path
 
 from sqlalchemy import Engine, insert, text, update
 
 from agent.catalog import AgentCatalog
-from benchmarks.common import POSTGRES_URL, machine, scratch_postgres, today, write_section
+from benchmarks.common import (
+    POSTGRES_URL,
+    CountingWaker,
+    machine,
+    scratch_postgres,
+    today,
+    write_section,
+)
 from conversations.db import make_engine, transaction
 from conversations.ingest import ingest
 from conversations.migrate import migrate
@@ -39,22 +45,6 @@ TEXT = "Hi, I ordered a blue jacket last week and it has not arrived yet, can yo
 
 
 WARM_UP = 5
-
-
-class CountingWaker:
-    """Counts wake-ups instead of publishing them: the benchmark measures database work."""
-
-    def __init__(self) -> None:
-        self.sent = 0
-
-    def turn(self, conversation_id: uuid.UUID) -> bool:
-        self.sent += 1
-        return True
-
-    deliver = reconcile = wrap_up = turn  # type: ignore[assignment]
-
-    def recompute(self, service: str, channel: str) -> bool:
-        return True
 
 
 def one_turn(engine: Engine, sender: str, n: int, waker: CountingWaker) -> float:

@@ -11,6 +11,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from fastapi import APIRouter
+from fastapi.routing import APIRoute
 
 from channels.base import Channel
 from channels.chat import webhooks as chat_webhooks
@@ -64,3 +65,13 @@ def get_channel(name: str, settings: Settings) -> Channel:
 
 def webhook_routers() -> list[APIRouter]:
     return [registered.router for registered in CHANNELS.values()]
+
+
+def webhook_channels() -> dict[str, str]:
+    """Each webhook path → the channel whose router serves it (metrics label webhooks so)."""
+    return {
+        route.path: name
+        for name, registered in CHANNELS.items()
+        for route in registered.router.routes
+        if isinstance(route, APIRoute)
+    }

@@ -13,10 +13,18 @@ from typing import TYPE_CHECKING, Any
 import click
 import httpx
 
-from cli.logs import effective_log_level
+from cli.logs import (
+    FORMATS,
+    configure_logging,
+    effective_log_level,
+    keep_celery_off_logging,
+    log_format,
+    set_process_name,
+)
 from conversations.addresses import normalize_address
 from conversations.channel_names import CHANNEL_NAMES
 from conversations.errors import ConfigurationError, DormouseError, InvalidAddress
+from conversations.metrics_serving import multiprocess_dir, private_dir, use_fresh_dir
 from conversations.settings import Settings, get_settings
 from conversations.states import ConversationStatus, OutboxStatus
 
@@ -26,9 +34,21 @@ if TYPE_CHECKING:
     from agent.catalog import AgentCatalog
 
 
+# The commands whose processes count work into a metrics directory (conversations/metrics.py).
+WORKING_COMMANDS = ("api", "worker", "beat")
+
+
 @click.group()
 @click.option("--log-level", default="INFO", show_default=True, envvar="LOG_LEVEL")
-def cli(log_level: str) -> None:
+@click.option(
+    "--log-format",
+    type=click.Choice(FORMATS, case_sensitive=False),
+    default="text",
+    show_default=True,
+    envvar="LOG_FORMAT",
+    help="text: readable lines; json: one JSON object per line",
+)
+def cli(log_level: str, log_format: str) -> None:
     """Dormouse: asynchronous AI conversations over SMS, email and chat."""
     # Both log every request at INFO (the Twilio SDK about 13 lines per SMS): noise, not news.
     logging.getLogger("httpx").setLevel(logging.WARNING)
@@ -39,10 +59,14 @@ def cli(log_level: str) -> None:
         # idle): noise at INFO; failures still log. LOG_LEVEL=DEBUG brings them back.
         for chatty in ("celery.app.trace", "celery.worker.strategy", "celery.beat"):
             logging.getLogger(chatty).setLevel(logging.WARNING)
-    logging.basicConfig(
-        level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
+    configure_logging(log_level, log_format.lower())
     settings = get_settings()
+    command = click.get_current_context().invoked_subcommand
+    set_process_name(command or "dormouse")
+    if command in WORKING_COMMANDS and not multiprocess_dir():
+        # Before anything imports prometheus_client: it picks multiprocess mode on import.
+        # Under `dormouse up` the directory is set already (one for all its processes).
+        use_fresh_dir(private_dir(settings.data_dir, command))
     if settings.dormouse_agents or settings.model or settings.model_base_url:
         # Every process checks the business's agents at start-up: a typo fails here, in one
         # line, not on the first customer's message. (Unset: nothing to check, no import cost.)
@@ -114,6 +138,8 @@ def api(host: str, port: int | None, workers: int) -> None:
     # Secrets generated into DATA_DIR suit one machine; behind a load balancer every API
     # would make its own, and a client's key would work on one machine in N.
     _require_shared_secrets("api")
+    from uvicorn.config import LOGGING_CONFIG
+
     uvicorn.run(
         "api.main:app",
         host=host,
@@ -121,6 +147,8 @@ def api(host: str, port: int | None, workers: int) -> None:
         workers=workers,
         log_level="info",
         access_log=False,
+        # JSON: uvicorn's lines go through our root handler instead of its own text ones.
+        log_config=None if log_format() == "json" else LOGGING_CONFIG,
     )
 
 
@@ -187,7 +215,18 @@ def worker(
     if hostname or role != "all":
         # Distinct node names: a turn and a delivery worker on one machine are two nodes.
         argv.append(f"--hostname={hostname or role + '@%h'}")
+    set_process_name(f"worker-{role}")
+    _serve_metrics_port()
     sys.exit(run_celery(argv))
+
+
+def _serve_metrics_port() -> None:
+    """A worker or beat alone serves its metrics on METRICS_PORT (its pool children's too)."""
+    from conversations.metrics_serving import serve_port
+
+    port = get_settings().metrics_port
+    if port:
+        serve_port(port)
 
 
 def _require_shared_secrets(role: str) -> None:
@@ -217,7 +256,12 @@ def run_celery(argv: list[str]) -> int:
     """
     from celery.bin.celery import celery
 
-    status = celery.main(args=["--app=workers.app:app", *argv], standalone_mode=False)
+    options = ["--app=workers.app:app"]
+    if log_format() == "json":
+        keep_celery_off_logging()
+        # Its start-up banners are printed, not logged: a log shipper would get non-JSON.
+        options.append("--quiet")
+    status = celery.main(args=[*options, *argv], standalone_mode=False)
     return status if isinstance(status, int) else 0
 
 
@@ -227,6 +271,7 @@ def beat() -> None:
     settings = get_settings()
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     schedule = settings.data_dir / "celerybeat-schedule"
+    _serve_metrics_port()
     sys.exit(run_celery(["beat", f"--schedule={schedule}", f"--loglevel={effective_log_level()}"]))
 
 
@@ -370,6 +415,9 @@ def customers_erase(customer_id: str, yes: bool) -> None:
         )
     if not erase(get_engine(), found):  # erased by someone else since it was resolved
         raise click.ClickException(f"no customer {found}")
+    from conversations.wakeup import CeleryWaker, Produced, publish
+
+    publish(CeleryWaker(), Produced.of(other_events=True))  # customer.erased, to webhooks
     click.echo(f"erased customer {found} ({_count(held or 0, 'conversation')})")
 
 
@@ -661,9 +709,11 @@ def _count(n: int, noun: str) -> str:
 def _register() -> None:
     from cli.operators import operators
     from cli.timeouts import timeouts
+    from cli.webhooks import webhooks
 
     cli.add_command(timeouts)
     cli.add_command(operators)
+    cli.add_command(webhooks)
 
 
 _register()

@@ -25,8 +25,9 @@ import click
 
 from cli.embedded import EmbeddedBroker
 from cli.lifeline import die_with_parent, holders
-from cli.logs import effective_log_level
+from cli.logs import effective_log_level, log_format
 from cli.restarts import RestartPolicy
+from conversations.metrics_serving import MULTIPROC_ENV, use_fresh_dir
 from conversations.migrate import migrate
 from conversations.settings import Settings
 from conversations.wal import truncate_wal
@@ -84,6 +85,10 @@ def _held_message(settings: Settings, path: Path) -> str:
     )
 
 
+def metrics_dir(settings: Settings) -> Path:
+    return settings.data_dir / "metrics" / "up"
+
+
 def state_file(settings: Settings) -> Path:
     return settings.data_dir / "up.json"
 
@@ -127,6 +132,12 @@ def run_up(
         env["EMAIL_INBOUND_SECRET"] = settings.email_secret()
         env["CHAT_WEBHOOK_SECRET"] = settings.chat_secret()
         env["LOG_LEVEL"] = effective_log_level()  # `dormouse --log-level X up` reaches all
+        env["LOG_FORMAT"] = log_format()
+        # One metrics directory for every process here, emptied: the API's /metrics shows
+        # them all, so no process needs a port of its own (METRICS_PORT is for one per host).
+        use_fresh_dir(metrics_dir(settings))
+        env[MULTIPROC_ENV] = str(metrics_dir(settings))
+        env.pop("METRICS_PORT", None)
         if not os.environ.get("PUBLIC_URL"):
             env["PUBLIC_URL"] = f"http://{host}:{port}"
 

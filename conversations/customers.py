@@ -15,7 +15,7 @@ from typing import Any, NamedTuple
 from sqlalchemy import delete, select, update
 from sqlalchemy.orm import Session
 
-from conversations import statements
+from conversations import events, statements
 from conversations import statements as sql
 from conversations.db import rowcount
 from conversations.errors import AddressTaken, ConcurrentChange, ExternalIdTaken
@@ -30,6 +30,7 @@ from conversations.models import (
     Message,
 )
 from conversations.states import OPEN_STATUSES, FinishReason
+from conversations.types import utcnow
 
 
 def resolve_customer(
@@ -247,4 +248,6 @@ def erase_customer(session: Session, customer_id: uuid.UUID) -> bool:
         .execution_options(synchronize_session=False)
     )
     session.execute(delete(Customer).where(Customer.id == customer_id))
+    # After the cascade took their conversations and events: the id only, nothing of theirs.
+    events.record(session, None, events.ERASED, utcnow(), customer_id=str(customer_id))
     return True

@@ -16,25 +16,38 @@ from typing import Any
 from sqlalchemy import insert, select
 from sqlalchemy.orm import Session
 
+from conversations import webhook_outbox
 from conversations.models import Event, Message
 
 STARTED = "conversation.started"
 RECEIVED = "message.received"  # a customer's message was stored
 CREATED = "message.created"  # a reply was written (agent, operator, system): sent after commit
+SENT = "message.sent"  # the outbox handed a reply to its provider (or the dev sink)
+DELIVERY_UPDATED = "message.delivery_updated"  # a provider's status callback moved a reply on
 TURN_COMPLETED = "turn.completed"  # data.handled: the customer messages the turn answered
 HANDOFF = "conversation.handoff"
 HANDBACK = "conversation.handback"
-FINISHED = "conversation.finished"
+ENDED = "conversation.ended"  # written as it finishes: the live stream's end-session
+FINISHED = "conversation.finished"  # written by its wrap-up: summary, counts and usage
+ERASED = "customer.erased"  # conversation_id NULL, data {customer_id}: nothing else is left
+
+# What event webhooks and GET /v1/events offer. message.created, turn.completed and
+# conversation.ended are the live stream's own (a reply written but not yet sent; a turn's
+# bookkeeping; the end as it happens): a webhook says message.sent once a reply is really out,
+# and conversation.finished once its wrap-up has the summary. Both are events of their own,
+# written when they happen, so an endpoint receives them in id order with the rest.
+WEBHOOK_TYPES = (STARTED, RECEIVED, SENT, DELIVERY_UPDATED, HANDOFF, HANDBACK, FINISHED, ERASED)
+_FANNED_OUT_AT_WRITE = frozenset(WEBHOOK_TYPES)
 
 
 def record(
     session: Session,
-    conversation_id: uuid.UUID,
+    conversation_id: uuid.UUID | None,
     type: str,
     now: datetime,
     **data: Any,
 ) -> None:
-    record_many(session, [conversation_id], type, now, **data)
+    _write(session, [{"conversation_id": conversation_id, "type": type, "data": data}], now)
 
 
 def record_many(
@@ -45,12 +58,11 @@ def record_many(
     **data: Any,
 ) -> None:
     """The same event for each conversation (a sweep closing a batch), one INSERT."""
-    rows = [
-        {"conversation_id": cid, "type": type, "data": data, "created_at": now}
-        for cid in conversation_ids
-    ]
-    if rows:
-        session.connection().execute(insert(Event), rows)
+    _write(
+        session,
+        [{"conversation_id": cid, "type": type, "data": data} for cid in conversation_ids],
+        now,
+    )
 
 
 def message_events(
@@ -59,20 +71,39 @@ def message_events(
     message_ids: Sequence[int],
     type: str,
     now: datetime,
+    **data: Any,
 ) -> None:
-    if message_ids:
-        session.connection().execute(
-            insert(Event),
-            [
-                {
-                    "conversation_id": conversation_id,
-                    "type": type,
-                    "data": {"message_id": mid},
-                    "created_at": now,
-                }
-                for mid in message_ids
-            ],
-        )
+    _write(
+        session,
+        [
+            {"conversation_id": conversation_id, "type": type, "data": {"message_id": mid, **data}}
+            for mid in message_ids
+        ],
+        now,
+    )
+
+
+def _write(session: Session, rows: list[dict[str, Any]], now: datetime) -> None:
+    """Insert events and, in the same transaction, what each webhook endpoint is owed of
+    them (the event outbox): an event that rolls back is owed to no one."""
+    if not rows:
+        return
+    for row in rows:
+        row["created_at"] = now
+    if rows[0]["type"] not in _FANNED_OUT_AT_WRITE:
+        session.connection().execute(insert(Event), rows)
+        return
+    ids = session.scalars(
+        insert(Event).returning(Event.id, sort_by_parameter_order=True), rows
+    ).all()
+    webhook_outbox.fan_out(
+        session,
+        [
+            webhook_outbox.Written(event_id, row["conversation_id"], row["type"])
+            for event_id, row in zip(ids, rows, strict=True)
+        ],
+        now,
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -87,7 +118,7 @@ class ShownMessage:
 @dataclass(frozen=True, slots=True)
 class StoredEvent:
     cursor: int
-    conversation_id: uuid.UUID
+    conversation_id: uuid.UUID | None
     type: str
     data: dict[str, Any]
     created_at: datetime
@@ -95,16 +126,21 @@ class StoredEvent:
 
 
 def events_after(
-    session: Session, conversation_id: uuid.UUID, after: int, *, limit: int = 500
+    session: Session,
+    conversation_id: uuid.UUID,
+    after: int,
+    *,
+    limit: int = 500,
+    types: Iterable[str] | None = None,
 ) -> list[StoredEvent]:
     """The conversation's events with a cursor past ``after``, oldest first, with the
     messages they name (an erased message's event is left out: nothing to show)."""
-    rows = session.execute(
-        select(Event.id, Event.conversation_id, Event.type, Event.data, Event.created_at)
-        .where(Event.conversation_id == conversation_id, Event.id > after)
-        .order_by(Event.id)
-        .limit(limit)
-    ).all()
+    query = select(Event.id, Event.conversation_id, Event.type, Event.data, Event.created_at).where(
+        Event.conversation_id == conversation_id, Event.id > after
+    )
+    if types is not None:
+        query = query.where(Event.type.in_(list(types)))
+    rows = session.execute(query.order_by(Event.id).limit(limit)).all()
     wanted = [r.data["message_id"] for r in rows if "message_id" in (r.data or {})]
     messages = (
         {

@@ -68,7 +68,7 @@ def finish(
         )
         .execution_options(synchronize_session=False)
     )
-    events.record(session, conversation_id, events.FINISHED, now, reason=reason)
+    events.record(session, conversation_id, events.ENDED, now, reason=reason)
     if not answer_pending:
         settle_pending(session, conversation_id, InboundState.DONE)
         return Finished(conversation_id, None)

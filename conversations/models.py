@@ -167,18 +167,25 @@ class TimeoutPolicyChange(Base):
 
 
 class Event(Base):
-    """What happened in a conversation, in commit order: the live streams' source (and the
-    event webhooks'). Written in the transaction that made the change, so a stream never
+    """What happened in a conversation, in commit order: the live streams' source and the
+    event webhooks'. Written in the transaction that made the change, so a stream never
     shows what rolled back and never misses what committed; ``id`` is the stream's cursor.
 
     Messages are referred to by id, never copied: erasing a customer erases the text once.
+    ``conversation_id`` is NULL only for ``customer.erased``, written after the erasure's
+    cascade took the customer's conversations (and their events) away.
     """
 
     __tablename__ = "events"
-    __table_args__ = (Index("ix_events_conversation_id_id", "conversation_id", "id"),)
+    __table_args__ = (
+        Index("ix_events_conversation_id_id", "conversation_id", "id"),
+        # Ids are cursors and webhook-ids: SQLite would hand the id of an erased last row to
+        # the next one (customer.erased, right after the cascade), and receivers dedupe on it.
+        {"sqlite_autoincrement": True},
+    )
 
     id: Mapped[int] = mapped_column(BigIntPK, primary_key=True, autoincrement=True)
-    conversation_id: Mapped[uuid.UUID] = mapped_column(
+    conversation_id: Mapped[uuid.UUID | None] = mapped_column(
         ForeignKey("conversations.id", ondelete="CASCADE")
     )
     type: Mapped[str] = mapped_column(String(64))
@@ -186,22 +193,62 @@ class Event(Base):
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
 
 
-class ConversationEvent(Base):
-    """Events about conversations (``conversation.finished``), stored for the event webhooks."""
+class WebhookEndpoint(Base):
+    """A receiver of event webhooks: where, which events, and the secrets that sign them."""
 
-    __tablename__ = "conversation_events"
+    __tablename__ = "webhook_endpoints"
+
+    id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True, default=uuid.uuid4)
+    url: Mapped[str] = mapped_column(String(2000))
+    description: Mapped[str] = mapped_column(String(500), default="")
+    # Event types it wants; empty = every type of the catalogue (conversations/events.py).
+    event_types: Mapped[list[str]] = mapped_column(JSON, default=list)
+    service: Mapped[str | None] = mapped_column(String(64))  # None = every service
+    secret: Mapped[str] = mapped_column(String(128))
+    # After a rotation the old secret signs too, until it expires (receivers catch up).
+    previous_secret: Mapped[str | None] = mapped_column(String(128))
+    previous_secret_expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    enabled: Mapped[bool] = mapped_column(Boolean, default=True)
+    disabled_reason: Mapped[str | None] = mapped_column(Text)
+    disabled_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    # First failed attempt since the last success: failing for WEBHOOK_DISABLE_AFTER disables.
+    failing_since: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class WebhookDelivery(Base):
+    """One event owed to one endpoint: the event outbox. Written in the transaction of the
+    event itself, claimed and settled by the delivery workers like an outbox row."""
+
+    __tablename__ = "webhook_deliveries"
     __table_args__ = (
-        # One event of a kind per conversation: a second wrap-up cannot record it twice.
-        UniqueConstraint("conversation_id", "kind", name="uq_conversation_events_kind"),
+        UniqueConstraint("endpoint_id", "event_id", name="uq_webhook_deliveries_endpoint_event"),
+        # The sender and the redrive read what is due.
+        Index("ix_webhook_deliveries_status_next", "status", "next_attempt_at"),
+        # Per endpoint, one conversation's events in order: "is an earlier one unsettled?"
+        Index("ix_webhook_deliveries_order", "endpoint_id", "conversation_id", "id"),
     )
 
     id: Mapped[int] = mapped_column(BigIntPK, primary_key=True, autoincrement=True)
-    conversation_id: Mapped[uuid.UUID] = mapped_column(
-        ForeignKey("conversations.id", ondelete="CASCADE")
+    endpoint_id: Mapped[uuid.UUID] = mapped_column(
+        ForeignKey("webhook_endpoints.id", ondelete="CASCADE")
     )
-    kind: Mapped[str] = mapped_column(String(64))
-    payload: Mapped[dict[str, Any]] = mapped_column(JSON)
-    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, index=True)
+    event_id: Mapped[int] = mapped_column(ForeignKey("events.id", ondelete="CASCADE"))
+    # The ordering key (no foreign key: the event's own cascades already remove the row).
+    conversation_id: Mapped[uuid.UUID | None] = mapped_column(Uuid)
+    status: Mapped[str] = mapped_column(String(16))  # pending, sending, delivered, failed
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    next_attempt_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    claim_token: Mapped[uuid.UUID | None] = mapped_column(Uuid)
+    claimed_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    last_status_code: Mapped[int | None] = mapped_column(Integer)
+    last_latency_ms: Mapped[int | None] = mapped_column(Integer)
+    last_error: Mapped[str | None] = mapped_column(Text)
+    delivered_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    redriven_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
 
 
 class TurnRecord(Base):

@@ -203,6 +203,9 @@ def mark_sent(
         sql.SET_MESSAGE_DELIVERY,
         {"message_id": row.message_id, "provider_id": provider_id, "delivery_status": best},
     )
+    events.message_events(
+        session, row.conversation_id, [row.message_id], events.SENT, now, via_sink=via_sink
+    )
     return True
 
 
@@ -309,16 +312,27 @@ def record_delivery_status(
     values: dict[str, object] = {"delivery_status": status}
     if error_code:
         values["delivery_error"] = f"provider error {error_code}"
-    session.execute(
-        update(Message)
-        .where(
-            Message.channel == channel,
-            Message.provider_id == provider_id,
-            Message.delivery_status.in_(lower),
-        )
-        .values(**values)
-        .execution_options(synchronize_session=False)
+    moving = (
+        Message.channel == channel,
+        Message.provider_id == provider_id,
+        Message.delivery_status.in_(lower),
     )
+    # The lock above serializes callbacks of this provider id: what is read here is what the
+    # update below moves, and each move is reported once.
+    moved = session.execute(select(Message.id, Message.conversation_id).where(*moving)).all()
+    session.execute(
+        update(Message).where(*moving).values(**values).execution_options(synchronize_session=False)
+    )
+    for message_id, conversation_id in moved:
+        events.message_events(
+            session,
+            conversation_id,
+            [message_id],
+            events.DELIVERY_UPDATED,
+            now,
+            status=status,
+            error_code=error_code,
+        )
     return True
 
 

@@ -58,6 +58,12 @@ class Settings(BaseSettings):
     # every operator out.
     console_secret: str = ""
     console_session_hours: float = Field(12.0, gt=0)
+    # Event webhooks (conversations/webhook_outbox.py, workers/webhooks.py).
+    webhook_timeout: float = Field(15.0, gt=0)  # seconds a receiver may take to answer
+    # Loopback and private addresses are allowed: receivers often run beside Dormouse.
+    webhook_allow_private: bool = True
+    webhook_retry_schedule: str = "0,5s,5m,30m,2h,5h,10h,14h,20h,24h"
+    webhook_disable_after: str = "5d"  # an endpoint failing this long is disabled
 
     default_service: str = "default"
     default_region: str = "US"
@@ -96,6 +102,12 @@ class Settings(BaseSettings):
     # How long a live interaction waits for the agent's reply before it answers an error
     # event naming the cursor to resume from (the reply still comes, on the events stream).
     live_reply_timeout: float = Field(120.0, gt=0)
+    # GET /metrics: open when empty (Prometheus scrapes without credentials by default);
+    # set, it takes only `Authorization: Bearer <token>`.
+    metrics_token: str = ""
+    # A worker or beat alone (one per container) serves its metrics on this port; 0: not at
+    # all. `dormouse up` ignores it: its API's /metrics shows every process it runs.
+    metrics_port: int = Field(0, ge=0, le=65535)
 
     # Shipped inactivity timeouts, used where no operator policy applies ("never" allowed).
     timeout_sms: str = "24h"
@@ -123,6 +135,33 @@ class Settings(BaseSettings):
     def turn_deadline(self) -> float:
         """Seconds an agent run may take: inside TURN_TIME_LIMIT, leaving the commit room."""
         return self.turn_time_limit * 0.9
+
+    @field_validator("webhook_retry_schedule")
+    @classmethod
+    def _schedule(cls, value: str) -> str:
+        from conversations.webhook_outbox import parse_schedule
+
+        parse_schedule(value)
+        return value
+
+    @property
+    def webhook_schedule(self) -> list[float]:
+        from conversations.webhook_outbox import parse_schedule
+
+        return parse_schedule(self.webhook_retry_schedule)
+
+    @field_validator("webhook_disable_after")
+    @classmethod
+    def _disable_after(cls, value: str) -> str:
+        if parse_duration(value) is None:
+            raise ValueError("WEBHOOK_DISABLE_AFTER cannot be never")
+        return value
+
+    @property
+    def webhook_disable_delta(self) -> timedelta:
+        delta = parse_duration(self.webhook_disable_after)
+        assert delta is not None
+        return delta
 
     @field_validator("memory_retention")
     @classmethod

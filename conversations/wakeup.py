@@ -31,6 +31,8 @@ WRAPUP_TASK = "dormouse.wrap_up"
 TIMEOUT_SWEEP_TASK = "dormouse.sweep_timeouts"
 RECOMPUTE_TASK = "dormouse.recompute_timeouts"
 PURGE_TASK = "dormouse.purge_memory"
+WEBHOOK_TASK = "dormouse.webhook"  # one event delivery (a retry, a replay, the redrive)
+WEBHOOKS_TASK = "dormouse.webhooks"  # every due delivery of some conversations (or all)
 
 TURN_QUEUE = "dormouse.turns"
 DELIVER_QUEUE = "dormouse.deliveries"
@@ -47,6 +49,8 @@ class Waker(Protocol):
     def wrap_up(self, conversation_id: uuid.UUID) -> bool: ...
     def recompute(self, service: str, channel: str) -> bool: ...
     def changed(self, conversation_ids: Sequence[uuid.UUID]) -> bool: ...
+    def webhook(self, delivery_id: int, delay: float = 0) -> bool: ...
+    def webhooks(self, conversation_ids: Sequence[uuid.UUID | None] | None = None) -> bool: ...
 
 
 class CeleryWaker:
@@ -79,6 +83,15 @@ class CeleryWaker:
     def recompute(self, service: str, channel: str) -> bool:
         return self._send(RECOMPUTE_TASK, [service, channel], SWEEP_QUEUE)
 
+    def webhook(self, delivery_id: int, delay: float = 0) -> bool:
+        return self._send(WEBHOOK_TASK, [delivery_id], DELIVER_QUEUE, delay)
+
+    def webhooks(self, conversation_ids: Sequence[uuid.UUID | None] | None = None) -> bool:
+        """Send what is due for these conversations (None in the list: events about no
+        conversation, customer.erased); without a list, everything due."""
+        keys = None if conversation_ids is None else [_key(c) for c in conversation_ids]
+        return self._send(WEBHOOKS_TASK, [keys], DELIVER_QUEUE)
+
     @cached_property
     def _hints(self) -> Hints:
         return Hints((self._settings or get_settings()).effective_broker_url)
@@ -104,6 +117,10 @@ class CeleryWaker:
         return True
 
 
+def _key(conversation_id: uuid.UUID | None) -> str | None:
+    return None if conversation_id is None else str(conversation_id)
+
+
 @dataclass(frozen=True, slots=True)
 class Produced:
     """What a committed unit of work left for others: the turns, deliveries and wrap-ups it
@@ -112,8 +129,12 @@ class Produced:
     turns: tuple[uuid.UUID, ...] = ()
     deliveries: tuple[int, ...] = ()
     wrap_ups: tuple[uuid.UUID, ...] = ()
-    # Conversations with new events (conversations/events.py): live streams are told.
+    # Conversations with new events (conversations/events.py): live streams are told, and
+    # the event webhooks they may owe are sent.
     changed: tuple[uuid.UUID, ...] = ()
+    # Events outside any conversation (customer.erased) or from a path that does not know
+    # its conversation: every due webhook delivery is sent.
+    other_events: bool = False
 
     @classmethod
     def of(
@@ -123,6 +144,7 @@ class Produced:
         deliveries: Iterable[int | None] = (),
         wrap_ups: Iterable[uuid.UUID | None] = (),
         changed: Iterable[uuid.UUID | None] = (),
+        other_events: bool = False,
     ) -> Produced:
         """Build one, leaving out the Nones a caller's optional results bring."""
         return cls(
@@ -130,6 +152,7 @@ class Produced:
             deliveries=tuple(d for d in deliveries if d is not None),
             wrap_ups=tuple(w for w in wrap_ups if w is not None),
             changed=tuple(dict.fromkeys(c for c in changed if c is not None)),
+            other_events=other_events,
         )
 
 
@@ -141,4 +164,11 @@ def publish(waker: Waker, produced: Produced) -> bool:
     sent += [waker.wrap_up(conversation_id) for conversation_id in produced.wrap_ups]
     if produced.changed:
         waker.changed(produced.changed)  # a hint: a lost one delays a stream by one poll
+    # Event webhooks: the deliveries were committed with the events; a lost wake-up is found
+    # by the redrive sweep. Sent whether or not any endpoint exists: knowing would cost the
+    # committing transaction a read it otherwise skips (benchmarks/README.md, Event webhooks).
+    if produced.other_events:
+        sent.append(waker.webhooks(None))
+    elif produced.changed:
+        sent.append(waker.webhooks(list(produced.changed)))
     return all(sent)

@@ -21,8 +21,15 @@ from typing import Any
 from sqlalchemy import ColumnElement, Engine, and_, or_, select, update
 from sqlalchemy.orm import InstrumentedAttribute, Session
 
+from conversations import webhook_outbox
 from conversations.db import session_factory, transaction
-from conversations.models import PENDING_MESSAGE, Conversation, Message, OutboxRow
+from conversations.models import (
+    PENDING_MESSAGE,
+    Conversation,
+    Message,
+    OutboxRow,
+    WebhookDelivery,
+)
 from conversations.states import ConversationStatus, OutboxStatus
 from conversations.wakeup import Waker
 
@@ -52,6 +59,7 @@ class RedriveWork:
     deliveries: list[int]
     reconciles: list[int]
     wrap_ups: list[uuid.UUID]
+    webhooks: list[int]
 
     def counts(self) -> dict[str, int]:
         return {
@@ -59,6 +67,7 @@ class RedriveWork:
             "deliveries": len(self.deliveries),
             "reconciles": len(self.reconciles),
             "wrap_ups": len(self.wrap_ups),
+            "webhooks": len(self.webhooks),
         }
 
 
@@ -154,33 +163,73 @@ def conversations_to_wrap_up(session: Session, w: Window, *, limit: int) -> list
     return list(session.scalars(query))
 
 
+def webhooks_to_send(
+    session: Session, w: Window, *, stale_after: timedelta, limit: int
+) -> list[int]:
+    """Event deliveries first in line and due (or claimed by a worker that died), whose
+    wake-up was lost or never sent (an event of a commit whose publish failed)."""
+    d = WebhookDelivery
+    heads = webhook_outbox.due_heads(
+        session, now=w.now, stale_before=w.now - stale_after, limit=limit
+    )
+    if not heads:
+        return []
+    query = select(d.id).where(
+        d.id.in_(heads),
+        d.updated_at <= w.now - w.grace,
+        w.not_woken_since(d.redriven_at, d.next_attempt_at),
+    )
+    return list(session.scalars(query))
+
+
 def find_redrive_work(
-    session: Session, w: Window, *, reconcile_after: timedelta, limit: int
+    session: Session,
+    w: Window,
+    *,
+    reconcile_after: timedelta,
+    limit: int,
+    webhook_stale_after: timedelta = timedelta(minutes=2),
 ) -> RedriveWork:
     return RedriveWork(
         turns=conversations_to_wake(session, w, limit=limit),
         deliveries=outbox_to_send(session, w, limit=limit),
         reconciles=outbox_to_reconcile(session, w, after=reconcile_after, limit=limit),
         wrap_ups=conversations_to_wrap_up(session, w, limit=limit),
+        webhooks=webhooks_to_send(session, w, stale_after=webhook_stale_after, limit=limit),
     )
 
 
 def redrive_once(
-    engine: Engine, waker: Waker, w: Window, *, reconcile_after: timedelta, limit: int
+    engine: Engine,
+    waker: Waker,
+    w: Window,
+    *,
+    reconcile_after: timedelta,
+    limit: int,
+    webhook_stale_after: timedelta = timedelta(minutes=2),
 ) -> dict[str, int]:
     """Wake what the broker lost; stamp what was published, so later passes skip it."""
     with session_factory(engine)() as session:
-        work = find_redrive_work(session, w, reconcile_after=reconcile_after, limit=limit)
+        work = find_redrive_work(
+            session,
+            w,
+            reconcile_after=reconcile_after,
+            limit=limit,
+            webhook_stale_after=webhook_stale_after,
+        )
     woken_conversations = _published(waker.turn, work.turns) + _published(
         waker.wrap_up, work.wrap_ups
     )
     woken_rows = _published(waker.deliver, work.deliveries) + _published(
         waker.reconcile, work.reconciles
     )
-    if woken_conversations or woken_rows:  # most passes find nothing: no transaction then
+    woken_webhooks = _published(waker.webhook, work.webhooks)
+    # Most passes find nothing: no transaction then.
+    if woken_conversations or woken_rows or woken_webhooks:
         with transaction(engine) as session:
             _stamp(session, Conversation, woken_conversations, w.now)
             _stamp(session, OutboxRow, woken_rows, w.now)
+            _stamp(session, WebhookDelivery, woken_webhooks, w.now)
     counts = work.counts()
     if any(counts.values()):
         log.info("redrive: %s", counts)
@@ -192,7 +241,10 @@ def _published(send: Callable[[Any], bool], ids: Iterable[Any]) -> list[Any]:
 
 
 def _stamp(
-    session: Session, model: type[Conversation | OutboxRow], ids: Sequence[Any], now: datetime
+    session: Session,
+    model: type[Conversation | OutboxRow | WebhookDelivery],
+    ids: Sequence[Any],
+    now: datetime,
 ) -> None:
     if ids:
         session.execute(update(model).where(model.id.in_(ids)).values(redriven_at=now))

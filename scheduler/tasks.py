@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
+import time
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from datetime import datetime, timedelta
 
 from sqlalchemy import Engine
 
 from conversations.db import get_engine, transaction
+from conversations.metrics import REDRIVEN, SWEEP_CONVERSATIONS, SWEEP_SECONDS
 from conversations.nonces import purge_before
 from conversations.settings import get_settings
 from conversations.timeout_store import recompute_all
@@ -29,6 +32,7 @@ from scheduler.timeouts import close_expired, send_due_nudges
 from workers.app import app
 from workers.deliver import reconcile_after
 from workers.tasks import agents, waker
+from workers.webhooks import stale_after
 from workers.wrapup import wrap_up as run_wrap_up
 
 log = logging.getLogger(__name__)
@@ -41,8 +45,26 @@ PURGE_BATCH = 500
 PURGE_MAX_BATCHES = 200
 
 
+@contextmanager
+def _timed(sweep: str) -> Iterator[None]:
+    started = time.perf_counter()
+    try:
+        yield
+    finally:
+        SWEEP_SECONDS.labels(sweep).observe(time.perf_counter() - started)
+
+
 @app.task(name=REDRIVE_TASK)
 def redrive() -> dict[str, int]:
+    with _timed("redrive"):
+        counts = _redrive()
+    for kind, found in counts.items():
+        if found:
+            REDRIVEN.labels(kind).inc(found)
+    return counts
+
+
+def _redrive() -> dict[str, int]:
     settings = get_settings()
     window = Window(
         now=utcnow(),
@@ -55,12 +77,14 @@ def redrive() -> dict[str, int]:
         window,
         reconcile_after=timedelta(seconds=reconcile_after(settings)),
         limit=REDRIVE_BATCH,
+        webhook_stale_after=stale_after(settings),
     )
 
 
 @app.task(name=TIMEOUT_SWEEP_TASK)
 def sweep_timeouts() -> dict[str, int]:
-    return sweep_once(get_engine(), defaults=get_settings().default_policies())
+    with _timed("timeouts"):
+        return sweep_once(get_engine(), defaults=get_settings().default_policies())
 
 
 def sweep_once(
@@ -87,6 +111,8 @@ def sweep_once(
                 nudged += len(result.closed)
             if not result.closed:
                 break
+    SWEEP_CONVERSATIONS.labels("nudged").inc(nudged)
+    SWEEP_CONVERSATIONS.labels("closed").inc(closed)
     if nudged or closed:
         log.info("timeouts: nudged %d, closed %d", nudged, closed)
     return {"nudged": nudged, "closed": closed}
@@ -95,6 +121,11 @@ def sweep_once(
 @app.task(name=PURGE_TASK)
 def purge_memory() -> dict[str, int]:
     """Delete, batch by batch, what fell out of the retention window."""
+    with _timed("purge"):
+        return _purge()
+
+
+def _purge() -> dict[str, int]:
     engine, settings = get_engine(), get_settings()
     totals = {"memory_entries": 0, "conversations": 0}
     for _ in range(PURGE_MAX_BATCHES):
@@ -118,7 +149,11 @@ def purge_memory() -> dict[str, int]:
 def wrap_up(conversation_id: str) -> bool:
     import uuid
 
-    return run_wrap_up(uuid.UUID(conversation_id), engine=get_engine(), agents=agents())
+    cid = uuid.UUID(conversation_id)
+    done = run_wrap_up(cid, engine=get_engine(), agents=agents())
+    if done:  # its conversation.finished may now be owed to webhook endpoints
+        waker().webhooks([cid])
+    return done
 
 
 @app.task(name=RECOMPUTE_TASK)

@@ -112,7 +112,7 @@ def close_expired(
         .execution_options(synchronize_session=False)
     ).all()
     outbox_ids = _send(session, list(closed), lambda p: p.closing_message, now, defaults)
-    events.record_many(session, closed, events.FINISHED, now, reason=FinishReason.TIMEOUT)
+    events.record_many(session, closed, events.ENDED, now, reason=FinishReason.TIMEOUT)
     return SweepResult(list(closed), outbox_ids)
 
 

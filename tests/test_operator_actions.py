@@ -42,7 +42,7 @@ def test_put_get_delete_timeouts_with_audit_trail(client: TestClient, db: Engine
     assert put.json()["recompute"] == "queued"
 
     listed = client.get("/v1/timeouts", headers=AUTH).json()
-    assert listed["defaults"] == {"sms": "1d", "email": "3d", "other": "1d"}
+    assert listed["defaults"] == {"sms": "1d", "email": "3d", "chat": "30m", "other": "1d"}
     [p] = listed["policies"]
     assert (p["scope"], p["inactivity"], p["closing_message"]) == ("channel sms", "2h", "Bye!")
 

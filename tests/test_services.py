@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 import pytest
@@ -24,6 +25,8 @@ def test_services_name_each_agent_model_and_tools(
 ) -> None:
     monkeypatch.syspath_prepend(str(REPO))
     monkeypatch.setenv("ACME_MODEL", "test")
+    # The example reads ACME_MODEL when imported: another test may have imported it already.
+    monkeypatch.delitem(sys.modules, "examples.acme.agents", raising=False)
     acme = settings.model_copy(
         update={
             "dormouse_agents": "examples.acme.agents",

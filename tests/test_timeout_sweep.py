@@ -14,8 +14,8 @@ from conversations import lifecycle
 from conversations.db import make_engine, session_factory, transaction
 from conversations.models import (
     Conversation,
-    ConversationEvent,
     Customer,
+    Event,
     MemoryEntry,
     Message,
     OutboxRow,
@@ -84,13 +84,16 @@ def test_closes_at_the_deadline_with_closing_message_and_wraps_up_once(db: Engin
     conv = get(db, cid)
     assert conv.summary and "I need help with my order" in conv.summary
     with session_factory(db)() as s:
-        [event] = s.scalars(select(ConversationEvent)).all()
+        [event] = s.scalars(select(Event).where(Event.type == "conversation.finished")).all()
+        [ended] = s.scalars(select(Event).where(Event.type == "conversation.ended")).all()
         [memory] = s.scalars(select(MemoryEntry)).all()
-    assert event.kind == "conversation.finished"
-    assert event.payload["finish_reason"] == "timeout"
-    assert event.payload["messages"] == {"inbound": 1, "outbound": 1}
-    assert event.payload["summary"] == conv.summary == memory.text
-    assert event.payload["duration_seconds"] >= 0
+    # The end as it happened (the live stream's), then the wrap-up's report, after it.
+    assert event.data["finish_reason"] == "timeout" == ended.data["reason"]
+    assert event.id > ended.id
+    assert event.data["messages"] == {"inbound": 1, "outbound": 1}
+    assert event.data["summary"] == conv.summary == memory.text
+    assert event.data["duration_seconds"] >= 0
+    assert event.data["usage"]["turns"] == 0  # settled by hand here, not by a turn
 
 
 def test_nudges_once_before_closing(db: Engine) -> None:
@@ -219,7 +222,11 @@ def test_concurrent_sweep_processes_nudge_close_and_wrap_up_each_conversation_on
         assert len(everyone) == len(set(everyone)) == n  # each one once, by exactly one process
     with session_factory(db)() as s:
         bodies = s.execute(select(OutboxRow.body, func.count()).group_by(OutboxRow.body)).all()
-        events = s.scalar(select(func.count()).select_from(ConversationEvent))
+        events = s.scalar(
+            select(func.count())
+            .select_from(Event)
+            .where(Event.type == "conversation.finished", Event.data["summary"].is_not(None))
+        )
         memories = s.scalar(select(func.count()).select_from(MemoryEntry))
     assert dict(bodies) == {"Still there?": n, "Closing.": n}
     assert events == n and memories == n

@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
-from celery import Celery
+from typing import Any
 
+from celery import Celery
+from celery.signals import task_postrun, task_prerun
+
+from conversations import log_context
 from conversations.broker import celery_config
 from conversations.settings import Settings, get_settings
 from conversations.wakeup import (
@@ -17,6 +21,8 @@ from conversations.wakeup import (
     TIMEOUT_SWEEP_TASK,
     TURN_QUEUE,
     TURN_TASK,
+    WEBHOOK_TASK,
+    WEBHOOKS_TASK,
     WRAPUP_TASK,
 )
 from workers.watchdog import WedgedChannelWatch
@@ -39,6 +45,8 @@ def create_celery(settings: Settings) -> Celery:
         TURN_TASK: {"queue": TURN_QUEUE},
         DELIVER_TASK: {"queue": DELIVER_QUEUE},
         RECONCILE_TASK: {"queue": DELIVER_QUEUE},
+        WEBHOOK_TASK: {"queue": DELIVER_QUEUE},
+        WEBHOOKS_TASK: {"queue": DELIVER_QUEUE},
         REDRIVE_TASK: {"queue": SWEEP_QUEUE},
         WRAPUP_TASK: {"queue": SWEEP_QUEUE},
         TIMEOUT_SWEEP_TASK: {"queue": SWEEP_QUEUE},
@@ -65,6 +73,19 @@ def create_celery(settings: Settings) -> Celery:
         },
     }
     return app
+
+
+def _bind_task_id(task_id: str | None = None, **_: Any) -> None:
+    # Signals run in the thread (or pool child) that runs the task: its log lines say which.
+    log_context.set_task_id(task_id)
+
+
+def _unbind_task_id(**_: Any) -> None:
+    log_context.set_task_id(None)
+
+
+task_prerun.connect(_bind_task_id)
+task_postrun.connect(_unbind_task_id)
 
 
 app = create_celery(get_settings())

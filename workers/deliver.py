@@ -17,7 +17,7 @@ from sqlalchemy.orm import Session
 from channels.base import Channel
 from channels.devsink import sink_send
 from channels.registry import get_channel
-from conversations import outbox
+from conversations import log_context, outbox
 from conversations.channel_names import address_kind
 from conversations.customers import send_refusal, set_opt_out
 from conversations.db import session_factory, transaction
@@ -28,6 +28,7 @@ from conversations.errors import (
     ProviderError,
     TransientProviderError,
 )
+from conversations.metrics import DELIVERIES
 from conversations.settings import Settings
 from conversations.types import utcnow
 
@@ -42,39 +43,10 @@ def deliver(
     clock: Callable[[], datetime] = utcnow,
 ) -> str:
     """Send a due pending row. Returns the row's status afterwards ("skipped" if not ours)."""
-    with session_factory(engine)() as session:
-        # The claim commits on its own, so its attempt counts even if what follows fails.
-        with session.begin():
-            row = outbox.claim_for_send(session, outbox_id, now=clock())
-        if row is None:
-            return "skipped"
-        channel = get_channel(row.channel, settings)
-        kind = address_kind(row.channel)
-        with session.begin():
-            refusal = send_refusal(session, kind, row.to_address)
-            message = _outbound(session, row, channel)
-    if refusal is not None:
-        return _fail(engine, row, refusal, clock)
-    via_sink = not channel.can_send
-    try:
-        if via_sink:
-            result = sink_send(message, channel.assigned_id(message))
-        else:
-            result = channel.send(message)
-    except PermanentProviderError as exc:
-        if exc.opted_out:
-            with transaction(engine) as session:
-                set_opt_out(session, kind, row.to_address, clock())
-        return _fail(engine, row, str(exc), clock)
-    except TransientProviderError as exc:
-        return _retry_or_fail(engine, row, str(exc), settings, clock)
-    except AmbiguousProviderError as exc:
-        with transaction(engine) as session:
-            outbox.mark_ambiguous(session, row, error=str(exc), now=clock())
-        log.warning("outbox %s: ambiguous send, will reconcile: %s", row.id, exc)
-        return "sending"
-    _sent(engine, row, result, via_sink, clock)
-    return "sent"
+    with log_context.bound(outbox_id=outbox_id):
+        channel, status = _deliver(outbox_id, engine, settings, clock)
+    _count(channel, status)
+    return status
 
 
 def reconcile(
@@ -85,35 +57,92 @@ def reconcile(
     clock: Callable[[], datetime] = utcnow,
 ) -> str:
     """Settle a row stuck in ``sending``: sent if the provider has it, else retry the send."""
+    with log_context.bound(outbox_id=outbox_id):
+        channel, status = _reconcile(outbox_id, engine, settings, clock)
+    _count(channel, status)
+    return status
+
+
+# A row's status after an attempt → the outcome dormouse_deliveries_total counts.
+OUTCOMES = {"sent": "sent", "failed": "failed", "pending": "retry", "sending": "ambiguous"}
+
+
+def _count(channel: str | None, status: str) -> None:
+    if channel is not None and status in OUTCOMES:  # "skipped": not ours, nothing was tried
+        DELIVERIES.labels(channel, OUTCOMES[status]).inc()
+
+
+def _deliver(
+    outbox_id: int, engine: Engine, settings: Settings, clock: Callable[[], datetime]
+) -> tuple[str | None, str]:
+    with session_factory(engine)() as session:
+        # The claim commits on its own, so its attempt counts even if what follows fails.
+        with session.begin():
+            row = outbox.claim_for_send(session, outbox_id, now=clock())
+        if row is None:
+            return None, "skipped"
+        channel = get_channel(row.channel, settings)
+        kind = address_kind(row.channel)
+        with session.begin():
+            refusal = send_refusal(session, kind, row.to_address)
+            message = _outbound(session, row, channel)
+    if refusal is not None:
+        return row.channel, _fail(engine, row, refusal, clock)
+    via_sink = not channel.can_send
+    try:
+        if via_sink:
+            result = sink_send(message, channel.assigned_id(message))
+        else:
+            result = channel.send(message)
+    except PermanentProviderError as exc:
+        if exc.opted_out:
+            with transaction(engine) as session:
+                set_opt_out(session, kind, row.to_address, clock())
+        return row.channel, _fail(engine, row, str(exc), clock)
+    except TransientProviderError as exc:
+        return row.channel, _retry_or_fail(engine, row, str(exc), settings, clock)
+    except AmbiguousProviderError as exc:
+        with transaction(engine) as session:
+            outbox.mark_ambiguous(session, row, error=str(exc), now=clock())
+        log.warning("outbox %s: ambiguous send, will reconcile: %s", row.id, exc)
+        return row.channel, "sending"
+    _sent(engine, row, result, via_sink, clock)
+    return row.channel, "sent"
+
+
+def _reconcile(
+    outbox_id: int, engine: Engine, settings: Settings, clock: Callable[[], datetime]
+) -> tuple[str | None, str]:
     now = clock()
     # Never reconcile a send whose deliver task may still be running (it would resend).
     stale_before = now - timedelta(seconds=reconcile_after(settings))
     with transaction(engine) as session:
         row = outbox.claim_for_reconcile(session, outbox_id, stale_before=stale_before, now=now)
     if row is None:
-        return "skipped"
+        return None, "skipped"
     channel = get_channel(row.channel, settings)
     with session_factory(engine)() as session:
         message = _outbound(session, row, channel)
     if not channel.can_send or row.via_sink:
         _sent(engine, row, sink_send(message, channel.assigned_id(message)), True, clock)
-        return "sent"
+        return row.channel, "sent"
     try:
         candidates = channel.find_sent(message, since=row.sending_started_at or row.created_at)
     except ProviderError as exc:
         log.warning("outbox %s: reconcile lookup failed, will try again: %s", row.id, exc)
-        return "sending"
+        return row.channel, "sending"
     # Another row with the same text ("Thanks!") may own a candidate: never claim its id.
     with session_factory(engine)() as session:
         taken = outbox.provider_ids_taken(session, row.channel, [c.provider_id for c in candidates])
     found = next((c for c in candidates if c.provider_id not in taken), None)
     if found is not None:
         _sent(engine, row, found, False, clock)
-        return "sent"
+        return row.channel, "sent"
     # Not found: Twilio never got it, so sending again cannot duplicate. (A channel that
     # cannot be asked, like SMTP, finds nothing and resends the same message: see its
     # find_sent.)
-    return _retry_or_fail(engine, row, row.last_error or "not found at provider", settings, clock)
+    error = row.last_error or "not found at provider"
+    return row.channel, _retry_or_fail(engine, row, error, settings, clock)
 
 
 def deliver_time_limit(settings: Settings) -> float:

@@ -9,8 +9,17 @@ from functools import lru_cache
 from agent.catalog import AgentCatalog, load_agents
 from conversations.db import get_engine
 from conversations.settings import get_settings
-from conversations.wakeup import DELIVER_TASK, RECONCILE_TASK, TURN_TASK, CeleryWaker
+from conversations.types import utcnow
+from conversations.wakeup import (
+    DELIVER_TASK,
+    RECONCILE_TASK,
+    TURN_TASK,
+    WEBHOOK_TASK,
+    WEBHOOKS_TASK,
+    CeleryWaker,
+)
 from workers import deliver as delivery
+from workers import webhooks as event_webhooks
 from workers.app import app
 from workers.deliver import deliver_time_limit
 from workers.turn import run_turn
@@ -59,6 +68,8 @@ def turn(conversation_id: str) -> int:
 def deliver(outbox_id: int) -> str:
     settings = get_settings()
     status = delivery.deliver(outbox_id, engine=get_engine(), settings=settings)
+    if status == "sent":  # its message.sent event may be owed to webhook endpoints
+        waker().webhooks(None)
     if status == "pending":
         waker().deliver(outbox_id, delay=min(settings.delivery_backoff_base, MAX_HINT_SECONDS))
     elif status == "sending":
@@ -70,3 +81,33 @@ def deliver(outbox_id: int) -> str:
 @app.task(name=RECONCILE_TASK, time_limit=deliver_time_limit(get_settings()))
 def reconcile(outbox_id: int) -> str:
     return delivery.reconcile(outbox_id, engine=get_engine(), settings=get_settings())
+
+
+@app.task(name=WEBHOOK_TASK, time_limit=event_webhooks.time_limit(get_settings()))
+def webhook(delivery_id: int) -> int:
+    outcome = event_webhooks.send(delivery_id, engine=get_engine(), settings=get_settings())
+    return _follow_up(outcome)
+
+
+@app.task(name=WEBHOOKS_TASK, time_limit=event_webhooks.time_limit(get_settings()))
+def webhooks(conversation_ids: list[str | None] | None) -> int:
+    keys = (
+        None
+        if conversation_ids is None
+        else [uuid.UUID(c) if c is not None else None for c in conversation_ids]
+    )
+    outcome = event_webhooks.send_due(keys, engine=get_engine(), settings=get_settings())
+    return _follow_up(outcome)
+
+
+def _follow_up(outcome: event_webhooks.Outcome) -> int:
+    # Retries are woken by a countdown hint when due soon; later ones (and any hint lost) are
+    # found by the redrive sweep once due.
+    now = utcnow()
+    for delivery_id, at in outcome.retries:
+        delay = (at - now).total_seconds() + 0.5
+        if delay <= MAX_HINT_SECONDS:
+            waker().webhook(delivery_id, delay=max(delay, 0))
+    if outcome.more:
+        waker().webhooks(None)
+    return outcome.delivered

@@ -7,6 +7,7 @@ between messages, so any worker can take any conversation.
 from __future__ import annotations
 
 import logging
+import time
 import uuid
 from collections.abc import Callable
 from datetime import datetime
@@ -18,8 +19,10 @@ from agent.catalog import AgentCatalog, kind_of
 from agent.deps import TurnDeps
 from agent.runtime import TurnLimits, run_agent_turn
 from channels.registry import get_channel
+from conversations import log_context
 from conversations.db import session_factory, transaction
 from conversations.errors import LeaseLost, TurnOverLimit
+from conversations.metrics import LEASES_LOST, QUARANTINES, REPLY_SECONDS, TURN_SECONDS
 from conversations.settings import Settings
 from conversations.types import utcnow
 from conversations.wakeup import Produced, Waker, publish
@@ -42,7 +45,11 @@ def run_turn(
 
     One turn per task, so the task time limit bounds one model call, not a chain of them.
     """
-    return 1 if _one_turn(conversation_id, engine, agents, settings, waker, clock) else 0
+    started = time.perf_counter()
+    with log_context.bound(conversation_id=conversation_id):
+        outcome = _one_turn(conversation_id, engine, agents, settings, waker, clock)
+    TURN_SECONDS.labels(outcome).observe(time.perf_counter() - started)
+    return 1 if outcome == "committed" else 0
 
 
 def _one_turn(
@@ -52,8 +59,10 @@ def _one_turn(
     settings: Settings,
     waker: Waker,
     clock: Callable[[], datetime],
-) -> bool:
+) -> str:
+    """The turn's outcome, as ``dormouse_turn_duration_seconds`` labels it."""
     token = uuid.uuid4()
+    started = time.perf_counter()
     with session_factory(engine)() as session:
         # The claim commits on its own: its attempt count must survive a turn that crashes
         # while reading, or a poison message would never reach quarantine.
@@ -66,7 +75,7 @@ def _one_turn(
                 lease_seconds=settings.lease_seconds,
             )
         if attempts is None:
-            return False
+            return "skipped"
         if attempts > settings.max_turn_attempts:
             with session.begin():
                 told = turn_store.quarantine(
@@ -77,12 +86,15 @@ def _one_turn(
                     now=clock(),
                     message=settings.quarantine_message,
                 )
-            if told is not None:
-                log.error(
-                    "conversation %s quarantined after %d attempts", conversation_id, attempts - 1
-                )
-                publish(waker, Produced.of(deliveries=told, changed=[conversation_id]))
-            return False
+            if told is None:
+                LEASES_LOST.inc()
+                return "lease_lost"
+            QUARANTINES.labels("attempts").inc()
+            log.error(
+                "conversation %s quarantined after %d attempts", conversation_id, attempts - 1
+            )
+            publish(waker, Produced.of(deliveries=told, changed=[conversation_id]))
+            return "quarantined"
         # Then the reads, in a second transaction of the same session.
         with session.begin():
             snapshot = turn_store.rehydrate(
@@ -92,7 +104,7 @@ def _one_turn(
                 # The claim raced the previous holder's commit on PostgreSQL (its WHERE was
                 # re-checked on the new row, not the new messages): nothing to answer.
                 turn_store.release(session, conversation_id, token=token, now=clock())
-                return False
+                return "skipped"
             memory = recall(
                 session,
                 snapshot.customer_id,
@@ -107,7 +119,7 @@ def _one_turn(
         with transaction(engine) as session:
             turn_store.release(session, conversation_id, token=token, now=clock(), error=repr(exc))
         log.exception("turn of conversation %s failed; released for retry", conversation_id)
-        return False
+        return "failed"
 
     try:
         with transaction(engine) as session:
@@ -120,8 +132,24 @@ def _one_turn(
                 defaults=settings.default_policies(),
             )
     except LeaseLost:
+        LEASES_LOST.inc()
         log.warning("turn of conversation %s lost its lease; discarded", conversation_id)
-        return False
+        return "lease_lost"
+    committed_at = clock()
+    if snapshot.new_messages:
+        oldest = min(m.created_at for m in snapshot.new_messages)
+        REPLY_SECONDS.labels(snapshot.channel).observe(
+            max(0.0, (committed_at - oldest).total_seconds())
+        )
+    log.info(
+        "turn %d of conversation %s committed in %.2fs: %d %s, %s",
+        snapshot.turn_number,
+        conversation_id,
+        time.perf_counter() - started,
+        len(outcome.replies),
+        "reply" if len(outcome.replies) == 1 else "replies",
+        result.status,
+    )
 
     # more_pending: a message committed during the turn had a wake-up that found the
     # conversation running and did nothing; this one is the wake-up that is not lost.
@@ -137,7 +165,7 @@ def _one_turn(
             changed=[conversation_id, result.reopened_conversation_id],
         ),
     )
-    return True
+    return "committed"
 
 
 def _decide(
@@ -178,6 +206,7 @@ def _decide(
         turn = run_agent_turn(agent, context, limits)
     except TurnOverLimit as exc:
         # Retrying would loop the same way: a person takes it from here, and says so.
+        QUARANTINES.labels("model_requests").inc()
         log.error("turn of conversation %s: %s; handed off", snapshot.conversation_id, exc)
         told = settings.quarantine_message
         return turn_store.TurnOutcome(

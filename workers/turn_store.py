@@ -264,7 +264,7 @@ def commit_turn(
     )
     if finishing:
         events.record(
-            session, snapshot.conversation_id, events.FINISHED, now, reason=outcome.finish_reason
+            session, snapshot.conversation_id, events.ENDED, now, reason=outcome.finish_reason
         )
     elif status == ConversationStatus.HANDOFF:
         events.record(

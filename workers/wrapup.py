@@ -1,5 +1,12 @@
-"""Wrap-up after every finish: summary on the conversation and in the customer's memory,
-and one ``conversation.finished`` event. Exactly once, however often it is woken."""
+"""Wrap-up after every finish: summary on the conversation and in the customer's memory, and
+the conversation's ``conversation.finished`` event completed (summary, finish reason,
+duration, message counts, token usage) and handed to the webhook endpoints that want it.
+Exactly once, however often it is woken.
+
+The event itself was written when the conversation finished (the live streams end on it);
+the wrap-up fills in what only it knows, in its own transaction, and that transaction is the
+one that owes it to webhook endpoints: a receiver gets one conversation.finished, complete.
+"""
 
 from __future__ import annotations
 
@@ -8,18 +15,17 @@ from collections.abc import Callable
 from datetime import datetime
 
 from sqlalchemy import Engine, func, select, update
-from sqlalchemy.exc import IntegrityError
 
 from agent.catalog import AgentCatalog
 from agent.runtime import summarize
+from conversations import events
 from conversations.db import rowcount, session_factory, transaction
-from conversations.models import Conversation, ConversationEvent, Message
+from conversations.models import Conversation, Message, TurnRecord
 from conversations.states import ConversationStatus, Direction
 from conversations.transcript import MessageView
 from conversations.types import utcnow
 from memory.store import MemoryKind, remember
 
-FINISHED_EVENT = "conversation.finished"
 SUMMARY_WINDOW = 200  # the summary reads at most this many of the latest messages
 
 
@@ -30,7 +36,8 @@ def wrap_up(
     agents: AgentCatalog,
     clock: Callable[[], datetime] = utcnow,
 ) -> bool:
-    """Return True if this call recorded the wrap-up, False if already done or not finished."""
+    """Return True if this call recorded the wrap-up, False if already done or not finished.
+    The caller wakes the webhook sender for the conversation when True."""
     with session_factory(engine)() as session:
         conv = session.get(Conversation, conversation_id)
         if conv is None or conv.status != ConversationStatus.FINISHED or conv.wrapped_up_at:
@@ -48,6 +55,14 @@ def wrap_up(
                 Message.conversation_id == conversation_id, Message.direction == Direction.OUTBOUND
             )
         )
+        usage = session.execute(
+            select(
+                func.coalesce(func.sum(TurnRecord.input_tokens), 0),
+                func.coalesce(func.sum(TurnRecord.output_tokens), 0),
+                func.coalesce(func.sum(TurnRecord.model_requests), 0),
+                func.count(TurnRecord.id),
+            ).where(TurnRecord.conversation_id == conversation_id)
+        ).one()
     messages = [
         MessageView(m.id, m.direction, m.role, m.channel, m.body, m.created_at)
         for m in reversed(rows)
@@ -67,30 +82,34 @@ def wrap_up(
         "finished_at": finished_at.isoformat(),
         "duration_seconds": round((finished_at - conv.created_at).total_seconds(), 3),
         "messages": {"inbound": conv.inbound_count, "outbound": outbound or 0},
+        "usage": {
+            "input_tokens": int(usage[0]),
+            "output_tokens": int(usage[1]),
+            "model_requests": int(usage[2]),
+            "turns": int(usage[3]),
+        },
     }
-    try:
-        with transaction(engine) as session:
-            won = session.execute(
-                update(Conversation)
-                .where(Conversation.id == conversation_id, Conversation.wrapped_up_at.is_(None))
-                .values(summary=summary, wrapped_up_at=now)
-                .execution_options(synchronize_session=False)
-            )
-            if rowcount(won) != 1:
-                return False
-            session.add(
-                ConversationEvent(
-                    conversation_id=conv.id, kind=FINISHED_EVENT, payload=payload, created_at=now
-                )
-            )
-            remember(
-                session,
-                customer_id=conv.customer_id,
-                conversation_id=conv.id,
-                kind=MemoryKind.SUMMARY,
-                text=summary,
-                now=now,
-            )
-    except IntegrityError:
-        return False  # a concurrent wrap-up recorded the event first
+    with transaction(engine) as session:
+        won = session.execute(
+            update(Conversation)
+            .where(Conversation.id == conversation_id, Conversation.wrapped_up_at.is_(None))
+            .values(summary=summary, wrapped_up_at=now)
+            .execution_options(synchronize_session=False)
+        )
+        if rowcount(won) != 1:
+            return False  # a concurrent wrap-up won: it recorded all of this
+        # Its own event, written now: after everything the conversation did before it ended
+        # (the goodbye's message.sent included), so endpoints receive it last, in id order.
+        # Who and where are added to every body when it is sent (webhook_bodies.py).
+        about = ("conversation_id", "customer_id", "service", "channel")
+        stored = {k: v for k, v in payload.items() if k not in about}
+        events.record(session, conversation_id, events.FINISHED, now, **stored)
+        remember(
+            session,
+            customer_id=conv.customer_id,
+            conversation_id=conv.id,
+            kind=MemoryKind.SUMMARY,
+            text=summary,
+            now=now,
+        )
     return True

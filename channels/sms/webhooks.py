@@ -14,6 +14,7 @@ from conversations.db import transaction
 from conversations.errors import WebhookRejected
 from conversations.outbox import record_delivery_status
 from conversations.types import utcnow
+from conversations.wakeup import Produced, publish
 
 router = APIRouter(prefix="/webhooks/twilio", tags=["webhooks"])
 
@@ -71,7 +72,7 @@ async def delivery_status(request: Request) -> Response:
 
     def record() -> None:
         with transaction(app.engine) as session:
-            record_delivery_status(
+            fresh = record_delivery_status(
                 session,
                 channel=channel.name,
                 provider_id=update.provider_id,
@@ -79,6 +80,8 @@ async def delivery_status(request: Request) -> Response:
                 error_code=update.error_code,
                 now=utcnow(),
             )
+        if fresh:  # a message.delivery_updated event may be owed to webhook endpoints
+            publish(app.waker, Produced.of(other_events=True))
 
     await run_in_threadpool(record)
     return Response(status_code=200)
