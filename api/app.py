@@ -28,7 +28,9 @@ from api import (
     timeout_routes,
     webhook_routes,
 )
+from api.console import mount_console
 from api.deps import AppState, state
+from api.docs import mount_docs
 from api.gate import ApiGate
 from api.live import EventHub
 from api.page_routes import mount_chat_page
@@ -54,7 +56,10 @@ def create_app(
         yield
         await app.state.dormouse.hub.close()
 
-    app = FastAPI(title="Dormouse", version="0.1.0", lifespan=lifespan)
+    # /docs is mounted by api/docs.py: Swagger UI from files we serve, not a CDN.
+    app = FastAPI(
+        title="Dormouse", version="0.1.0", docs_url=None, redoc_url=None, lifespan=lifespan
+    )
     app.state.dormouse = AppState(
         settings=settings,
         engine=engine or get_engine(),
@@ -76,6 +81,8 @@ def create_app(
     app.include_router(webhook_routes.router)
     app.include_router(metrics_route.router)
     mount_chat_page(app)
+    mount_docs(app)
+    mount_console(app, app.state.dormouse)
 
     @app.exception_handler(DormouseError)
     async def _refused(_: Request, exc: DormouseError) -> JSONResponse:

@@ -57,7 +57,7 @@ class CustomerView(BaseModel):
     created_at: datetime
 
 
-def _view(session: Session, customer_id: uuid.UUID) -> CustomerView | None:
+def customer_view(session: Session, customer_id: uuid.UUID) -> CustomerView | None:
     customer = session.get(Customer, customer_id)
     if customer is None:
         return None
@@ -108,7 +108,7 @@ async def create(
                 attributes=body.attributes,
                 addresses=addresses,
             )
-            view = _view(session, customer.id)
+            view = customer_view(session, customer.id)
         assert view is not None
         return view
 
@@ -123,7 +123,7 @@ async def read(
 
     def get() -> CustomerView | None:
         with session_factory(app.engine)() as session:
-            return _view(session, customer_id)
+            return customer_view(session, customer_id)
 
     found = await run_in_threadpool(get)
     if found is None:
@@ -157,7 +157,7 @@ async def add_identity(
                 actor=actor,
                 now=utcnow(),
             )
-            view = _view(session, customer_id)
+            view = customer_view(session, customer_id)
         merged = str(linked.merged_customer_id) if linked.merged_customer_id else None
         return {"customer": view.model_dump(mode="json") if view else None, "merged": merged}
 

@@ -24,6 +24,7 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 
 MEDIA_TYPE = "application/problem+json"
+BEARER = "ApiKey"
 _REF = "#/components/schemas/{model}"
 
 
@@ -121,6 +122,14 @@ def document_refusals(app: FastAPI) -> Callable[[], dict[str, Any]]:
             components[name] = sub
         for name in ("HTTPValidationError", "ValidationError"):
             components.pop(name, None)
+        # /docs' Authorize button: every /v1 route takes the API key as a bearer token.
+        schema["components"]["securitySchemes"] = {
+            BEARER: {
+                "type": "http",
+                "scheme": "bearer",
+                "description": "An API key (DORMOUSE_API_KEYS, or the one `make up` prints).",
+            }
+        }
         for path, operations in schema.get("paths", {}).items():
             for method, operation in operations.items():
                 _document(path, method, operation)
@@ -136,6 +145,7 @@ def _document(path: str, method: str, operation: dict[str, Any]) -> None:
     inferred = {422, 503}
     if path.startswith("/v1/"):
         inferred |= {401}
+        operation["security"] = [{BEARER: []}]
         if method != "get":  # any write can meet a unique constraint or a state that refuses it
             inferred |= {409}
     if takes_body:

@@ -63,6 +63,7 @@ class Stack:
             "DORMOUSE_API_KEYS": f"b:{API_KEY}",
             "EMAIL_INBOUND_SECRET": "bench-inbound-secret",
             "CHAT_WEBHOOK_SECRET": "whsec_YmVuY2gtY2hhdC13ZWJob29rLXNlY3JldC0wMTIz",
+            "CONSOLE_SECRET": "bench-console-secret",
             "TWILIO_ACCOUNT_SID": ACCOUNT,
             "TWILIO_AUTH_TOKEN": TOKEN,
             "TWILIO_FROM_NUMBER": "+15550000000",

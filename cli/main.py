@@ -707,10 +707,12 @@ def _count(n: int, noun: str) -> str:
 
 
 def _register() -> None:
+    from cli.operators import operators
     from cli.timeouts import timeouts
     from cli.webhooks import webhooks
 
     cli.add_command(timeouts)
+    cli.add_command(operators)
     cli.add_command(webhooks)
 
 

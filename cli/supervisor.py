@@ -331,6 +331,10 @@ def _banner(
         "Try it in a browser (what follows # is never sent to a server):",
         f"  http://{host}:{port}/chat#key={quote(key, safe='')}",
         "",
+        f"Operator console: http://{host}:{port}/console  (an account: "
+        "`.venv/bin/dormouse operators add NAME` prints its password)",
+        f"API docs: http://{host}:{port}/docs",
+        "",
         "or in another terminal:",
         '  .venv/bin/dormouse simulate sms --from +15555550100 "hello there"',
         '  .venv/bin/dormouse simulate sms --from +15555550100 "my name is Ada"',

@@ -421,3 +421,52 @@ class DeliveryEvent(Base):
 # using it once psycopg switches to a prepared statement's generic plan.
 PENDING_MESSAGE = Message.inbound_state == literal("pending", literal_execute=True)
 OPEN_CONVERSATION = Conversation.status != literal("finished", literal_execute=True)
+
+
+class Operator(Base):
+    """A person who signs in to the console (``dormouse operators add``). The password is kept
+    only as an argon2id hash; changing it ends the operator's open sessions."""
+
+    __tablename__ = "operators"
+    __table_args__ = (UniqueConstraint("name", name="uq_operators_name"),)
+
+    id: Mapped[int] = mapped_column(BigIntPK, primary_key=True, autoincrement=True)
+    name: Mapped[str] = mapped_column(String(64))
+    password_hash: Mapped[str] = mapped_column(String(255))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    password_changed_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class OperatorAction(Base):
+    """What an operator did in the console, under their name (``operator:ada``).
+
+    Ids only, never the customer's text or addresses: the row outlives an erasure (so no
+    foreign keys) and must not keep what the erasure removed.
+    """
+
+    __tablename__ = "operator_actions"
+    __table_args__ = (
+        Index("ix_operator_actions_conversation_id", "conversation_id", "id"),
+        Index("ix_operator_actions_customer_id", "customer_id", "id"),
+    )
+
+    id: Mapped[int] = mapped_column(BigIntPK, primary_key=True, autoincrement=True)
+    actor: Mapped[str] = mapped_column(String(128))
+    action: Mapped[str] = mapped_column(String(64))
+    conversation_id: Mapped[uuid.UUID | None] = mapped_column(Uuid)
+    customer_id: Mapped[uuid.UUID | None] = mapped_column(Uuid)
+    detail: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class SignInFailure(Base):
+    """A failed console sign-in, counted per (client address, name) to rate-limit guessing.
+    Per pair, not per name: a stranger guessing cannot lock the real operator out."""
+
+    __tablename__ = "sign_in_failures"
+    __table_args__ = (Index("ix_sign_in_failures_ip_name_at", "ip", "name", "failed_at"),)
+
+    id: Mapped[int] = mapped_column(BigIntPK, primary_key=True, autoincrement=True)
+    ip: Mapped[str] = mapped_column(String(64))
+    name: Mapped[str] = mapped_column(String(64))
+    failed_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)

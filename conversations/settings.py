@@ -54,6 +54,10 @@ class Settings(BaseSettings):
     chat_callback_url: str = ""  # where replies are POSTed; unset: only the live API has them
     chat_http_timeout: float = Field(10.0, gt=0)
 
+    # Signs the operator console's session cookies (itsdangerous HMAC); changing it signs
+    # every operator out.
+    console_secret: str = ""
+    console_session_hours: float = Field(12.0, gt=0)
     # Event webhooks (conversations/webhook_outbox.py, workers/webhooks.py).
     webhook_timeout: float = Field(15.0, gt=0)  # seconds a receiver may take to answer
     # Loopback and private addresses are allowed: receivers often run beside Dormouse.
@@ -237,6 +241,13 @@ class Settings(BaseSettings):
             self.data_dir, "chat-webhook-secret", new_whsec
         )
 
+    def console_key(self) -> str:
+        """What signs console sessions. Generated once under ``DATA_DIR`` when unset (embedded
+        mode only: behind a load balancer each API would sign with its own)."""
+        return self.console_secret or local_secret(
+            self.data_dir, "console-secret", lambda: secrets.token_urlsafe(32)
+        )
+
     @field_validator("chat_webhook_secret")
     @classmethod
     def _whsec(cls, value: str) -> str:
@@ -312,7 +323,12 @@ class Settings(BaseSettings):
         ones suit one machine (embedded mode); on a shared database every machine would make
         its own, and a signature made on one would fail on the next."""
         needed = {
-            "api": ["DORMOUSE_API_KEYS", "EMAIL_INBOUND_SECRET", "CHAT_WEBHOOK_SECRET"],
+            "api": [
+                "DORMOUSE_API_KEYS",
+                "EMAIL_INBOUND_SECRET",
+                "CHAT_WEBHOOK_SECRET",
+                "CONSOLE_SECRET",
+            ],
             # A worker signs chat callbacks; the receiver verifies them with the API's secret.
             "worker": ["CHAT_WEBHOOK_SECRET"] if self.chat_callback_url else [],
         }[role]

@@ -34,6 +34,7 @@ def test_an_api_on_a_shared_database_refuses_to_start_without_its_secrets(
             "DORMOUSE_API_KEYS",
             "EMAIL_INBOUND_SECRET",
             "CHAT_WEBHOOK_SECRET",
+            "CONSOLE_SECRET",
             "DORMOUSE_AGENTS",
         )
     }
@@ -50,7 +51,10 @@ def test_an_api_on_a_shared_database_refuses_to_start_without_its_secrets(
         timeout=60,
     )
     assert result.returncode == 1
-    assert "set DORMOUSE_API_KEYS and EMAIL_INBOUND_SECRET and CHAT_WEBHOOK_SECRET" in result.stderr
+    assert (
+        "set DORMOUSE_API_KEYS and EMAIL_INBOUND_SECRET and CHAT_WEBHOOK_SECRET and "
+        "CONSOLE_SECRET" in result.stderr
+    )
 
 
 def test_a_worker_posting_chat_callbacks_on_a_shared_database_needs_the_shared_secret(

@@ -49,6 +49,7 @@ class Stack:
             "DORMOUSE_API_KEYS": f"tests:{API_KEY}",
             "EMAIL_INBOUND_SECRET": "e2e-inbound-secret",
             "CHAT_WEBHOOK_SECRET": "whsec_ZTJlLWNoYXQtd2ViaG9vay1zZWNyZXQtMDEyMzQ1Njc=",
+            "CONSOLE_SECRET": "e2e-console-secret",
             "TWILIO_ACCOUNT_SID": ACCOUNT_SID,
             "TWILIO_AUTH_TOKEN": AUTH_TOKEN,
             "TWILIO_FROM_NUMBER": FROM_NUMBER,
