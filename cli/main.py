@@ -514,11 +514,11 @@ def simulate_sms(sender: str, recipient: str, url: str | None, wait: float, text
     """Post TEXT as an inbound SMS, signed like Twilio with the webhook auth token."""
     from twilio.request_validator import RequestValidator
 
-    from cli.supervisor import _read_state
+    from cli.supervisor import _read_state, api_base
 
     settings = get_settings()
     running = _read_state(settings) or {}
-    base = (url or running.get("api") or f"http://127.0.0.1:{settings.port}").rstrip("/")
+    base = url.rstrip("/") if url else api_base(settings)
     path = "/webhooks/twilio/sms"
     params = {
         "MessageSid": "SM" + uuid.uuid4().hex,
@@ -570,12 +570,11 @@ def simulate_email(
     from email.message import EmailMessage
     from email.utils import format_datetime, make_msgid
 
-    from cli.supervisor import _read_state
+    from cli.supervisor import api_base
     from conversations.types import utcnow
 
     settings = get_settings()
-    running = _read_state(settings) or {}
-    base = (url or running.get("api") or f"http://127.0.0.1:{settings.port}").rstrip("/")
+    base = url.rstrip("/") if url else api_base(settings)
     mail = EmailMessage()
     mail["From"], mail["To"], mail["Subject"] = sender, recipient, subject
     mail["Date"] = format_datetime(utcnow())
@@ -614,11 +613,10 @@ def simulate_chat(
 ) -> None:
     """Post TEXT as a chat message, signed (Standard Webhooks) with CHAT_WEBHOOK_SECRET."""
     from channels.chat.signing import sign
-    from cli.supervisor import _read_state
+    from cli.supervisor import api_base
 
     settings = get_settings()
-    running = _read_state(settings) or {}
-    base = (url or running.get("api") or f"http://127.0.0.1:{settings.port}").rstrip("/")
+    base = url.rstrip("/") if url else api_base(settings)
     payload: dict[str, Any] = {"id": "sim_" + uuid.uuid4().hex, "user_id": user_id, "text": text}
     if service:
         payload["service"] = service

@@ -6,6 +6,7 @@ import sys
 
 import click
 
+from cli.supervisor import api_base
 from conversations.db import get_engine, session_factory, transaction
 from conversations.errors import DormouseError
 from conversations.operators import (
@@ -35,7 +36,7 @@ def _password(from_stdin: bool) -> tuple[str, bool]:
 
 
 def _console_url() -> str:
-    return f"{get_settings().public_url.rstrip('/')}/console"
+    return f"{api_base(get_settings())}/console"
 
 
 @operators.command("add")

@@ -101,6 +101,12 @@ def _read_state(settings: Settings) -> dict[str, str] | None:
         return None
 
 
+def api_base(settings: Settings) -> str:
+    """Where this DATA_DIR's API answers: the running ``up``'s address, else PORT on loopback."""
+    running = _read_state(settings) or {}
+    return (running.get("api") or f"http://127.0.0.1:{settings.port}").rstrip("/")
+
+
 def run_up(
     settings: Settings,
     host: str,
