@@ -174,6 +174,16 @@ def _where(error: dict[str, Any]) -> str:
 
 
 def _field_error(error: Any) -> dict[str, Any]:
+    if error.get("type") == "json_invalid":
+        # pydantic puts the character offset where a field name goes: say it in words.
+        at = [part for part in error.get("loc", ()) if isinstance(part, int)]
+        why = str((error.get("ctx") or {}).get("error", "")).strip()
+        where = f" at character {at[0]}" if at else ""
+        return {
+            "loc": ["body"],
+            "msg": f"not valid JSON{where}" + (f" ({why})" if why else ""),
+            "type": "json_invalid",
+        }
     problem = {
         "loc": list(error.get("loc", ())),
         "msg": str(error.get("msg", "")).removeprefix("Value error, "),

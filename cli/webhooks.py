@@ -6,17 +6,19 @@ from __future__ import annotations
 import json
 import time
 import uuid
+from urllib.parse import urlsplit
 
 import click
 import httpx
 from sqlalchemy import select
 
+from cli.supervisor import api_base
 from conversations import webhook_endpoints as store
 from conversations.db import session_factory, transaction
 from conversations.errors import DormouseError
 from conversations.events import WEBHOOK_TYPES
 from conversations.models import WebhookDelivery, WebhookEndpoint
-from conversations.settings import get_settings
+from conversations.settings import Settings, get_settings
 from conversations.types import utcnow
 from conversations.wakeup import CeleryWaker
 
@@ -36,6 +38,13 @@ def _resolve(prefix: str) -> uuid.UUID:
             raise click.ClickException(str(exc)) from None
 
 
+def _as_the_api_runs(settings: Settings) -> Settings:
+    """The settings with the port the running API answers on (``up`` may run on another
+    PORT than this shell's), so "points at this API itself" is judged against that one."""
+    port = urlsplit(api_base(settings)).port
+    return settings.model_copy(update={"port": port}) if port else settings
+
+
 @webhooks.command("add")
 @click.argument("url")
 @click.option(
@@ -50,7 +59,7 @@ def _resolve(prefix: str) -> uuid.UUID:
 def add(url: str, event_types: tuple[str, ...], service: str | None, description: str) -> None:
     """Add an endpoint; prints its id and its secret (shown this once)."""
     try:
-        checked = store.check_url(url, get_settings())
+        checked = store.check_url(url, _as_the_api_runs(get_settings()))
         with transaction() as session:
             view, secret = store.create(
                 session,

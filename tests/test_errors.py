@@ -196,3 +196,13 @@ def test_each_channel_states_its_own_text_limit(client: TestClient) -> None:
         f"/v1/conversations/{sms.json()['id']}/messages", json={"text": "y" * 2_000}
     )
     assert refused.status_code == 422 and "at most 1,600" in refused.text
+
+
+def test_a_body_that_is_not_json_is_a_422_saying_where(client: TestClient) -> None:
+    answer = client.post(
+        "/v1/customers", content=b'{"name": "Ada",}', headers={"Content-Type": "application/json"}
+    )
+    assert answer.status_code == 422
+    refused = answer.json()
+    assert refused["detail"].startswith("body: not valid JSON at character")
+    assert refused["errors"][0]["loc"] == ["body"]
