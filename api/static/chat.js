@@ -26,13 +26,15 @@
     return { id, messages: new Set(), notes: new Set(), cursor: 0, ended: false, human: false };
   }
 
-  // --- the key: from #key=… once (then out of the address bar and history), else asked ---
+  // --- the key: from #key=… (then out of the address bar and history), else asked ---
+  // It lives in sessionStorage: gone with the tab, never left behind in the browser profile.
 
   function takeKeyFromFragment() {
     const match = location.hash.match(/^#key=(.+)$/);
-    if (!match) return;
-    localStorage.setItem(STORE.key, decodeURIComponent(match[1]));
+    if (!match) return false;
+    sessionStorage.setItem(STORE.key, decodeURIComponent(match[1]));
     history.replaceState(null, "", location.pathname + location.search);
+    return true;
   }
 
   function userId() {
@@ -54,7 +56,7 @@
   }
 
   async function call(method, path, { json, signal } = {}) {
-    const headers = { Authorization: "Bearer " + localStorage.getItem(STORE.key) };
+    const headers = { Authorization: "Bearer " + sessionStorage.getItem(STORE.key) };
     if (json !== undefined) headers["Content-Type"] = "application/json";
     // Relative to the page, so a Dormouse behind a path prefix works too.
     const response = await fetch(new URL(path, document.baseURI), {
@@ -86,39 +88,53 @@
 
   // --- what the transcript shows ---
 
-  function show(event) {
+  // The transcript is kept in cursor order, whichever stream an event came on first (the
+  // live stream replaying history, or an interaction's own stream): what is still being
+  // sent has no cursor yet and stays below everything that has one.
+  // `pending` is the item this page is sending on the stream being read: the event that is
+  // that message (by the id the server gave it) takes its place.
+  function show(event, pending = null) {
     if (event.conversation_id !== view.id) return;
-    view.cursor = Math.max(view.cursor, Number(event.cursor) || 0);
-    if (event.message) return showMessage(event.message);
+    const cursor = Number(event.cursor) || 0;
+    view.cursor = Math.max(view.cursor, cursor);
+    if (event.message) return showMessage(event.message, cursor, pending);
     const once = `${event.type}:${event.cursor}:${event.reason || ""}`;
     if (view.notes.has(once)) return;
     view.notes.add(once);
     if (event.type === "handoff") {
       view.human = true;
-      note("An operator has joined the conversation.");
+      note("Handed to a person: they will answer here.", "note", cursor);
     } else if (event.type === "handback") {
       view.human = false;
-      note("The agent is back.");
+      note("The agent is back.", "note", cursor);
     }
     else if (event.type === "error") note(event.reason || "Something went wrong.", "problem");
     else if (event.type === "end-session") end();
   }
 
-  function showMessage(message) {
-    if (view.messages.has(message.id)) return;
+  function showMessage(message, cursor, pending) {
+    const claims = pending && pending.isConnected && pending.classList.contains("pending")
+      && message.role === "customer"
+      && (pending.dataset.claim === "any" || message.id === Number(pending.dataset.claim));
+    if (view.messages.has(message.id)) {
+      if (claims) pending.remove(); // the live stream showed it first
+      return;
+    }
     view.messages.add(message.id);
-    const mine = message.role === "customer";
-    // The message sent from this page is on screen already: it becomes the stored one.
-    const sent = mine && [...el.transcript.querySelectorAll("li.pending")]
-      .find((li) => li.dataset.text === message.text);
-    const item = sent || entry(message.role, message.text);
+    const item = claims ? pending : entry(message.role, message.text);
     item.classList.remove("pending");
     item.dataset.id = message.id;
     const time = item.querySelector("time");
     time.dateTime = message.created_at;
-    time.textContent = new Date(message.created_at)
-      .toLocaleTimeString([], { hour: "2-digit", minute: "2-digit" });
-    if (!sent) append(item);
+    time.textContent = clock(message.created_at);
+    place(item, cursor);
+  }
+
+  // The viewer's local time, with the zone shown (the console follows the same rule).
+  function clock(iso) {
+    return new Date(iso).toLocaleTimeString([], {
+      hour: "2-digit", minute: "2-digit", timeZoneName: "short",
+    });
   }
 
   function entry(role, text) {
@@ -135,20 +151,27 @@
     return item;
   }
 
-  function note(text, kind = "note") {
+  function note(text, kind = "note", cursor = null) {
     const item = document.createElement("li");
     item.className = kind;
     item.textContent = text;
-    append(item);
+    place(item, cursor);
   }
 
-  function append(item) {
+  // Puts an item where its cursor belongs: before the first item with a later cursor, or
+  // before what is still being sent. An item without a cursor (pending, a local problem)
+  // goes last.
+  function place(item, cursor) {
     const atBottom = el.transcript.scrollHeight - el.transcript.scrollTop
       - el.transcript.clientHeight < 80;
-    // What is still being sent stays last: history read on resuming goes above it.
-    const unsent = item.classList.contains("pending") ? null
-      : el.transcript.querySelector("li.pending");
-    el.transcript.insertBefore(item, unsent);
+    let before = null;
+    if (cursor) {
+      item.dataset.cursor = cursor;
+      before = [...el.transcript.children].find((li) =>
+        li !== item && (li.dataset.cursor ? Number(li.dataset.cursor) > cursor
+          : li.classList.contains("pending")));
+    }
+    el.transcript.insertBefore(item, before || null);
     el.hint.hidden = true;
     if (atBottom || item.classList.contains("from-customer")) item.scrollIntoView({ block: "end" });
   }
@@ -217,12 +240,11 @@
   async function say(text) {
     const item = entry("customer", text);
     item.classList.add("pending");
-    item.dataset.text = text;
-    append(item);
+    place(item, null);
     setReplying(+1);
     try {
-      if (view.id) await interact(view.id, text);
-      else await start(text);
+      if (view.id) await interact(view.id, text, item);
+      else await start(text, item);
     } catch (error) {
       item.classList.add("failed");
       item.querySelector("time").textContent = "Not sent";
@@ -233,7 +255,7 @@
     }
   }
 
-  async function start(text) {
+  async function start(text, pending) {
     const body = { service: el.service.value, user_id: userId(), message: text };
     let response;
     starting = true;
@@ -243,11 +265,14 @@
       starting = false;
       const open409 = error.status === 409 && error.body.conversation_id;
       if (!open409) throw error;
-      // A chat with this service is still open for this user: carry on in it.
+      // A chat with this service is still open for this user: carry on in it, its
+      // history first (the live stream replays it), then what this page was sending.
       remember(error.body.conversation_id);
       open(error.body.conversation_id);
-      return interact(error.body.conversation_id, text);
+      return interact(error.body.conversation_id, text, pending);
     }
+    // A new chat holds one message from this person before its first turn: this one.
+    pending.dataset.claim = "any";
     for await (const event of lines(response)) {
       if (event.type === "conversation-created") {
         view = freshView(event.conversation_id);
@@ -255,16 +280,23 @@
         remember(event.conversation_id);
         starting = false;
       }
-      show(event);
+      show(event, pending);
     }
     starting = false;
     if (view.id) open(view.id);
   }
 
-  async function interact(id, text) {
+  // The stream names this interaction's own message `user-message-available`: its id is
+  // what the pending item is matched by (two identical lines sent quickly stay two).
+  async function interact(id, text, pending) {
     const path = `v1/chat/conversations/${id}/interact`;
     const response = await call("POST", path, { json: { text } });
-    for await (const event of lines(response)) show(event);
+    for await (const event of lines(response)) {
+      if (event.type === "user-message-available" && event.message) {
+        pending.dataset.claim = String(event.message.id);
+      }
+      show(event, pending);
+    }
   }
 
   function forget() {
@@ -284,7 +316,7 @@
 
   function askForKey(problem) {
     if (live) live.abort();
-    localStorage.removeItem(STORE.key);
+    sessionStorage.removeItem(STORE.key);
     el.keyForm.hidden = false;
     el.chat.hidden = el.composer.hidden = el.controls.hidden = el.footer.hidden = true;
     el.keyProblem.hidden = !problem;
@@ -303,7 +335,8 @@
     const chat = stored();
     const preferred = (chat && chat.service) || (services.find((s) => s.default) || {}).name;
     el.service.replaceChildren(...services.map((s) => {
-      const option = new Option(`${s.name} · ${s.agent}${s.model ? ` (${s.model})` : ""}`, s.name);
+      // The service, never the agent's model or its address: customers may see this page.
+      const option = new Option(s.name, s.name);
       option.selected = s.name === preferred;
       return option;
     }));
@@ -316,7 +349,7 @@
 
   el.keyForm.addEventListener("submit", (event) => {
     event.preventDefault();
-    localStorage.setItem(STORE.key, el.key.value.trim());
+    sessionStorage.setItem(STORE.key, el.key.value.trim());
     el.key.value = "";
     connect();
   });
@@ -350,7 +383,12 @@
   }
   el.text.addEventListener("input", grow);
 
+  // A #key= pasted into a tab that is already open connects with it too.
+  window.addEventListener("hashchange", () => {
+    if (takeKeyFromFragment()) connect();
+  });
+
   takeKeyFromFragment();
-  if (localStorage.getItem(STORE.key)) connect();
+  if (sessionStorage.getItem(STORE.key)) connect();
   else askForKey("");
 })();

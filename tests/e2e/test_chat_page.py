@@ -87,12 +87,16 @@ def test_a_chat_in_the_browser_survives_a_reload(
     browser.get(f"{stack.base}/chat#key={API_KEY}")
     until(browser, "the services", lambda d: d.find_elements(By.CSS_SELECTOR, "#service option"))
     assert "key=" not in browser.current_url, "the key must leave the address bar"
-    stored = browser.execute_script("return localStorage.getItem('dormouse.key')")
-    assert stored == API_KEY
+    stored = browser.execute_script(
+        "return [sessionStorage.getItem('dormouse.key'), localStorage.getItem('dormouse.key')]"
+    )
+    assert stored == [API_KEY, None], "the key lives with the tab, not in the profile"
+    shown = [o.text for o in Select(browser.find_element(By.ID, "service")).options]
+    assert "default" in shown and not any("http" in text for text in shown)
     Select(browser.find_element(By.ID, "service")).select_by_value("default")
 
     send(browser, "hello from the browser")
-    until(browser, "the agent's reply", lambda d: len(transcript(d)) >= 2)
+    until(browser, "the agent's reply", lambda d: len(transcript(d)) == 2)
     first = transcript(browser)
     assert first[0] == ("You", "hello from the browser")
     assert first[1][0] == "Agent" and '"hello from the browser"' in first[1][1]
@@ -102,7 +106,7 @@ def test_a_chat_in_the_browser_survives_a_reload(
     assert not browser.find_element(By.ID, "service").is_enabled()  # the chat is this service's
 
     send(browser, "where is my order?")
-    until(browser, "the second reply", lambda d: len(transcript(d)) >= 4)
+    until(browser, "the second reply", lambda d: len(transcript(d)) == 4)
     assert transcript(browser)[2] == ("You", "where is my order?")
     assert "2 messages from you" in transcript(browser)[3][1]
     until(
@@ -123,7 +127,14 @@ def test_a_chat_in_the_browser_survives_a_reload(
     until(browser, "a fresh page", lambda d: d.find_elements(By.CSS_SELECTOR, "#service option"))
     assert transcript(browser) == []
     send(browser, "still there?")
-    until(browser, "the resumed chat", lambda d: len(transcript(d)) >= 6)
+    # Whichever stream (the replayed history or the new message's) is read first, the
+    # transcript settles in the conversation's order: wait for all six, then read them.
+    until(browser, "the resumed chat", lambda d: len(transcript(d)) == 6)
+    until(
+        browser,
+        "nothing left pending",
+        lambda d: not d.find_elements(By.CSS_SELECTOR, "li.pending"),
+    )
     resumed = transcript(browser)
     assert resumed[:4] == so_far
     assert resumed[4] == ("You", "still there?") and "3 messages" in resumed[5][1]
@@ -136,7 +147,7 @@ def test_a_chat_in_the_browser_survives_a_reload(
         )
         assert answer.is_success, answer.text
     until(browser, "the operator's reply", lambda d: ("Operator", "Ada here.") in transcript(d))
-    assert "An operator has joined" in browser.find_element(By.ID, "transcript").text
+    assert "Handed to a person" in browser.find_element(By.ID, "transcript").text
     handback = httpx.post(f"{stack.base}/v1/conversations/{chat['id']}/handback", headers=AUTH)
     assert handback.is_success, handback.text
     until(browser, "the agent back", lambda d: "The agent is back." in d.page_source)
@@ -159,3 +170,14 @@ def test_a_chat_in_the_browser_survives_a_reload(
     screenshot(browser, tmp_path, "chat-page-key")
     browser.find_element(By.ID, "key").send_keys(API_KEY, Keys.ENTER)
     until(browser, "the chat again", lambda d: d.find_element(By.ID, "composer").is_displayed())
+
+    # A key pasted as #key=… into the tab that is already open is taken too.
+    browser.find_element(By.ID, "forget").click()
+    until(browser, "the key form", lambda d: d.find_element(By.ID, "key").is_displayed())
+    browser.execute_script("location.hash = arguments[0]", f"#key={API_KEY}")
+    until(
+        browser,
+        "the chat from the pasted key",
+        lambda d: d.find_element(By.ID, "composer").is_displayed(),
+    )
+    assert "key=" not in browser.current_url
