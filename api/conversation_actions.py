@@ -1,4 +1,5 @@
-"""Operator actions on one conversation: finish, handoff, hand back, reply, override timeout."""
+"""Operator actions on one conversation: finish, handoff, hand back, release, reply, override
+timeout."""
 
 from __future__ import annotations
 
@@ -111,6 +112,22 @@ async def handback(request: Request, conversation_id: uuid.UUID) -> Conversation
         lambda s: lifecycle.handback(s, conversation_id, now=utcnow(), defaults=defaults),
     )
     await run_in_threadpool(publish, app.waker, Produced.of(changed=[conversation_id]))
+    return await run_in_threadpool(_detail, app.engine, conversation_id)
+
+
+@router.post("/{conversation_id}/release", response_model=ConversationDetail)
+async def release(request: Request, conversation_id: uuid.UUID) -> ConversationDetail:
+    """Let the agent answer a held conversation (mail that failed authentication, a sender or
+    conversation over a spending limit): what it holds is answered by the next turn."""
+    app = state(request)
+    defaults = app.settings.default_policies()
+    waiting = await run_in_threadpool(
+        _run,
+        app.engine,
+        lambda s: lifecycle.release(s, conversation_id, now=utcnow(), defaults=defaults),
+    )
+    produced = Produced.of(turns=[conversation_id] if waiting else [], changed=[conversation_id])
+    await run_in_threadpool(publish, app.waker, produced)
     return await run_in_threadpool(_detail, app.engine, conversation_id)
 
 

@@ -33,6 +33,9 @@ EventType = Literal[
     "message.delivery_updated",
     "conversation.handoff",
     "conversation.handback",
+    "conversation.held",
+    "conversation.limited",
+    "conversation.released",
     "conversation.finished",
     "customer.erased",
 ]

@@ -340,11 +340,8 @@ def conversations_show(conversation_id: str, as_json: bool) -> None:
     if as_json:
         click.echo(detail.model_dump_json(indent=2))
         return
-    reason = (
-        f" ({detail.finish_reason or detail.handoff_reason})"
-        if (detail.finish_reason or detail.handoff_reason)
-        else ""
-    )
+    why = detail.finish_reason or detail.handoff_reason or detail.held_reason
+    reason = f" ({why})" if why else ""
     click.echo(f"conversation {detail.id}: {detail.status}{reason}")
     click.echo(f"  service {detail.service}, channel {detail.channel}, address {detail.address}")
     click.echo(
@@ -381,6 +378,36 @@ def conversations_show(conversation_id: str, as_json: bool) -> None:
                 outcome = f"error: {call.error}" if call.error else call.result
                 args = json.dumps(call.arguments)
                 click.echo(f"    {call.name}({args}) → {outcome}  [{call.duration_ms} ms]")
+
+
+@conversations.command("release")
+@click.argument("conversation_id", metavar="ID")
+def conversations_release(conversation_id: str) -> None:
+    """Let the agent answer a held conversation (like POST /v1/conversations/{id}/release).
+
+    A conversation is held when its mail failed authentication (EMAIL_REQUIRE_AUTH) or its
+    sender went over a spending limit (LIMIT_*); `conversations list --status held` lists them.
+    """
+    from conversations.db import session_factory, transaction
+    from conversations.errors import TransitionRefused
+    from conversations.lifecycle import release
+    from conversations.models import Conversation
+    from conversations.types import utcnow
+    from conversations.wakeup import CeleryWaker, Produced, publish
+
+    settings = get_settings()
+    with session_factory()() as session:
+        found = _resolve(session, Conversation, conversation_id, "conversation")
+    try:
+        with transaction() as session:
+            waiting = release(session, found, now=utcnow(), defaults=settings.default_policies())
+    except TransitionRefused as exc:
+        raise click.ClickException(str(exc)) from None
+    publish(CeleryWaker(), Produced.of(turns=[found] if waiting else [], changed=[found]))
+    click.echo(
+        f"released conversation {found}: "
+        + ("its waiting messages go to the agent" if waiting else "nothing was waiting")
+    )
 
 
 @cli.group()
@@ -556,6 +583,11 @@ def simulate_sms(sender: str, recipient: str, url: str | None, wait: float, text
     show_default=True,
     help="seconds to wait for the reply (0: do not)",
 )
+@click.option(
+    "--forged",
+    is_flag=True,
+    help="leave out the receiving service's DMARC pass: the mail is held (EMAIL_REQUIRE_AUTH)",
+)
 @click.argument("text")
 def simulate_email(
     sender: str,
@@ -564,9 +596,14 @@ def simulate_email(
     in_reply_to: str | None,
     url: str | None,
     wait: float,
+    forged: bool,
     text: str,
 ) -> None:
-    """Post TEXT as an inbound email (raw MIME), authenticated with EMAIL_INBOUND_SECRET."""
+    """Post TEXT as an inbound email (raw MIME), authenticated with EMAIL_INBOUND_SECRET.
+
+    It carries an Authentication-Results header saying DMARC passed, as a receiving service
+    would write it (authserv-id dormouse-simulate: add it to EMAIL_AUTHSERV_IDS if you set
+    that); --forged leaves it out."""
     from email.message import EmailMessage
     from email.utils import format_datetime, make_msgid
 
@@ -579,12 +616,15 @@ def simulate_email(
     mail["From"], mail["To"], mail["Subject"] = sender, recipient, subject
     mail["Date"] = format_datetime(utcnow())
     mail["Message-ID"] = make_msgid(domain=sender.rpartition("@")[2] or "localhost")
+    if not forged:
+        domain = sender.rpartition("@")[2].rstrip(">").strip()
+        mail["Authentication-Results"] = f"dormouse-simulate; dmarc=pass header.from={domain}"
     if in_reply_to:
         reference = in_reply_to if in_reply_to.startswith("<") else f"<{in_reply_to}>"
         mail["In-Reply-To"] = mail["References"] = reference
     mail.set_content(text)
     watch = _ReplyWatch(base, settings)
-    _post_webhook(
+    answer = _post_webhook(
         base,
         "/webhooks/email",
         content=bytes(mail),
@@ -593,6 +633,12 @@ def simulate_email(
             "Authorization": f"Bearer {settings.email_secret()}",
         },
     )
+    if answer.json().get("status") == "held":
+        click.echo(
+            "held: no reply will come until an operator releases it "
+            f"(`dormouse conversations release {answer.json()['conversation_id']}`)"
+        )
+        return
     watch.print_replies(to=sender.rpartition("<")[2].rstrip(">").strip(), wait=wait)
 
 
@@ -666,7 +712,7 @@ class _ReplyWatch:
         click.echo(f"no reply within {wait:g}s yet: `dormouse outbox` shows it when it comes")
 
 
-def _post_webhook(base: str, path: str, **request: Any) -> None:
+def _post_webhook(base: str, path: str, **request: Any) -> httpx.Response:
     """POST like a provider would, print the answer, exit 1 on a refusal."""
     try:
         response = httpx.post(base + path, timeout=15, **request)
@@ -684,6 +730,7 @@ def _post_webhook(base: str, path: str, **request: Any) -> None:
         )
     if response.status_code >= 400:
         sys.exit(1)
+    return response
 
 
 def _resolve(session: Session, model: Any, prefix: str, noun: str) -> uuid.UUID:

@@ -26,6 +26,9 @@ class InboundMessage:
     replies_to: tuple[str, ...] = ()
     # Addresses the provider reports as unable to receive (a bounce names them).
     undeliverable: tuple[str, ...] = ()
+    # Why no turn may answer this before an operator releases its conversation (mail that
+    # failed authentication): stored and shown, the conversation held.
+    hold: str | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -27,6 +27,10 @@ DELIVERY_UPDATED = "message.delivery_updated"  # a provider's status callback mo
 TURN_COMPLETED = "turn.completed"  # data.handled: the customer messages the turn answered
 HANDOFF = "conversation.handoff"
 HANDBACK = "conversation.handback"
+# Stored, not answered: data.reason; LIMITED also data.limit (the LIMIT_* setting it hit).
+HELD = "conversation.held"
+LIMITED = "conversation.limited"
+RELEASED = "conversation.released"  # an operator let a held conversation's turn run
 ENDED = "conversation.ended"  # written as it finishes: the live stream's end-session
 FINISHED = "conversation.finished"  # written by its wrap-up: summary, counts and usage
 ERASED = "customer.erased"  # conversation_id NULL, data {customer_id}: nothing else is left
@@ -36,7 +40,19 @@ ERASED = "customer.erased"  # conversation_id NULL, data {customer_id}: nothing 
 # bookkeeping; the end as it happens): a webhook says message.sent once a reply is really out,
 # and conversation.finished once its wrap-up has the summary. Both are events of their own,
 # written when they happen, so an endpoint receives them in id order with the rest.
-WEBHOOK_TYPES = (STARTED, RECEIVED, SENT, DELIVERY_UPDATED, HANDOFF, HANDBACK, FINISHED, ERASED)
+WEBHOOK_TYPES = (
+    STARTED,
+    RECEIVED,
+    SENT,
+    DELIVERY_UPDATED,
+    HANDOFF,
+    HANDBACK,
+    HELD,
+    LIMITED,
+    RELEASED,
+    FINISHED,
+    ERASED,
+)
 _FANNED_OUT_AT_WRITE = frozenset(WEBHOOK_TYPES)
 
 

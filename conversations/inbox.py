@@ -17,14 +17,20 @@ from sqlalchemy.orm import Session
 from conversations.models import Conversation, Customer
 from conversations.states import OPEN_STATUSES, ConversationStatus
 
-VIEWS = ("open", "handoff", "agent", "finished", "all")
+VIEWS = ("open", "handoff", "held", "agent", "finished", "all")
 _STATUSES: dict[str, tuple[str, ...]] = {
     "open": tuple(OPEN_STATUSES),
     "handoff": (ConversationStatus.HANDOFF,),
+    "held": (ConversationStatus.HELD,),
     "agent": (ConversationStatus.SUSPENDED, ConversationStatus.RUNNING),
     "finished": (ConversationStatus.FINISHED,),
 }
-_RANK = case((Conversation.status == ConversationStatus.HANDOFF, 0), else_=1)
+# What needs a person comes first: handoffs, then what is held for a decision.
+_RANK = case(
+    (Conversation.status == ConversationStatus.HANDOFF, 0),
+    (Conversation.status == ConversationStatus.HELD, 0),
+    else_=1,
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -37,6 +43,7 @@ class InboxRow:
     customer_id: uuid.UUID
     customer_name: str | None
     handoff_reason: str | None
+    held_reason: str | None
     finish_reason: str | None
     summary: str | None
     inbound_count: int
@@ -108,6 +115,7 @@ def inbox_page(
             customer_id=c.customer_id,
             customer_name=name,
             handoff_reason=c.handoff_reason,
+            held_reason=c.held_reason,
             finish_reason=c.finish_reason,
             summary=c.summary,
             inbound_count=c.inbound_count,

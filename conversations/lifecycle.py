@@ -16,6 +16,7 @@ from sqlalchemy.orm import Session
 
 from conversations import events
 from conversations.channel_names import check_text
+from conversations.db import rowcount
 from conversations.errors import ConversationNotFound, TransitionRefused
 from conversations.models import OPEN_CONVERSATION, PENDING_MESSAGE, Conversation, Message
 from conversations.outbox import enqueue_reply
@@ -28,6 +29,16 @@ from conversations.timeouts import Policy
 class Finished:
     conversation_id: uuid.UUID
     reopened_conversation_id: uuid.UUID | None
+
+
+# What a conversation the agent no longer answers drops: a running turn's lease (fencing it
+# out) and its inactivity deadlines (the timer pauses until it is handed back or released).
+_NOBODY_ANSWERS = {
+    "lease_token": None,
+    "lease_expires_at": None,
+    "expires_at": None,
+    "nudge_due_at": None,
+}
 
 
 def _current(session: Session, conversation_id: uuid.UUID) -> Conversation:
@@ -125,7 +136,9 @@ def reopen_pending(session: Session, conv: Conversation, now: datetime) -> uuid.
 def handoff(session: Session, conversation_id: uuid.UUID, *, reason: str, now: datetime) -> None:
     """A human takes over: the agent goes silent and the inactivity timer pauses."""
     conv = _current(session, conversation_id)
-    if conv.status not in (ConversationStatus.SUSPENDED, ConversationStatus.RUNNING):
+    # A held conversation may be taken over too: a person answers what the agent may not.
+    takes = (ConversationStatus.SUSPENDED, ConversationStatus.RUNNING, ConversationStatus.HELD)
+    if conv.status not in takes:
         raise TransitionRefused(conv.status, f"conversation {conversation_id} is {conv.status}")
     session.execute(
         update(Conversation)
@@ -133,17 +146,84 @@ def handoff(session: Session, conversation_id: uuid.UUID, *, reason: str, now: d
         .values(
             status=ConversationStatus.HANDOFF,
             handoff_reason=reason,
-            lease_token=None,
-            lease_expires_at=None,
-            expires_at=None,
-            nudge_due_at=None,
+            held_reason=None,
             updated_at=now,
+            **_NOBODY_ANSWERS,
         )
         .execution_options(synchronize_session=False)
     )
     # What the customer wrote is for the human now: shown, not answered by the agent.
     settle_pending(session, conversation_id, InboundState.HELD)
     events.record(session, conversation_id, events.HANDOFF, now, reason=reason)
+
+
+def hold(
+    session: Session,
+    conversation_id: uuid.UUID,
+    *,
+    reason: str,
+    now: datetime,
+    limit: str | None = None,
+) -> bool:
+    """Stop the agent answering until an operator releases the conversation: what arrives is
+    stored and shown, no turn runs and nothing is sent. A turn running now is fenced out (its
+    lease is cleared). ``limit`` names the LIMIT_* setting that was hit, if one was.
+
+    False when there was nothing to hold: a person holds it (handoff) or it is held already.
+    """
+    held = rowcount(
+        session.execute(
+            update(Conversation)
+            .where(
+                Conversation.id == conversation_id,
+                Conversation.status.in_((ConversationStatus.SUSPENDED, ConversationStatus.RUNNING)),
+            )
+            .values(
+                status=ConversationStatus.HELD,
+                held_reason=reason,
+                updated_at=now,
+                **_NOBODY_ANSWERS,
+            )
+            .execution_options(synchronize_session=False)
+        )
+    )
+    settle_pending(session, conversation_id, InboundState.HELD)
+    if not held:
+        return False
+    if limit is None:
+        events.record(session, conversation_id, events.HELD, now, reason=reason)
+    else:
+        events.record(session, conversation_id, events.LIMITED, now, reason=reason, limit=limit)
+    return True
+
+
+def release(
+    session: Session, conversation_id: uuid.UUID, *, now: datetime, defaults: Mapping[str, Policy]
+) -> bool:
+    """An operator lets the agent answer a held conversation: what it holds becomes pending
+    again and the inactivity timer restarts. True if there is something for a turn."""
+    conv = _current(session, conversation_id)
+    if conv.status != ConversationStatus.HELD:
+        raise TransitionRefused(conv.status, f"conversation {conversation_id} is not held")
+    conv.status = ConversationStatus.SUSPENDED
+    conv.held_reason = None
+    conv.claim_attempts = 0
+    conv.last_activity_at = conv.updated_at = now
+    session.flush()
+    waiting = rowcount(
+        session.execute(
+            update(Message)
+            .where(
+                Message.conversation_id == conversation_id,
+                Message.inbound_state == InboundState.HELD,
+            )
+            .values(inbound_state=InboundState.PENDING)
+            .execution_options(synchronize_session=False)
+        )
+    )
+    refresh_deadline(session, conversation_id, defaults=defaults)
+    events.record(session, conversation_id, events.RELEASED, now)
+    return bool(waiting)
 
 
 def handback(

@@ -107,6 +107,7 @@ class Conversation(Base):
     status: Mapped[str] = mapped_column(String(16))
     finish_reason: Mapped[str | None] = mapped_column(String(16))
     handoff_reason: Mapped[str | None] = mapped_column(Text)
+    held_reason: Mapped[str | None] = mapped_column(Text)  # status held: why no turn runs
     lease_token: Mapped[uuid.UUID | None] = mapped_column(Uuid)
     lease_expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     claim_attempts: Mapped[int] = mapped_column(Integer, default=0)

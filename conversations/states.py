@@ -9,6 +9,9 @@ class ConversationStatus(StrEnum):
     SUSPENDED = "suspended"
     RUNNING = "running"
     HANDOFF = "handoff"
+    # Stored but not answered until an operator releases it: mail that failed authentication,
+    # or a sender or conversation over a spending limit (``held_reason`` says which).
+    HELD = "held"
     FINISHED = "finished"
 
 
@@ -16,6 +19,7 @@ OPEN_STATUSES = (
     ConversationStatus.SUSPENDED,
     ConversationStatus.RUNNING,
     ConversationStatus.HANDOFF,
+    ConversationStatus.HELD,
 )
 
 
@@ -43,7 +47,9 @@ class Role(StrEnum):
 class InboundState(StrEnum):
     PENDING = "pending"  # committed, waiting for a turn
     DONE = "done"  # answered by a committed turn
-    HELD = "held"  # arrived while a human holds the conversation: shown, not answered
+    # Arrived while a human or a hold has the conversation: shown, not answered (a release
+    # of a held conversation makes these pending again).
+    HELD = "held"
     QUARANTINED = "quarantined"  # its turn failed max_turn_attempts times
     IGNORED = "ignored"  # automatic (auto-reply, bounce): answering it could start a mail loop
 

@@ -44,6 +44,7 @@ class ConversationSummary(BaseModel):
     status: str
     finish_reason: str | None
     handoff_reason: str | None
+    held_reason: str | None = None  # status held: why no turn runs until it is released
     service: str
     channel: str
     address: str

@@ -236,6 +236,23 @@ async def hand_back(
     )
 
 
+@router.post("/conversations/{conversation_id}/release")
+async def release(
+    request: Request, conversation_id: uuid.UUID, name: Operator, _: Posted
+) -> RedirectResponse:
+    defaults = state(request).settings.default_policies()
+
+    def work(session: Session) -> Produced:
+        now = utcnow()
+        waiting = lifecycle.release(session, conversation_id, now=now, defaults=defaults)
+        record_action(session, actor_of(name), "release", now=now, conversation_id=conversation_id)
+        return Produced.of(turns=[conversation_id] if waiting else [], changed=[conversation_id])
+
+    return await run_in_threadpool(
+        _act, request, conversation_id, work, "Released: the agent answers what it held."
+    )
+
+
 @router.post("/conversations/{conversation_id}/finish")
 async def finish(
     request: Request, conversation_id: uuid.UUID, name: Operator, _: Posted

@@ -80,6 +80,7 @@ async def inbox(
         "views": [
             ("open", "Open"),
             ("handoff", "Waiting for a human"),
+            ("held", "Held"),
             ("agent", "With the agent"),
             ("finished", "Finished"),
             ("all", "All"),
