@@ -23,9 +23,10 @@ from conversations.customers import customer_for, mark_undeliverable, set_opt_ou
 from conversations.db import transaction
 from conversations.envelope import InboundMessage
 from conversations.errors import ConcurrentChange
-from conversations.lifecycle import finish
+from conversations.lifecycle import finish, hold
 from conversations.models import OPEN_CONVERSATION, Base, Conversation, Identity, Message
 from conversations.outbox import enqueue_reply
+from conversations.spending import OverLimit
 from conversations.states import ConversationStatus, Direction, FinishReason, InboundState, Role
 from conversations.timeout_store import Governed, deadline_values, load_policies
 from conversations.timeouts import Policy, Scope
@@ -40,6 +41,13 @@ class IngestResult:
     needs_turn: bool
     outbox_ids: tuple[int, ...] = ()
     finished: bool = False  # the message ended the conversation (opt-out): wrap it up
+    held: bool = False  # stored for an operator: failed authentication, or over a limit
+
+
+class NewConversationLimit(Protocol):
+    """What a stranger opening a conversation may do (``spending.SpendingLimits``)."""
+
+    def new_conversation(self, kind: str, address: str) -> OverLimit | None: ...
 
 
 def ingest(
@@ -51,9 +59,12 @@ def ingest(
     defaults: Mapping[str, Policy],
     help_text: str,
     route: Route | None = None,
+    limits: NewConversationLimit | None = None,
 ) -> IngestResult:
     """Store ``msg`` in its customer's open conversation for ``service`` (opening one if none).
-    ``route`` widens which open conversations it may continue (see ``Route``).
+    ``route`` widens which open conversations it may continue (see ``Route``). A message to
+    hold (``msg.hold``), or one that opens a conversation over ``limits``, is stored and its
+    conversation held for an operator: no turn runs, nothing is sent.
 
     Idempotent on (channel, provider id): a redelivered webhook finds its message and changes
     nothing. The caller commits.
@@ -83,7 +94,7 @@ def ingest(
             look_first=not new_customer,
             route=route,
         )
-    held = conversation.status == ConversationStatus.HANDOFF
+    held = conversation.status in (ConversationStatus.HANDOFF, ConversationStatus.HELD)
     state = InboundState.HELD if held else InboundState.PENDING
     # An opted-out sender is never written to (until START), so no turn may answer them:
     # their message is kept for the record and the operator, and nothing runs.
@@ -144,8 +155,15 @@ def ingest(
         )
     if msg.control:
         return _control(session, msg, conversation.id, message_id, now=now, help_text=help_text)
+    over = limits.new_conversation(kind, msg.sender) if opened and limits is not None else None
+    if msg.hold is not None:
+        hold(session, conversation.id, reason=msg.hold, now=now)
+        held = True
+    elif over is not None:
+        hold(session, conversation.id, reason=over.reason, now=now, limit=over.limit)
+        held = True
     return IngestResult(
-        conversation.id, message_id, duplicate=False, needs_turn=not (held or silent)
+        conversation.id, message_id, duplicate=False, needs_turn=not (held or silent), held=held
     )
 
 
@@ -367,6 +385,7 @@ def ingest_committed(
     attempts: int = 3,
     before: Callable[[Session], None] | None = None,
     route: Route | None = None,
+    limits: NewConversationLimit | None = None,
 ) -> IngestResult:
     """Run ``ingest`` as its own unit of work, retrying a lost race on a unique constraint.
 
@@ -386,6 +405,7 @@ def ingest_committed(
                     defaults=defaults,
                     help_text=help_text,
                     route=route,
+                    limits=limits,
                 )
         except (IntegrityError, ConcurrentChange):
             if attempt == attempts - 1:

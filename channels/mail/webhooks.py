@@ -14,6 +14,7 @@ from fastapi.responses import JSONResponse
 from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
 
+from channels.mail.authentication import hold_unless_authenticated
 from channels.mail.inbound import check_secret, envelope_recipients, read_post, verify_mailgun
 from channels.mail.parse import parse_email, recipients
 from channels.webhook import accept, read_body, webhook_app
@@ -44,6 +45,7 @@ async def inbound_email(request: Request) -> JSONResponse:
     body = await read_body(request, settings.email_max_bytes)
     post = read_post(request.headers.get("content-type", ""), body)
     message = await run_in_threadpool(parse_email, post.raw)
+    message = hold_unless_authenticated(message, post, settings)
     before = None
     if settings.mailgun_signing_key:
         # With the key set, only signed Mailgun posts are taken: the key is meant to close
@@ -68,6 +70,8 @@ async def inbound_email(request: Request) -> JSONResponse:
         outcome = "duplicate"
     else:
         outcome = "recorded" if message.control == "no_reply" else "accepted"
+        if message.hold is not None or result.held:
+            outcome = "held"
     return JSONResponse(
         {
             "status": outcome,
