@@ -19,6 +19,7 @@ from conversations.envelope import InboundMessage
 from conversations.errors import WebhookRejected
 from conversations.ingest import IngestResult, Route, ingest_committed
 from conversations.settings import Settings
+from conversations.spending import limits_for
 from conversations.wakeup import Produced, Waker, publish
 
 
@@ -87,6 +88,7 @@ def accept(
         help_text=settings.help_text,
         before=before,
         route=route,
+        limits=limits_for(settings),
     )
     if result.conversation_id is None:
         return result

@@ -39,7 +39,8 @@ WEBHOOKS_REJECTED = Counter(
 TURN_SECONDS = Histogram(
     "dormouse_turn_duration_seconds",
     "One turn from claim to commit (or to giving up), by outcome: committed, failed "
-    "(released for retry), lease_lost, quarantined, skipped (nothing to answer).",
+    "(released for retry), lease_lost, quarantined, skipped (nothing to answer), limited "
+    "(held by a spending limit).",
     ["outcome"],
     buckets=LATENCY_BUCKETS,
 )
@@ -131,3 +132,12 @@ _REASONS = {
 def webhook_reason(status: int) -> str:
     """The ``reason`` label of a refused webhook answered ``status``."""
     return _REASONS.get(status, "server_error" if status >= 500 else f"http_{status}")
+
+
+LIMITED = Counter(
+    "dormouse_limited",
+    "What a spending limit stopped, by limit (the LIMIT_* setting: conversations_per_address, "
+    "conversations_per_domain, turns_per_conversation, turns, sms_per_number), and mail held "
+    "for failing authentication (limit=email_auth).",
+    ["limit"],
+)

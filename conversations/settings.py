@@ -15,11 +15,14 @@ from datetime import timedelta
 from functools import lru_cache
 from pathlib import Path
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, ValidationInfo, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from conversations.channel_names import CHANNEL_NAMES
+from conversations.spending import parse_limit
 from conversations.timeouts import Policy, parse_duration
+
+EMAIL_AUTH_RULES = ("dmarc", "off")
 
 
 class Settings(BaseSettings):
@@ -47,6 +50,12 @@ class Settings(BaseSettings):
     mailgun_signing_key: str = ""
     mailgun_max_age: float = Field(300.0, gt=0)  # seconds a Mailgun signature stays valid
     smtp_url: str = ""  # smtp://user:pass@host:587, smtp+starttls://…, smtps://…:465
+    # Mail that fails the receiving service's authentication verdicts is held, not answered:
+    # "dmarc" (the default outside embedded mode) or "off" (the default in embedded mode).
+    email_require_auth: str = ""
+    # The authserv-ids of the receiving service whose Authentication-Results headers count
+    # ("mx.sendgrid.net,amazonses.com"); empty: only the topmost one, which it prepended.
+    email_authserv_ids: str = ""
     smtp_timeout: float = Field(30.0, gt=0)
 
     # Standard Webhooks secret ("whsec_" + base64) of POST /webhooks/chat and of the callbacks.
@@ -116,9 +125,52 @@ class Settings(BaseSettings):
     timeout_default: str = "24h"
     timeout_sweep_interval: float = Field(30.0, gt=0)
 
+    # Spending limits (conversations/spending.py): "N/minute|hour|day" or "off". Defaults sit
+    # far above the benchmarks' bursts (200 customers at once; 40 webhooks/s from 1,000
+    # numbers for minutes) and far below what a stranger's loop would run up.
+    limit_conversations_per_address: str = "20/hour"
+    limit_conversations_per_domain: str = "1000/hour"  # mail: the sender's domain
+    limit_turns_per_conversation: str = "12/minute"
+    limit_turns: str = "6000/minute"  # every turn of this installation
+    limit_sms_per_number: str = "250/day"
+    limit_storage_url: str = ""  # where they are counted; empty: the broker's Redis
+
     memory_retention: str = "14d"
     purge_interval: float = Field(3600.0, gt=0)
     help_text: str = "Reply STOP to stop messages, START to resume. Write to us any time for help."
+
+    @field_validator(
+        "limit_conversations_per_address",
+        "limit_conversations_per_domain",
+        "limit_turns_per_conversation",
+        "limit_turns",
+        "limit_sms_per_number",
+    )
+    @classmethod
+    def _limit(cls, value: str, info: ValidationInfo) -> str:
+        parse_limit(value, str(info.field_name).upper())
+        return value.strip()
+
+    @field_validator("email_require_auth")
+    @classmethod
+    def _auth_rule(cls, value: str) -> str:
+        value = value.strip().lower()
+        if value not in ("", *EMAIL_AUTH_RULES):
+            raise ValueError(f"EMAIL_REQUIRE_AUTH: {value!r}; use dmarc or off")
+        return value
+
+    @property
+    def embedded(self) -> bool:
+        """Embedded mode (no DATABASE_URL): one machine, generated secrets, lenient defaults."""
+        return not self.database_url
+
+    @property
+    def email_auth_rule(self) -> str:
+        return self.email_require_auth or ("off" if self.embedded else "dmarc")
+
+    @property
+    def email_authserv_id_set(self) -> frozenset[str]:
+        return frozenset(i.strip().lower() for i in self.email_authserv_ids.split(",") if i.strip())
 
     @model_validator(mode="after")
     def _limits_nest(self) -> Settings:

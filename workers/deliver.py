@@ -17,7 +17,7 @@ from sqlalchemy.orm import Session
 from channels.base import Channel
 from channels.devsink import sink_send
 from channels.registry import get_channel
-from conversations import log_context, outbox
+from conversations import events, log_context, outbox
 from conversations.channel_names import address_kind
 from conversations.customers import send_refusal, set_opt_out
 from conversations.db import session_factory, transaction
@@ -30,6 +30,7 @@ from conversations.errors import (
 )
 from conversations.metrics import DELIVERIES
 from conversations.settings import Settings
+from conversations.spending import limits_for
 from conversations.types import utcnow
 
 log = logging.getLogger(__name__)
@@ -89,6 +90,22 @@ def _deliver(
     if refusal is not None:
         return row.channel, _fail(engine, row, refusal, clock)
     via_sink = not channel.can_send
+    over = limits_for(settings).sms(row.to_address) if kind == "phone" else None
+    if over is not None:
+        # SMS pumping: a stranger's loop must not run up the bill of one number. Not sent,
+        # never retried; the conversation's log says which limit.
+        with transaction(engine) as session:
+            outbox.mark_failed(session, row, error=over.reason, now=clock())
+            events.record(
+                session,
+                row.conversation_id,
+                events.LIMITED,
+                clock(),
+                reason=over.reason,
+                limit=over.limit,
+            )
+        log.warning("outbox %s not sent: %s", row.id, over.reason)
+        return row.channel, "failed"
     try:
         if via_sink:
             result = sink_send(message, channel.assigned_id(message))

@@ -22,8 +22,10 @@ from channels.registry import get_channel
 from conversations import log_context
 from conversations.db import session_factory, transaction
 from conversations.errors import LeaseLost, TurnOverLimit
+from conversations.lifecycle import hold
 from conversations.metrics import LEASES_LOST, QUARANTINES, REPLY_SECONDS, TURN_SECONDS
 from conversations.settings import Settings
+from conversations.spending import limits_for
 from conversations.types import utcnow
 from conversations.wakeup import Produced, Waker, publish
 from memory.store import Memory, recall
@@ -95,6 +97,15 @@ def _one_turn(
             )
             publish(waker, Produced.of(deliveries=told, changed=[conversation_id]))
             return "quarantined"
+        over = limits_for(settings).turn(str(conversation_id))
+        if over is not None:
+            # A loop (an auto-responder answering every reply) or a flood: held for an
+            # operator, whose release lets the turn run.
+            with session.begin():
+                hold(session, conversation_id, reason=over.reason, now=clock(), limit=over.limit)
+            log.warning("conversation %s held: %s", conversation_id, over.reason)
+            publish(waker, Produced.of(changed=[conversation_id]))
+            return "limited"
         # Then the reads, in a second transaction of the same session.
         with session.begin():
             snapshot = turn_store.rehydrate(
