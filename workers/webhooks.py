@@ -2,9 +2,12 @@
 
 At least once, as Standard Webhooks promises: a worker that dies mid-post leaves its claim
 ``sending``, and once that claim is stale the delivery is posted again with the same
-``webhook-id``, on which receivers dedupe. A delivered event hands over to the next one the
-same endpoint owes for the same conversation, in this task, so one conversation's events
-arrive in order without a broker round trip between them.
+``webhook-id``, on which receivers dedupe; a claim counts as an attempt, so a delivery whose
+workers keep dying is failed once it was claimed more times than the schedule has attempts.
+Whatever goes wrong while posting is recorded as a failed attempt, never left ``sending``.
+A delivered event hands over to the next one the same endpoint owes for the same
+conversation, in this task, so one conversation's events arrive in order without a broker
+round trip between them.
 """
 
 from __future__ import annotations
@@ -162,6 +165,12 @@ def _send_one(
         body = bodies(session, [claimed.event_id]).get(claimed.event_id)
     if body is None:  # the message it names was erased since: nothing left to tell
         attempt = webhook_outbox.Attempt(None, 0, "the event's message no longer exists")
+        status = _settle(engine, claimed, attempt, settings, clock, give_up=True)
+    elif claimed.attempts > len(settings.webhook_schedule):
+        # Only stale re-claims get here (a settle fails it when the schedule is spent): each
+        # worker posting it stopped before it settled. Taken no more, or it is taken forever.
+        said = f"claimed {claimed.attempts} times, never settled (its workers stopped): given up"
+        attempt = webhook_outbox.Attempt(None, 0, said)
         status = _settle(engine, claimed, attempt, settings, clock, give_up=True)
     else:
         attempt = _post(client, url, secrets, event_id(claimed.event_id), body, settings)
