@@ -144,13 +144,19 @@ def register(db: Engine, settings: Settings, waker: CeleryWaker, url: str) -> An
         return c.post("/v1/webhooks", json={"url": url}, headers=AUTH)
 
 
-def saved_as_is(db: Engine, url: str) -> uuid.UUID:
+def saved_as_is(db: Engine, url: str, receiver: EventReceiver) -> uuid.UUID:
     """An endpoint stored without the checks of today (one saved by an older Dormouse)."""
     with transaction(db) as s:
-        view, _ = store.create(
+        view, secret = store.create(
             s, url=url, event_types=[], service=None, description="", now=utcnow()
         )
+    receiver.secrets = [secret]
     return view.id
+
+
+def reached(receiver: EventReceiver) -> list[object]:
+    """Every post that reached the receiver, signed right or not."""
+    return [*receiver.posts, *receiver.refused]
 
 
 def first_delivery(db: Engine) -> WebhookDelivery:
@@ -167,7 +173,6 @@ def send(db: Engine, settings: Settings, after: float = 0.0) -> sender.Outcome:
         engine=db,
         settings=settings,
         clock=lambda: utcnow() + timedelta(seconds=after),
-        client=sender.http_client(settings.allow_private_targets),
     )
 
 
@@ -354,13 +359,14 @@ def test_a_name_that_rebinds_to_loopback_after_it_was_vetted_is_not_reached(
     resolver.name("rebind.example.test", PUBLIC)  # public when it is saved
     answer = register(db, strict, waker, f"http://rebind.example.test:{port}/hook")
     assert answer.status_code == 201, answer.text
+    receiver.secrets = [answer.json()["secret"]]
     # Then a TTL-0 rebinding: any lookup made to check the name (no port asked) still gets
     # the public address; the lookup for a connection (a port asked) gets loopback.
     resolver.answers["rebind.example.test"] = lambda _n, p: ["127.0.0.1"] if p else [PUBLIC]
     resolver.lookups.clear()
     ingest_sms(db, "hello")
     send(db, strict)
-    assert receiver.posts == []
+    assert reached(receiver) == []
     row = first_delivery(db)
     assert row.status == "pending" and row.attempts == 1
     assert (row.last_error or "").startswith("refused: 'rebind.example.test' resolves to 127.0.0.1")
@@ -386,7 +392,7 @@ def test_a_refusal_says_the_same_whether_the_port_is_open_or_closed(
             c.post(f"http://loop.example.test:{port}/hook", content=b"{}")
         errors.append(str(refused.value))
     assert errors[0] == errors[1] and errors[0].startswith("refused")
-    assert receiver.posts == []
+    assert reached(receiver) == []
 
 
 def test_a_vetted_name_is_posted_to_on_one_lookup(
@@ -448,13 +454,13 @@ def test_any_error_while_posting_is_a_failed_attempt_and_the_url_is_logged_quote
     receiver: EventReceiver,
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    saved_as_is(db, receiver.url + "\n2026-01-01 INFO forged line")
+    saved_as_is(db, receiver.url + "\n2026-01-01 INFO forged line", receiver)
     ingest_sms(db, "hello")
     with caplog.at_level(logging.INFO, logger="workers.webhooks"):
         send(db, lenient)
     row = first_delivery(db)
     assert row.status == "pending" and row.attempts == 1 and row.last_error
-    assert receiver.posts == []
+    assert reached(receiver) == []
     [line] = [r.getMessage() for r in caplog.records if r.name == "workers.webhooks"]
     assert "\n" not in line and "\\n2026-01-01" in line
 
@@ -462,7 +468,7 @@ def test_any_error_while_posting_is_a_failed_attempt_and_the_url_is_logged_quote
 def test_a_delivery_whose_workers_keep_dying_is_failed_not_claimed_forever(
     db: Engine, lenient: Settings, receiver: EventReceiver
 ) -> None:
-    saved_as_is(db, receiver.url)
+    saved_as_is(db, receiver.url, receiver)
     ingest_sms(db, "hello")
     attempts = len(lenient.webhook_schedule)
     long_ago = utcnow() - timedelta(hours=1)
@@ -475,6 +481,6 @@ def test_a_delivery_whose_workers_keep_dying_is_failed_not_claimed_forever(
     send(db, lenient)
     row = first_delivery(db)
     assert row.status == "failed" and "never settled" in (row.last_error or "")
-    assert receiver.posts == []
+    assert reached(receiver) == []
     with session_factory(db)() as s:
         assert s.scalar(select(Event.id)) is not None  # the event itself stays
