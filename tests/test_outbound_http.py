@@ -12,14 +12,20 @@ from __future__ import annotations
 
 import ipaddress
 import logging
+import shutil
 import socket
+import ssl
 import subprocess
+import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
 from datetime import timedelta
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import Engine, select, update
@@ -484,3 +490,56 @@ def test_a_delivery_whose_workers_keep_dying_is_failed_not_claimed_forever(
     assert reached(receiver) == []
     with session_factory(db)() as s:
         assert s.scalar(select(Event.id)) is not None  # the event itself stays
+
+
+# --- TLS: the vetted IP is dialled, the name is what is verified ---------------------------
+
+
+@pytest.fixture
+def tls_receiver(tmp_path: Path) -> Iterator[tuple[int, Path, list[str]]]:
+    """An HTTPS server on 127.0.0.1 whose self-signed certificate names hooks.example.test."""
+    if shutil.which("openssl") is None:
+        pytest.skip("no openssl to make a certificate with")
+    key, cert = tmp_path / "key.pem", tmp_path / "cert.pem"
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
+         "-keyout", str(key), "-out", str(cert), "-subj", "/CN=hooks.example.test",
+         "-addext", "subjectAltName=DNS:hooks.example.test"],
+        check=True, capture_output=True, timeout=60,
+    )  # fmt: skip
+    hosts: list[str] = []
+
+    class Handler(BaseHTTPRequestHandler):
+        def log_message(self, *args: object) -> None:
+            pass
+
+        def do_POST(self) -> None:
+            hosts.append(self.headers.get("host", ""))
+            self.rfile.read(int(self.headers.get("content-length", 0)))
+            self.send_response(204)
+            self.end_headers()
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(cert, key)
+    server.socket = context.wrap_socket(server.socket, server_side=True)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        yield server.server_address[1], cert, hosts
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def test_https_to_a_vetted_address_still_verifies_the_name(
+    resolver: FakeResolver, tls_receiver: tuple[int, Path, list[str]]
+) -> None:
+    port, cert, hosts = tls_receiver
+    trust = ssl.create_default_context(cafile=str(cert))
+    resolver.name("hooks.example.test", "127.0.0.1")
+    resolver.name("other.example.test", "127.0.0.1")
+    with outbound_http.client(allow_private=True, timeout=5, headers={}, verify=trust) as c:
+        answer = c.post(f"https://hooks.example.test:{port}/hook", content=b"{}")
+        assert answer.status_code == 204 and hosts == [f"hooks.example.test:{port}"]
+        with pytest.raises(httpx.ConnectError, match=r"CERTIFICATE_VERIFY_FAILED|match"):
+            c.post(f"https://other.example.test:{port}/hook", content=b"{}")
