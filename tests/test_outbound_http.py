@@ -19,7 +19,7 @@ import subprocess
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from datetime import timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -45,56 +45,12 @@ from tests.conftest import API_KEY
 from tests.factories import ingest_sms
 from tests.fakes.chat_receiver import ChatReceiver
 from tests.fakes.event_receiver import EventReceiver
+from tests.fakes.resolver import FakeResolver
 from workers import webhooks as sender
 
 AUTH = {"Authorization": f"Bearer {API_KEY}"}
 PUBLIC = "93.184.216.34"  # what a lying resolver says first; never connected to (the net)
 CHAT_SECRET = "whsec_Y2hhdC1zZWNyZXQtZm9yLXRlc3RzLTAxMjM0NTY3ODk="
-
-Answer = Callable[[str, Any], list[str] | None]
-
-
-class FakeResolver:
-    """``socket.getaddrinfo`` for the names a test gives; the real one for IP literals and
-    localhost (answered by the C library from the address itself and /etc/hosts)."""
-
-    def __init__(self, real: Callable[..., Any]) -> None:
-        self.real = real
-        self.answers: dict[str, Answer] = {}
-        self.lookups: list[tuple[str, Any]] = []
-
-    def __call__(self, host: Any, port: Any, *args: Any, **kwargs: Any) -> Any:
-        name = host.decode() if isinstance(host, bytes) else str(host)
-        answer = self.answers.get(name.lower())
-        if answer is None:
-            if name != "localhost" and not _literal(name):  # no DNS query leaves the test
-                raise socket.gaierror(socket.EAI_NONAME, "Name or service not known")
-            return self.real(host, port, *args, **kwargs)
-        self.lookups.append((name, port))
-        addresses = answer(name, port)
-        if not addresses:
-            raise socket.gaierror(socket.EAI_NONAME, "Name or service not known")
-        out = []
-        for a in addresses:
-            family = socket.AF_INET6 if ":" in a else socket.AF_INET
-            where = (a, int(port or 0), 0, 0) if family == socket.AF_INET6 else (a, int(port or 0))
-            out.append((family, socket.SOCK_STREAM, socket.IPPROTO_TCP, "", where))
-        return out
-
-    def name(self, name: str, *addresses: str) -> None:
-        self.answers[name] = lambda _n, _p: list(addresses)
-
-
-def _literal(name: str) -> bool:
-    """An address the C library reads without asking DNS (``127.1``, ``0x7f000001`` too)."""
-    try:
-        ipaddress.ip_address(name.split("%")[0])
-    except ValueError:
-        try:
-            socket.inet_aton(name)
-        except OSError:
-            return False
-    return True
 
 
 @pytest.fixture(autouse=True)
@@ -119,9 +75,7 @@ def loopback_only(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[object]]:
 
 @pytest.fixture
 def resolver(monkeypatch: pytest.MonkeyPatch) -> FakeResolver:
-    fake = FakeResolver(socket.getaddrinfo)
-    monkeypatch.setattr(socket, "getaddrinfo", fake)
-    return fake
+    return FakeResolver.install(monkeypatch)
 
 
 @pytest.fixture
