@@ -71,7 +71,7 @@ def bad_character(url: str) -> str | None:
     return next((c for c in url if c.isspace() or unicodedata.category(c)[0] in "CZ"), None)
 
 
-def embedded(address: IPAddress) -> list[IPAddress]:
+def unwrapped(address: IPAddress) -> list[IPAddress]:
     """The addresses a connection to ``address`` really reaches: the IPv4 address inside an
     IPv6 wrapper (beside the Teredo relay), else the address itself."""
     if isinstance(address, ipaddress.IPv4Address):
@@ -92,7 +92,7 @@ def embedded(address: IPAddress) -> list[IPAddress]:
 
 def refusal(address: IPAddress, *, allow_private: bool) -> str | None:
     """Why ``address`` is not sent to, or None when it may be."""
-    for inner in embedded(address):
+    for inner in unwrapped(address):
         if inner.is_link_local:
             return "a link-local address (where cloud metadata lives)"
         if inner.is_multicast or any(inner in net for net in ALWAYS_REFUSED):

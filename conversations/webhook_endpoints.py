@@ -92,7 +92,7 @@ def _is_this_api(port: int, addresses: list[outbound_http.IPAddress], settings: 
 
 def _this_machine(address: outbound_http.IPAddress) -> bool:
     """Loopback, unspecified, or an address this machine can bind: one of its own."""
-    inner = outbound_http.embedded(address)[-1]
+    inner = outbound_http.unwrapped(address)[-1]
     if inner.is_loopback or inner.is_unspecified:
         return True
     family = socket.AF_INET if inner.version == 4 else socket.AF_INET6
