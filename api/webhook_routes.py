@@ -110,9 +110,9 @@ def _endpoint(view: store.EndpointView) -> dict[str, Any]:
 async def create_endpoint(request: Request, body: EndpointIn) -> dict[str, Any]:
     """A new endpoint; the answer carries its ``secret``, shown this once."""
     app = state(request)
-    url = store.check_url(body.url, app.settings)
 
     def write() -> dict[str, Any]:
+        url = store.check_url(body.url, app.settings)  # resolves its host: off the loop
         with transaction(app.engine) as session:
             view, secret = store.create(
                 session,
@@ -160,12 +160,12 @@ async def update_endpoint(
     for name in ("url", "event_types", "description", "enabled"):
         if name in changes and changes[name] is None:
             del changes[name]  # null means "leave it", as omitting it does
-    if "url" in changes:
-        changes["url"] = store.check_url(str(changes["url"]), app.settings)
     if "event_types" in changes:
         changes["event_types"] = store.check_types(list(body.event_types or []))
 
     def write() -> dict[str, Any]:
+        if "url" in changes:  # resolves its host: off the loop
+            changes["url"] = store.check_url(str(changes["url"]), app.settings)
         with transaction(app.engine) as session:
             return _endpoint(store.update(session, endpoint_id, changes, now=utcnow()))
 

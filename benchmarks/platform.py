@@ -134,6 +134,7 @@ class Dormouse:
             "TWILIO_API_URL": provider,
             "LOG_LEVEL": "WARNING",
             "REDRIVE_INTERVAL": "30",
+            "WEBHOOK_ALLOW_PRIVATE": "true",  # receivers on 127.0.0.1
         }
         self.workdir = workdir
         self.procs: list[subprocess.Popen[bytes]] = []

@@ -13,6 +13,7 @@ import httpx
 from sqlalchemy import select
 
 from cli.supervisor import api_base
+from conversations import outbound_http
 from conversations import webhook_endpoints as store
 from conversations.db import session_factory, transaction
 from conversations.errors import DormouseError
@@ -169,16 +170,21 @@ def test(endpoint_id: str) -> None:
     )
     started = time.perf_counter()
     settings = get_settings()
+    client = outbound_http.client(
+        allow_private=settings.allow_private_targets,
+        timeout=settings.webhook_timeout,
+        headers={"user-agent": "Dormouse-Webhooks/1"},
+    )
     try:
-        answer = httpx.post(
-            url,
-            content=body.encode(),
-            headers=sign(secrets, webhook_id, body, time.time()),
-            timeout=settings.webhook_timeout,
-        )
+        with client:
+            answer = client.post(
+                url, content=body.encode(), headers=sign(secrets, webhook_id, body, time.time())
+            )
+    except outbound_http.TargetRefused as exc:
+        raise click.ClickException(f"{url!r}: {exc}") from None
     except httpx.HTTPError as exc:
-        raise click.ClickException(f"{url}: {type(exc).__name__}: {exc}") from None
+        raise click.ClickException(f"{url!r}: {type(exc).__name__}: {exc}") from None
     ms = (time.perf_counter() - started) * 1000
-    click.echo(f"{url} answered {answer.status_code} in {ms:.0f} ms")
+    click.echo(f"{url!r} answered {answer.status_code} in {ms:.0f} ms")
     if not answer.is_success:
         raise SystemExit(1)

@@ -19,6 +19,7 @@ from pydantic import Field, ValidationInfo, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from conversations.channel_names import CHANNEL_NAMES
+from conversations.outbound_http import bad_character
 from conversations.spending import parse_limit
 from conversations.timeouts import Policy, parse_duration
 
@@ -69,8 +70,10 @@ class Settings(BaseSettings):
     console_session_hours: float = Field(12.0, gt=0)
     # Event webhooks (conversations/webhook_outbox.py, workers/webhooks.py).
     webhook_timeout: float = Field(15.0, gt=0)  # seconds a receiver may take to answer
-    # Loopback and private addresses are allowed: receivers often run beside Dormouse.
-    webhook_allow_private: bool = True
+    # Event webhook endpoints and CHAT_CALLBACK_URL on loopback or private addresses
+    # (conversations/outbound_http.py). Unset: allowed in embedded mode, where receivers run
+    # beside Dormouse; refused otherwise. Link-local and cloud metadata are refused always.
+    webhook_allow_private: bool | None = None
     webhook_retry_schedule: str = "0,5s,5m,30m,2h,5h,10h,14h,20h,24h"
     webhook_disable_after: str = "5d"  # an endpoint failing this long is disabled
 
@@ -151,6 +154,11 @@ class Settings(BaseSettings):
         parse_limit(value, str(info.field_name).upper())
         return value.strip()
 
+    @field_validator("webhook_allow_private", mode="before")
+    @classmethod
+    def _allow_private(cls, value: object) -> object:
+        return None if isinstance(value, str) and not value.strip() else value
+
     @field_validator("email_require_auth")
     @classmethod
     def _auth_rule(cls, value: str) -> str:
@@ -163,6 +171,13 @@ class Settings(BaseSettings):
     def embedded(self) -> bool:
         """Embedded mode (no DATABASE_URL): one machine, generated secrets, lenient defaults."""
         return not self.database_url
+
+    @property
+    def allow_private_targets(self) -> bool:
+        """WEBHOOK_ALLOW_PRIVATE as given, else whether this is embedded mode."""
+        if self.webhook_allow_private is None:
+            return self.embedded
+        return self.webhook_allow_private
 
     @property
     def email_auth_rule(self) -> str:
@@ -314,6 +329,9 @@ class Settings(BaseSettings):
         value = value.strip()
         if value and not value.startswith(("http://", "https://")):
             raise ValueError(f"CHAT_CALLBACK_URL: {value!r} is not an http(s) URL")
+        bad = bad_character(value)
+        if bad is not None:
+            raise ValueError(f"CHAT_CALLBACK_URL: {value!r} contains {bad!r}")
         return value
 
     def email_addresses(self) -> dict[str, str]:

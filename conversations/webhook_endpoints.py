@@ -1,4 +1,5 @@
-"""Webhook endpoints: create, read, change, rotate, delete; what a URL may be.
+"""Webhook endpoints: create, read, change, rotate, delete; what a URL may be (the vetting
+of its addresses is ``outbound_http``'s, done again at every post).
 
 The secret is stored as is: signing needs it (an HMAC key cannot be hashed away). It is
 answered once, when created or rotated; a rotation keeps the old one signing for
@@ -7,16 +8,17 @@ answered once, when created or rotated; a rotation keeps the old one signing for
 
 from __future__ import annotations
 
-import ipaddress
 import socket
 import uuid
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from urllib.parse import urlsplit
+from urllib.parse import SplitResult, urlsplit
 
+import httpx
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from conversations import outbound_http
 from conversations.errors import InvalidInput, NotFound
 from conversations.models import WebhookEndpoint
 from conversations.settings import Settings, new_whsec
@@ -28,69 +30,78 @@ class EndpointNotFound(NotFound):
     pass
 
 
-def check_url(url: str, settings: Settings) -> str:
-    """An http(s) URL that is not this API; not on a private address if the settings say so.
-    Every refusal is a 422 naming why."""
-    url = url.strip()
-    parts = urlsplit(url)
-    if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise InvalidInput(f"url: {url[:80]!r} is not an http(s) URL")
+def check_url(url: str, settings: Settings, *, field: str = "url") -> str:
+    """An http(s) URL, written strictly, whose host resolves, not to this API, and only to
+    addresses ``outbound_http`` would send to. Every refusal is a 422 naming ``field``."""
+    host, port = parse_url(url, field)
+    loop = f"{field}: points at this API itself; events would loop back into it"
+    public = urlsplit(settings.public_url)
+    if host == (public.hostname or "").lower() and port == _port(public):
+        raise InvalidInput(loop)
     try:
-        port = parts.port or (443 if parts.scheme == "https" else 80)
-    except ValueError:
-        raise InvalidInput(f"url: {url[:80]!r} has an invalid port") from None
-    host = parts.hostname.lower()
-    if _is_this_api(host, port, settings):
-        raise InvalidInput("url: points at this API itself; events would loop back into it")
-    if not settings.webhook_allow_private:
-        private = private_address(host)
-        if private is not None:
-            raise InvalidInput(
-                f"url: {host} is a private or loopback address ({private}), and "
-                "WEBHOOK_ALLOW_PRIVATE is false"
-            )
+        addresses = outbound_http.resolve(host, port)
+    except outbound_http.Unresolvable as exc:
+        raise InvalidInput(f"{field}: {exc}") from None
+    if _is_this_api(port, addresses, settings):
+        raise InvalidInput(loop)
+    allow = settings.allow_private_targets
+    for address in addresses:
+        why = outbound_http.refusal(address, allow_private=allow)
+        if why is not None:
+            raise InvalidInput(f"{field}: refused: {host!r} resolves to {address}, {why}")
     return url
 
 
-def _is_this_api(host: str, port: int, settings: Settings) -> bool:
+def parse_url(url: str, field: str = "url") -> tuple[str, int]:
+    """(host, port) of an absolute http(s) URL with no whitespace or control character in it
+    (a tab or a newline in a URL breaks every post to it, and forges log lines)."""
+    shown = repr(url[:80])
+    bad = outbound_http.bad_character(url)
+    if bad is not None:
+        raise InvalidInput(f"{field}: {shown} contains {bad!r}: no whitespace or control character")
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise InvalidInput(f"{field}: {shown} is not an http(s) URL")
+    try:
+        port = _port(parts)
+        httpx.URL(url)  # what the sender will parse: IDNA, ports, characters
+    except (ValueError, httpx.InvalidURL) as exc:
+        raise InvalidInput(f"{field}: {shown} is not a valid URL ({exc})") from None
+    return parts.hostname.lower(), port
+
+
+def _port(parts: SplitResult) -> int:
+    return parts.port or (443 if parts.scheme == "https" else 80)
+
+
+def _is_this_api(port: int, addresses: list[outbound_http.IPAddress], settings: Settings) -> bool:
+    """Whether these addresses and port reach this API: PUBLIC_URL's host (resolved) and
+    port, or PORT on an address of this machine (loopback, 0.0.0.0, one of its interfaces or
+    host names), compared as addresses, not as strings (``2130706433`` is ``127.0.0.1``)."""
     public = urlsplit(settings.public_url)
-    public_port = public.port or (443 if public.scheme == "https" else 80)
-    if public.hostname and host == public.hostname.lower() and port == public_port:
-        return True
-    return _loopback(host) and port == settings.port
-
-
-def _loopback(host: str) -> bool:
-    if host == "localhost" or host.endswith(".localhost"):
-        return True
-    try:
-        return ipaddress.ip_address(host.strip("[]")).is_loopback
-    except ValueError:
-        return False
-
-
-def private_address(host: str) -> str | None:
-    """The first loopback, private, link-local or reserved address ``host`` names or
-    resolves to, else None. A name that does not resolve is let through: the post fails and
-    is retried, as for any receiver that is down."""
-    try:
-        addresses = [ipaddress.ip_address(host.strip("[]"))]
-    except ValueError:
+    public_port = _port(public)
+    if public.hostname and port == public_port:
         try:
-            infos = socket.getaddrinfo(host, None, proto=socket.IPPROTO_TCP)
-        except OSError:
-            return None
-        addresses = [ipaddress.ip_address(info[4][0]) for info in infos]
-    for address in addresses:
-        if (
-            address.is_loopback
-            or address.is_private
-            or address.is_link_local
-            or address.is_reserved
-            or address.is_unspecified
-        ):
-            return str(address)
-    return None
+            ours = outbound_http.resolve(public.hostname, public_port)
+        except outbound_http.Unresolvable:
+            ours = []
+        if set(ours) & set(addresses):
+            return True
+    return port == settings.port and any(_this_machine(a) for a in addresses)
+
+
+def _this_machine(address: outbound_http.IPAddress) -> bool:
+    """Loopback, unspecified, or an address this machine can bind: one of its own."""
+    inner = outbound_http.unwrapped(address)[-1]
+    if inner.is_loopback or inner.is_unspecified:
+        return True
+    family = socket.AF_INET if inner.version == 4 else socket.AF_INET6
+    try:
+        with socket.socket(family, socket.SOCK_STREAM) as probe:
+            probe.bind((str(inner), 0))  # binds only to an address of this machine; sends nothing
+    except OSError:
+        return False
+    return True
 
 
 def check_types(event_types: list[str]) -> list[str]:

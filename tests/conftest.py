@@ -141,6 +141,7 @@ def dormouse_cli(
     monkeypatch.setenv("DATA_DIR", str(migrated.data_dir))
     # The test's broker: a command that commits events wakes their webhook deliveries.
     monkeypatch.setenv("BROKER_URL", migrated.broker_url)
+    monkeypatch.setenv("WEBHOOK_ALLOW_PRIVATE", "true")  # the receivers are on 127.0.0.1
     for name in ("DORMOUSE_AGENTS", "MODEL", "MODEL_BASE_URL"):
         monkeypatch.delenv(name, raising=False)
     get_settings.cache_clear()
@@ -195,6 +196,9 @@ def settings(migrated: Backend, fake_twilio: FakeTwilio) -> Settings:
         # The mail tests' messages carry no receiving service's verdicts; the tests of
         # EMAIL_REQUIRE_AUTH (tests/test_held_mail.py) turn it on.
         email_require_auth="off",
+        # The receivers are local servers on 127.0.0.1; outside embedded mode (a DATABASE_URL,
+        # as here) private targets are refused unless allowed.
+        webhook_allow_private=True,
     )
 
 

@@ -21,6 +21,7 @@ from api.app import create_app
 from conversations.settings import Settings
 from conversations.wakeup import CeleryWaker
 from tests.conftest import API_KEY
+from tests.fakes.resolver import FakeResolver
 
 CHECKS = [
     checks.not_a_server_error,
@@ -40,7 +41,9 @@ BOUNDED = examples(
 
 
 @pytest.fixture
-def api(db: Engine, settings: Settings, waker: CeleryWaker) -> Any:
+def api(db: Engine, settings: Settings, waker: CeleryWaker, monkeypatch: pytest.MonkeyPatch) -> Any:
+    # Webhook URLs are resolved when saved: generated host names must not become DNS queries.
+    FakeResolver.install(monkeypatch)
     # A live stream waits for a turn no worker runs here: a short wait ends it with an error
     # event instead of the two minutes a real client is given.
     quick = settings.model_copy(update={"live_reply_timeout": 0.3, "events_poll_seconds": 0.1})

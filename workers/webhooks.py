@@ -2,9 +2,12 @@
 
 At least once, as Standard Webhooks promises: a worker that dies mid-post leaves its claim
 ``sending``, and once that claim is stale the delivery is posted again with the same
-``webhook-id``, on which receivers dedupe. A delivered event hands over to the next one the
-same endpoint owes for the same conversation, in this task, so one conversation's events
-arrive in order without a broker round trip between them.
+``webhook-id``, on which receivers dedupe; a claim counts as an attempt, so a delivery whose
+workers keep dying is failed once it was claimed more times than the schedule has attempts.
+Whatever goes wrong while posting is recorded as a failed attempt, never left ``sending``.
+A delivered event hands over to the next one the same endpoint owes for the same
+conversation, in this task, so one conversation's events arrive in order without a broker
+round trip between them.
 """
 
 from __future__ import annotations
@@ -18,13 +21,12 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from functools import lru_cache
-from urllib.parse import urlsplit
 
 import httpx
 from sqlalchemy import Engine
 from standardwebhooks import Webhook
 
-from conversations import webhook_endpoints, webhook_outbox
+from conversations import outbound_http, webhook_endpoints, webhook_outbox
 from conversations.db import session_factory, transaction
 from conversations.metrics import EVENT_DELIVERIES
 from conversations.settings import Settings
@@ -46,10 +48,15 @@ def time_limit(settings: Settings) -> float:
     return CHAIN_SECONDS + 4 * settings.webhook_timeout
 
 
-@lru_cache(maxsize=1)
-def http_client() -> httpx.Client:
-    # One per process: connections to a receiver are kept and reused across events.
-    return httpx.Client(follow_redirects=False, headers={"user-agent": "Dormouse-Webhooks/1"})
+@lru_cache(maxsize=2)
+def http_client(allow_private: bool) -> httpx.Client:
+    # One per process: connections to a receiver are kept and reused across events. Every
+    # connection is to an address outbound_http vetted when it was opened.
+    return outbound_http.client(
+        allow_private=allow_private,
+        timeout=15.0,  # each post passes WEBHOOK_TIMEOUT
+        headers={"user-agent": "Dormouse-Webhooks/1"},
+    )
 
 
 def sign(secrets: Sequence[str], webhook_id: str, body: str, at: float) -> dict[str, str]:
@@ -118,7 +125,7 @@ def send_many(
     client: httpx.Client | None = None,
     clock: Callable[[], datetime] = utcnow,
 ) -> Outcome:
-    client = client or http_client()
+    client = client or http_client(settings.allow_private_targets)
     started = time.monotonic()
     queue = list(delivery_ids)
     delivered = 0
@@ -159,10 +166,16 @@ def _send_one(
     if body is None:  # the message it names was erased since: nothing left to tell
         attempt = webhook_outbox.Attempt(None, 0, "the event's message no longer exists")
         status = _settle(engine, claimed, attempt, settings, clock, give_up=True)
+    elif claimed.attempts > len(settings.webhook_schedule):
+        # Only stale re-claims get here (a settle fails it when the schedule is spent): each
+        # worker posting it stopped before it settled. Taken no more, or it is taken forever.
+        said = f"claimed {claimed.attempts} times, never settled (its workers stopped): given up"
+        attempt = webhook_outbox.Attempt(None, 0, said)
+        status = _settle(engine, claimed, attempt, settings, clock, give_up=True)
     else:
         attempt = _post(client, url, secrets, event_id(claimed.event_id), body, settings)
         status = _settle(engine, claimed, attempt, settings, clock)
-    log_line = "webhook %s → %s: %s (%s ms)%s"
+    log_line = "webhook %s → %r: %s (%s ms)%s"  # the URL quoted: it cannot forge a line
     log.info(
         log_line,
         claimed.id,
@@ -207,22 +220,19 @@ def _post(
     body: dict[str, object],
     settings: Settings,
 ) -> webhook_outbox.Attempt:
-    if not settings.webhook_allow_private:
-        # Checked again at each post: the name may resolve elsewhere than when it was saved.
-        private = webhook_endpoints.private_address(urlsplit(url).hostname or "")
-        if private is not None:
-            return webhook_outbox.Attempt(None, 0, f"refused: {url} resolves to {private}")
-    text = json.dumps(body, separators=(",", ":"), ensure_ascii=False)
-    headers = sign(secrets, webhook_id, text, time.time())
     started = time.perf_counter()
     try:
+        text = json.dumps(body, separators=(",", ":"), ensure_ascii=False)
+        headers = sign(secrets, webhook_id, text, time.time())
         answer = client.post(
             url, content=text.encode(), headers=headers, timeout=settings.webhook_timeout
         )
     except httpx.TimeoutException:
         said = f"no answer within {settings.webhook_timeout:g} s"
         return webhook_outbox.Attempt(None, _ms(started), said)
-    except httpx.HTTPError as exc:
+    except outbound_http.TargetRefused as exc:
+        return webhook_outbox.Attempt(None, 0, str(exc)[:500])
+    except Exception as exc:  # whatever it was, an attempt that failed: never left `sending`
         return webhook_outbox.Attempt(None, _ms(started), f"{type(exc).__name__}: {exc}"[:500])
     error = None if answer.is_success else f"HTTP {answer.status_code}"
     return webhook_outbox.Attempt(answer.status_code, _ms(started), error)

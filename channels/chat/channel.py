@@ -18,6 +18,7 @@ import httpx
 from channels.base import Channel
 from channels.chat.inbound import ChatPost
 from channels.chat.signing import callback_id, sign
+from conversations import outbound_http
 from conversations.channel_names import MAX_TEXT
 from conversations.envelope import InboundMessage, OutboundMessage, SendResult
 from conversations.errors import (
@@ -63,9 +64,10 @@ class ChatChannel(Channel):
     def client(self) -> httpx.Client:
         # One pool per channel instance (the registry keeps one per process): a delivery
         # reuses the open connection to the receiver instead of a TLS handshake each.
-        return httpx.Client(
+        # Through outbound_http, as every POST to a URL someone gave: vetted addresses only.
+        return outbound_http.client(
+            allow_private=self.settings.allow_private_targets,
             timeout=self.settings.chat_http_timeout,
-            follow_redirects=False,
             headers={"content-type": "application/json", "user-agent": "dormouse-chat"},
         )
 
@@ -92,6 +94,10 @@ class ChatChannel(Channel):
         headers = sign(self.settings.chat_secret(), webhook_id, body)
         try:
             response = self.client.post(url, content=body.encode(), headers=headers)
+        except outbound_http.Unresolvable as exc:  # DNS may be back on the next attempt
+            raise TransientProviderError(f"CHAT_CALLBACK_URL: {exc}") from exc
+        except outbound_http.TargetRefused as exc:  # nothing was sent, nor will be
+            raise PermanentProviderError(f"CHAT_CALLBACK_URL: {exc}") from exc
         except (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout) as exc:
             raise TransientProviderError(f"no connection to CHAT_CALLBACK_URL: {exc!r}") from exc
         except httpx.TransportError as exc:

@@ -61,6 +61,7 @@ class Stack:
             "MODEL_TIMEOUT": "2",
             "DELIVERY_RECONCILE_AFTER": "2",
             "DELIVERY_BACKOFF_BASE": "0.5",
+            "WEBHOOK_ALLOW_PRIVATE": "true",  # receivers on 127.0.0.1
             **env,
         }
         self.processes: dict[str, subprocess.Popen[bytes]] = {}
