@@ -19,6 +19,7 @@ from pydantic import Field, ValidationInfo, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from conversations.channel_names import CHANNEL_NAMES
+from conversations.data_dir import create_secret_file, make_dir
 from conversations.spending import parse_limit
 from conversations.timeouts import Policy, parse_duration
 
@@ -433,11 +434,10 @@ def local_secret(
     path = data_dir / name
     if path.exists():
         return path.read_text().strip()
-    data_dir.mkdir(parents=True, exist_ok=True)
+    make_dir(data_dir)
     value = generate()
     tmp = path.with_suffix(f".{secrets.token_hex(4)}.tmp")
-    tmp.write_text(value + "\n")
-    tmp.chmod(0o600)
+    create_secret_file(tmp, value + "\n")  # 0600 from the start, never chmod-ed after
     try:
         # link() fails if another process created it first: both then read the same value.
         path.hardlink_to(tmp)
