@@ -15,7 +15,7 @@ import logging
 import sys
 from datetime import UTC, datetime
 
-from conversations.log_context import FIELDS, ContextFilter
+from conversations.log_context import FIELDS, ContextFilter, RedactFilter
 
 FORMATS = ("text", "json")
 TEXT_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
@@ -75,6 +75,7 @@ def configure_logging(level: str, log_format: str) -> None:
     _format = log_format
     handler = logging.StreamHandler(sys.stderr)
     handler.addFilter(ContextFilter())
+    handler.addFilter(RedactFilter())  # no address in any line, whoever logged it
     handler.setFormatter(
         JsonFormatter() if log_format == "json" else logging.Formatter(TEXT_FORMAT)
     )
