@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import logging
+import subprocess
+import sys
 import uuid
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 from fastapi.testclient import TestClient
@@ -119,3 +122,24 @@ def test_the_log_handler_redacts_what_a_library_logs_on_its_own(
 )
 def test_redact_takes_addresses_and_leaves_ids(said: str, kept: str | None) -> None:
     assert redact(said) == (kept if kept is not None else said)
+
+
+def test_a_worker_logging_through_celerys_own_handlers_redacts_too() -> None:
+    # LOG_FORMAT=text: Celery sets up its own handlers in the worker process; in a process of
+    # its own here, so this one's logging stays as it is.
+    script = (
+        "import logging\n"
+        "from workers.app import app\n"
+        "app.log.setup_logging_subsystem(loglevel='INFO', colorize=False)\n"
+        f"logging.getLogger('some.library').warning('refused {PHONE} and {EMAIL}')\n"
+    )
+    ran = subprocess.run(
+        [sys.executable, "-c", script],
+        cwd=Path(__file__).resolve().parents[1],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+    assert "refused [phone] and [email]" in ran.stderr
+    assert PHONE not in ran.stderr and EMAIL not in ran.stderr
