@@ -27,12 +27,18 @@ from conversations.types import utcnow
 from conversations.wakeup import TURN_QUEUE, CeleryWaker
 from scheduler.tasks import purge_once
 from tests.conftest import API_KEY, queued
+from tests.test_chat_channel import SECRET as CHAT_SECRET
+from tests.test_chat_channel import chat
+from tests.test_chat_channel import post as post_chat
+from tests.test_email_channel import mail
+from tests.test_email_channel import post as post_mail
 from tests.test_twilio_webhooks import count, signed, twilio_form
 from workers.turn import run_turn
 
 AUTH = {"Authorization": f"Bearer {API_KEY}"}
 PHONE = "+15555550177"
 TEXT = "my door code is 4711-quokka"
+MAIL_SECRET = "inbound-secret-for-tests"
 
 
 @pytest.fixture
@@ -166,3 +172,28 @@ def test_a_new_message_from_an_erased_number_is_a_new_customer(
     with session_factory(db)() as s:
         assert s.scalars(select(Message.body)).all() == ["after"]
         assert s.scalars(select(Customer.id)).one() != customer_id
+
+
+def test_replayed_mail_and_chat_after_erasure_are_duplicates_too(
+    db: Engine, settings: Settings, waker: CeleryWaker
+) -> None:
+    both = settings.model_copy(
+        update={"chat_webhook_secret": CHAT_SECRET, "email_inbound_secret": MAIL_SECRET}
+    )
+    raw = mail(TEXT, sender="Grace <grace@example.org>")
+    message = chat(TEXT, user_id="U0GRACE")
+    with TestClient(create_app(both, db, waker), raise_server_exceptions=False) as client:
+        assert post_mail(client, raw, secret=MAIL_SECRET).json()["status"] == "accepted"
+        assert post_chat(client, message, secret=CHAT_SECRET).json()["status"] == "accepted"
+        with session_factory(db)() as s:
+            customers = s.scalars(select(Customer.id)).all()
+        for customer_id in customers:
+            assert client.delete(f"/v1/customers/{customer_id}", headers=AUTH).status_code == 204
+
+        again_mail = post_mail(client, raw, secret=MAIL_SECRET)
+        again_chat = post_chat(client, message, secret=CHAT_SECRET)
+
+    assert (again_mail.status_code, again_mail.json()["status"]) == (200, "duplicate")
+    assert again_chat.json() == {"status": "duplicate", "conversation_id": None}
+    assert all(count(db, m) == 0 for m in (Customer, Conversation, Message, OutboxRow))
+    assert count(db, ErasedProviderId) == 2
