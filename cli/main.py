@@ -20,6 +20,7 @@ from cli.logs import (
     keep_celery_off_logging,
     log_format,
     set_process_name,
+    uvicorn_log_config,
 )
 from conversations.addresses import normalize_address
 from conversations.channel_names import CHANNEL_NAMES
@@ -143,8 +144,6 @@ def api(host: str, port: int | None, workers: int) -> None:
     # Secrets generated into DATA_DIR suit one machine; behind a load balancer every API
     # would make its own, and a client's key would work on one machine in N.
     _require_shared_secrets("api")
-    from uvicorn.config import LOGGING_CONFIG
-
     uvicorn.run(
         "api.main:app",
         host=host,
@@ -153,7 +152,7 @@ def api(host: str, port: int | None, workers: int) -> None:
         log_level="info",
         access_log=False,
         # JSON: uvicorn's lines go through our root handler instead of its own text ones.
-        log_config=None if log_format() == "json" else LOGGING_CONFIG,
+        log_config=uvicorn_log_config(),
     )
 
 

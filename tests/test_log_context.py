@@ -124,15 +124,30 @@ def test_redact_takes_addresses_and_leaves_ids(said: str, kept: str | None) -> N
     assert redact(said) == (kept if kept is not None else said)
 
 
-def test_a_worker_logging_through_celerys_own_handlers_redacts_too() -> None:
-    # LOG_FORMAT=text: Celery sets up its own handlers in the worker process; in a process of
-    # its own here, so this one's logging stays as it is.
-    script = (
-        "import logging\n"
-        "from workers.app import app\n"
-        "app.log.setup_logging_subsystem(loglevel='INFO', colorize=False)\n"
-        f"logging.getLogger('some.library').warning('refused {PHONE} and {EMAIL}')\n"
-    )
+@pytest.mark.parametrize(
+    ("setup", "logger"),
+    [
+        (
+            "from workers.app import app\n"
+            "app.log.setup_logging_subsystem(loglevel='INFO', colorize=False)\n",
+            "some.library",
+        ),
+        (
+            "import logging.config\n"
+            "from cli.logs import uvicorn_log_config\n"
+            "logging.config.dictConfig(uvicorn_log_config())\n",
+            "uvicorn.error",
+        ),
+    ],
+    ids=["celery", "uvicorn"],
+)
+def test_workers_and_the_api_logging_through_their_own_handlers_redact_too(
+    setup: str, logger: str
+) -> None:
+    # LOG_FORMAT=text: Celery (a worker) and uvicorn (the API) write through handlers of
+    # their own. Set up in a process of its own, so this one's logging stays as it is.
+    line = f"logging.getLogger({logger!r}).error('refused {PHONE} and {EMAIL}')\n"
+    script = f"import logging\n{setup}{line}"
     ran = subprocess.run(
         [sys.executable, "-c", script],
         cwd=Path(__file__).resolve().parents[1],
