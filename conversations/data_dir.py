@@ -39,7 +39,7 @@ def make_private(data_dir: Path) -> int:
     in it; one warning says what was open. Returns how many entries were tightened."""
     make_dir(data_dir)
     opened: list[tuple[Path, int]] = []
-    for where, dirs, files in os.walk(data_dir):
+    for where, dirs, files in os.walk(data_dir):  # not into symlinked directories
         for path in (Path(where), *(Path(where, name) for name in (*dirs, *files))):
             if path != Path(where) and path.is_symlink():
                 continue  # not ours to change: chmod would follow it elsewhere
@@ -50,7 +50,6 @@ def make_private(data_dir: Path) -> int:
                     opened.append((path, mode))
             except FileNotFoundError:  # removed meanwhile (a metrics file of a process)
                 continue
-        dirs[:] = [d for d in dirs if not Path(where, d).is_symlink()]
     if opened:
         first, mode = opened[0]
         log.warning(
