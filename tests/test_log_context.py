@@ -11,14 +11,16 @@ from pathlib import Path
 
 import pytest
 from fastapi.testclient import TestClient
-from sqlalchemy import Engine, select
+from sqlalchemy import Engine, insert, select
+from sqlalchemy.exc import IntegrityError
 
 from agent.catalog import AgentCatalog
 from api.app import create_app
 from conversations.db import session_factory
 from conversations.log_context import RedactFilter, redact
-from conversations.models import Conversation, OutboxRow
+from conversations.models import Conversation, Message, OutboxRow
 from conversations.settings import Settings
+from conversations.types import utcnow
 from conversations.wakeup import CeleryWaker
 from tests.fakes.smtp_server import FakeSmtp
 from tests.fakes.twilio_api import FakeTwilio
@@ -158,3 +160,20 @@ def test_workers_and_the_api_logging_through_their_own_handlers_redact_too(
     )
     assert "refused [phone] and [email]" in ran.stderr
     assert PHONE not in ran.stderr and EMAIL not in ran.stderr
+
+
+def test_a_database_error_never_quotes_the_text_it_was_given(db: Engine) -> None:
+    # A message for a conversation that does not exist: the foreign key refuses it. What the
+    # error says ends up in tracebacks and log lines, so the statement's values must not.
+    row = {
+        "conversation_id": uuid.uuid4(),
+        "direction": "inbound",
+        "role": "customer",
+        "channel": "sms",
+        "address": PHONE,
+        "body": TEXT,
+        "created_at": utcnow(),
+    }
+    with pytest.raises(IntegrityError) as refused, db.begin() as conn:
+        conn.execute(insert(Message), [row])
+    assert TEXT not in str(refused.value) and PHONE not in str(refused.value)
