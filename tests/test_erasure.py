@@ -12,7 +12,9 @@ from sqlalchemy import Engine, select, text, update
 
 from agent.catalog import AgentCatalog
 from api.app import create_app
-from conversations.db import session_factory
+from conversations.db import session_factory, transaction
+from conversations.envelope import InboundMessage
+from conversations.ingest import ingest
 from conversations.models import (
     Base,
     Conversation,
@@ -197,3 +199,33 @@ def test_replayed_mail_and_chat_after_erasure_are_duplicates_too(
     assert again_chat.json() == {"status": "duplicate", "conversation_id": None}
     assert all(count(db, m) == 0 for m in (Customer, Conversation, Message, OutboxRow))
     assert count(db, ErasedProviderId) == 2
+
+
+def test_a_live_idempotency_key_of_an_erased_message_is_refused_not_a_500(
+    db: Engine, settings: Settings, waker: CeleryWaker
+) -> None:
+    said = InboundMessage(channel="chat", provider_id="live:k1", sender="U0ADA", text=TEXT)
+    with transaction(db) as session:
+        first = ingest(
+            session,
+            said,
+            service="default",
+            now=utcnow(),
+            defaults=settings.default_policies(),
+            help_text=settings.help_text,
+        )
+    with session_factory(db)() as s:
+        erased = s.get_one(Conversation, first.conversation_id).customer_id
+    chatting = settings.model_copy(update={"chat_webhook_secret": CHAT_SECRET})
+    with TestClient(create_app(chatting, db, waker), raise_server_exceptions=False) as client:
+        assert client.delete(f"/v1/customers/{erased}", headers=AUTH).status_code == 204
+        back = post_chat(client, chat("hello again", user_id="U0ADA"), secret=CHAT_SECRET)
+        cid = back.json()["conversation_id"]
+
+        reused = client.post(
+            f"/v1/chat/conversations/{cid}/interact",
+            json={"text": "and now?"},
+            headers={**AUTH, "Idempotency-Key": "k1"},
+        )
+
+    assert reused.status_code == 409 and "erased" in reused.json()["detail"]
