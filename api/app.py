@@ -40,6 +40,7 @@ from channels.registry import webhook_channels, webhook_routers
 from conversations.broker import ping_broker
 from conversations.db import get_engine
 from conversations.errors import ConcurrentChange, DormouseError
+from conversations.log_context import redact
 from conversations.settings import Settings, get_settings
 from conversations.wakeup import CeleryWaker, Waker
 
@@ -88,7 +89,7 @@ def create_app(
     async def _refused(_: Request, exc: DormouseError) -> JSONResponse:
         # The one place an error of ours becomes an HTTP answer (conversations/errors.py).
         if exc.http_status >= 500:
-            log.error("unhandled %s: %s", type(exc).__name__, exc)
+            log.error("unhandled %s: %s", type(exc).__name__, redact(str(exc)))
             return problem(exc.http_status, "internal error")
         return problem(exc.http_status, str(exc), headers=exc.headers, refers_to=exc.refers_to())
 
@@ -103,7 +104,8 @@ def create_app(
     async def _constraint(_: Request, exc: IntegrityError) -> JSONResponse:
         # A check before the write lost a race to a concurrent one (or missed a case): the
         # database's constraint refused it and nothing was committed. A conflict, not a 500.
-        log.warning("refused by a database constraint: %s", exc.orig)
+        # The constraint's name, not the database's words: they quote the values (addresses).
+        log.warning("refused by a database constraint: %s", _constraint_of(exc))
         return problem(409, f"conflicts with an existing record ({_constraint_of(exc)})")
 
     @app.exception_handler(RequestValidationError)

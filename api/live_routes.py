@@ -26,6 +26,7 @@ from conversations.db import transaction
 from conversations.envelope import InboundMessage
 from conversations.errors import (
     BadRequest,
+    Conflict,
     ConversationNotFound,
     InvalidInput,
     TransitionRefused,
@@ -160,7 +161,8 @@ async def interact(
             defaults=settings.default_policies(),
             help_text=settings.help_text,
         )
-        assert result.message_id is not None
+        if result.message_id is None:  # the key's first message was erased with its customer
+            raise Conflict("Idempotency-Key names a message since erased: use another key")
         if result.duplicate:  # a retry: replay from the message it stored the first time
             before = _cursor_before(session, conversation_id, result.message_id)
         return result.message_id, before

@@ -12,7 +12,7 @@ from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
 
 from api.deps import ApiBody, require_api_key, state
-from api.idempotency import run_once
+from api.idempotency import Answer, run_once
 from api.problems import refusals
 from conversations.channel_names import LONGEST_TEXT, ChannelName
 from conversations.outbound import start_outbound
@@ -43,7 +43,7 @@ async def start_conversation(
     app = state(request)
     settings = app.settings
 
-    def work(session: Session) -> tuple[int, dict[str, Any]]:
+    def work(session: Session) -> Answer:
         started = start_outbound(
             session,
             service=body.service,
@@ -59,7 +59,12 @@ async def start_conversation(
         session.flush()
         view = conversation_detail(session, started.conversation_id)
         assert view is not None
-        return 201, view.model_dump(mode="json") | {"outbox_id": started.outbox_id}
+        return Answer(
+            201,
+            view.model_dump(mode="json") | {"outbox_id": started.outbox_id},
+            customer_id=view.customer_id,
+            conversation_id=started.conversation_id,
+        )
 
     status, payload, replayed = await run_in_threadpool(
         run_once,
@@ -68,6 +73,7 @@ async def start_conversation(
         key=idempotency_key,
         body=body.model_dump(mode="json"),
         work=work,
+        ttl=settings.idempotency_key_ttl_delta,
     )
     if not replayed:
         await run_in_threadpool(publish, app.waker, _produced(payload))

@@ -10,12 +10,14 @@ they are exactly these.
 
 from __future__ import annotations
 
+import copy
 import json
 import logging
 import sys
 from datetime import UTC, datetime
+from typing import Any
 
-from conversations.log_context import FIELDS, ContextFilter
+from conversations.log_context import FIELDS, ContextFilter, RedactFilter
 
 FORMATS = ("text", "json")
 TEXT_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
@@ -75,6 +77,7 @@ def configure_logging(level: str, log_format: str) -> None:
     _format = log_format
     handler = logging.StreamHandler(sys.stderr)
     handler.addFilter(ContextFilter())
+    handler.addFilter(RedactFilter())  # no address in any line, whoever logged it
     handler.setFormatter(
         JsonFormatter() if log_format == "json" else logging.Formatter(TEXT_FORMAT)
     )
@@ -97,3 +100,18 @@ def keep_celery_off_logging() -> None:
 
 def _ours_already(**_: object) -> None:
     return None
+
+
+def uvicorn_log_config() -> dict[str, Any] | None:
+    """What ``uvicorn.run`` is given: in JSON mode nothing (its lines go through our root
+    handler); in text mode its own readable config, with the redacting filter on its
+    handlers (they write tracebacks of failed requests)."""
+    if _format == "json":
+        return None
+    from uvicorn.config import LOGGING_CONFIG
+
+    config: dict[str, Any] = copy.deepcopy(LOGGING_CONFIG)
+    config.setdefault("filters", {})["redact"] = {"()": RedactFilter}
+    for handler in config["handlers"].values():
+        handler.setdefault("filters", []).append("redact")
+    return config

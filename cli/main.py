@@ -20,9 +20,11 @@ from cli.logs import (
     keep_celery_off_logging,
     log_format,
     set_process_name,
+    uvicorn_log_config,
 )
 from conversations.addresses import normalize_address
 from conversations.channel_names import CHANNEL_NAMES
+from conversations.data_dir import make_dir, make_private, use_private_umask
 from conversations.errors import ConfigurationError, DormouseError, InvalidAddress
 from conversations.metrics_serving import multiprocess_dir, private_dir, use_fresh_dir
 from conversations.settings import Settings, get_settings
@@ -60,7 +62,11 @@ def cli(log_level: str, log_format: str) -> None:
         for chatty in ("celery.app.trace", "celery.worker.strategy", "celery.beat"):
             logging.getLogger(chatty).setLevel(logging.WARNING)
     configure_logging(log_level, log_format.lower())
+    # Owner-only files for this command and every process it starts (conversations/data_dir.py).
+    use_private_umask()
     settings = get_settings()
+    if settings.data_dir.is_dir():
+        make_private(settings.data_dir)  # one left open by an earlier version: say so, close it
     command = click.get_current_context().invoked_subcommand
     set_process_name(command or "dormouse")
     if command in WORKING_COMMANDS and not multiprocess_dir():
@@ -138,8 +144,6 @@ def api(host: str, port: int | None, workers: int) -> None:
     # Secrets generated into DATA_DIR suit one machine; behind a load balancer every API
     # would make its own, and a client's key would work on one machine in N.
     _require_shared_secrets("api")
-    from uvicorn.config import LOGGING_CONFIG
-
     uvicorn.run(
         "api.main:app",
         host=host,
@@ -148,7 +152,7 @@ def api(host: str, port: int | None, workers: int) -> None:
         log_level="info",
         access_log=False,
         # JSON: uvicorn's lines go through our root handler instead of its own text ones.
-        log_config=None if log_format() == "json" else LOGGING_CONFIG,
+        log_config=uvicorn_log_config(),
     )
 
 
@@ -269,7 +273,7 @@ def run_celery(argv: list[str]) -> int:
 def beat() -> None:
     """Run the beat scheduler alone. Exactly one per deployment (sweeps tolerate two)."""
     settings = get_settings()
-    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    make_dir(settings.data_dir)
     schedule = settings.data_dir / "celerybeat-schedule"
     _serve_metrics_port()
     sys.exit(run_celery(["beat", f"--schedule={schedule}", f"--loglevel={effective_log_level()}"]))

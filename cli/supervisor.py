@@ -27,6 +27,7 @@ from cli.embedded import EmbeddedBroker
 from cli.lifeline import die_with_parent, holders
 from cli.logs import effective_log_level, log_format
 from cli.restarts import RestartPolicy
+from conversations.data_dir import make_private
 from conversations.metrics_serving import MULTIPROC_ENV, use_fresh_dir
 from conversations.migrate import migrate
 from conversations.settings import Settings
@@ -49,7 +50,7 @@ def _hold_data_dir(settings: Settings) -> TextIO:
     Every child inherits this lock (``cli.lifeline``), so it also stays held while any process
     of an earlier stack runs on after its supervisor died.
     """
-    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    make_private(settings.data_dir)
     path = settings.data_dir / "up.lock"
     lock = path.open("a")  # not "w": truncating a lock file others hold gains nothing
     try:

@@ -25,11 +25,13 @@ from conversations.models import (
     Customer,
     CustomerMerge,
     DeliveryEvent,
+    IdempotencyKey,
     Identity,
     MemoryEntry,
     Message,
 )
 from conversations.states import OPEN_STATUSES, FinishReason
+from conversations.tombstones import bury
 from conversations.types import utcnow
 
 
@@ -211,7 +213,7 @@ def merge_customers(
         if conv.service in target_open:
             finish(session, conv.id, reason=FinishReason.OPERATOR, now=now)
             finished.append(str(conv.id))
-    for model in (Identity, Conversation, MemoryEntry):
+    for model in (Identity, Conversation, MemoryEntry, IdempotencyKey):
         session.execute(
             update(model)
             .where(model.customer_id == merged)
@@ -233,7 +235,8 @@ def merge_customers(
 
 def erase_customer(session: Session, customer_id: uuid.UUID) -> bool:
     """Delete the customer and everything about them (cascades: identities, conversations,
-    messages, outbox rows, events, memory). Provider status records of their messages go too."""
+    messages, outbox rows, events, memory, idempotency records). Provider status records of
+    their messages go too; only digests of their provider message ids stay (tombstones)."""
     if session.get(Customer, customer_id) is None:
         return False
     provider_ids = select(Message.provider_id).where(
@@ -247,6 +250,7 @@ def erase_customer(session: Session, customer_id: uuid.UUID) -> bool:
         .where(DeliveryEvent.provider_id.in_(provider_ids))
         .execution_options(synchronize_session=False)
     )
+    bury(session, customer_id, utcnow())  # a replay of their webhooks stays a duplicate
     session.execute(delete(Customer).where(Customer.id == customer_id))
     # After the cascade took their conversations and events: the id only, nothing of theirs.
     events.record(session, None, events.ERASED, utcnow(), customer_id=str(customer_id))

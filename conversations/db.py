@@ -29,13 +29,16 @@ POOL_SIZE = 5
 
 def make_engine(url: str) -> Engine:
     if url.startswith("sqlite"):
-        engine = create_engine(url, connect_args={"timeout": 30})
+        engine = create_engine(url, connect_args={"timeout": 30}, hide_parameters=True)
         _sqlite_immediate_transactions(engine)
         return engine
     engine = create_engine(
         url,
         pool_size=POOL_SIZE,
         max_overflow=POOL_SIZE,
+        # A statement's parameters are customers' addresses and text: never in an error's
+        # message, and so never in a log line or a traceback (conversations/log_context.py).
+        hide_parameters=True,
         # pg_stat_activity then says which process holds each connection.
         connect_args={"application_name": process_name()} if "postgresql" in url else {},
     )

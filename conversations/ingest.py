@@ -13,7 +13,6 @@ from datetime import datetime
 from typing import Any, Protocol
 
 from sqlalchemy import Engine, Row, select
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -24,12 +23,14 @@ from conversations.db import transaction
 from conversations.envelope import InboundMessage
 from conversations.errors import ConcurrentChange
 from conversations.lifecycle import finish, hold
-from conversations.models import OPEN_CONVERSATION, Base, Conversation, Identity, Message
+from conversations.models import OPEN_CONVERSATION, Conversation, Identity, Message
 from conversations.outbox import enqueue_reply
 from conversations.spending import OverLimit
+from conversations.statements import dialect_insert
 from conversations.states import ConversationStatus, Direction, FinishReason, InboundState, Role
 from conversations.timeout_store import Governed, deadline_values, load_policies
 from conversations.timeouts import Policy, Scope
+from conversations.tombstones import is_erased
 from conversations.types import utcnow
 
 
@@ -72,6 +73,9 @@ def ingest(
     existing = _by_provider_id(session, msg.channel, msg.provider_id)
     if existing is not None:
         return _duplicate(existing)
+    if is_erased(session, msg.channel, msg.provider_id):
+        # A replay of an erased customer's message: a duplicate that concerns no one now.
+        return IngestResult(None, None, duplicate=True, needs_turn=False)
 
     kind = address_kind(msg.channel)
     if msg.control == "no_reply":
@@ -302,13 +306,6 @@ def _record_automatic(
         .returning(Message.id)
     )
     return IngestResult(conversation_id, message_id, duplicate=message_id is None, needs_turn=False)
-
-
-def dialect_insert(session: Session, model: type[Base]) -> postgresql.Insert | sqlite.Insert:
-    """INSERT with ON CONFLICT support on both backends."""
-    if session.get_bind().dialect.name == "postgresql":
-        return postgresql.insert(model)
-    return sqlite.insert(model)
 
 
 def _control(

@@ -1,4 +1,11 @@
-"""What a log line is about: the conversation, outbox row and task being worked on.
+"""What a log line is about: the conversation, outbox row and task being worked on, and
+never who: no address, no message text.
+
+Lines name ids; the text is in the database, where erasure can reach it, and logs are not.
+What a line quotes from elsewhere (a provider's error, a database error) goes through
+``redact``, and ``RedactFilter`` redacts every line and traceback the handler writes, a
+second fence for what a library logs on its own. A regular expression finds addresses;
+nothing could find free text, so text is never put in a line to begin with.
 
 Set where the work starts (a turn, a delivery, a Celery task), read by ``ContextFilter`` on
 every record, so a line logged anywhere below (the channel, the agent's tool) carries the
@@ -10,6 +17,7 @@ carries these into the run).
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from contextvars import ContextVar
@@ -55,4 +63,30 @@ class ContextFilter(logging.Filter):
         for name, var in _vars.items():
             if not hasattr(record, name):
                 setattr(record, name, var.get())
+        return True
+
+
+# An email address (a Message-ID's domain part too), and a phone number as providers and we
+# write them: E.164 with its "+", possibly spaced or punctuated ("+1 (555) 555-0100").
+_EMAIL = re.compile(r"[\w.!#$%&'*+/=?^`{|}~-]+@[\w-]+(?:\.[\w-]+)+")
+_PHONE = re.compile(r"\+\d(?:[ ().-]{0,2}\d){6,17}")
+
+
+def redact(text: str) -> str:
+    """``text`` with email addresses and phone numbers replaced by ``[email]`` / ``[phone]``."""
+    return _PHONE.sub("[phone]", _EMAIL.sub("[email]", text))
+
+
+class RedactFilter(logging.Filter):
+    """Redacts addresses from each record's message and traceback (``redact``)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        clean = redact(message)
+        if clean != message:
+            record.msg, record.args = clean, None
+        if record.exc_info and not record.exc_text:
+            record.exc_text = logging.Formatter().formatException(record.exc_info)
+        if record.exc_text:
+            record.exc_text = redact(record.exc_text)
         return True

@@ -5,6 +5,7 @@ from __future__ import annotations
 from alembic import command
 from alembic.config import Config
 
+from conversations.data_dir import make_dir
 from conversations.settings import Settings
 
 
@@ -18,5 +19,5 @@ def alembic_config(database_url: str) -> Config:
 
 def migrate(settings: Settings, revision: str = "head") -> None:
     if settings.effective_database_url.startswith("sqlite"):
-        settings.data_dir.mkdir(parents=True, exist_ok=True)
+        make_dir(settings.data_dir)
     command.upgrade(alembic_config(settings.effective_database_url), revision)

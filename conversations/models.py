@@ -310,7 +310,12 @@ class CustomerMerge(Base):
 
 
 class IdempotencyKey(Base):
-    """The first answer to a request made with an ``Idempotency-Key`` header, per API key."""
+    """The first answer to a request made with an ``Idempotency-Key`` header, per API key.
+
+    The answer copies the customer's address and text, so the row belongs to what the request
+    created: erasing that customer (or purging that conversation) deletes it, and the purge
+    sweep deletes every row older than ``IDEMPOTENCY_KEY_TTL`` (``api/idempotency.py``).
+    """
 
     __tablename__ = "idempotency_keys"
     __table_args__ = (UniqueConstraint("owner", "key", name="uq_idempotency_keys_owner_key"),)
@@ -322,6 +327,31 @@ class IdempotencyKey(Base):
     status_code: Mapped[int | None] = mapped_column(Integer)
     response: Mapped[dict[str, Any] | None] = mapped_column(JSON)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, index=True)
+    customer_id: Mapped[uuid.UUID | None] = mapped_column(
+        ForeignKey(
+            "customers.id", ondelete="CASCADE", name="fk_idempotency_keys_customer_id_customers"
+        ),
+        index=True,
+    )
+    conversation_id: Mapped[uuid.UUID | None] = mapped_column(
+        ForeignKey(
+            "conversations.id",
+            ondelete="CASCADE",
+            name="fk_idempotency_keys_conversation_id_conversations",
+        ),
+        index=True,
+    )
+
+
+class ErasedProviderId(Base):
+    """A tombstone of an erased customer's inbound message: the SHA-256 of its channel and
+    provider id (``conversations/tombstones.py``), never the id itself. A captured webhook
+    replayed after the erasure is then a duplicate, not a new customer with a new reply."""
+
+    __tablename__ = "erased_provider_ids"
+
+    digest: Mapped[str] = mapped_column(String(64), primary_key=True)
+    erased_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
 
 
 class WebhookNonce(Base):

@@ -9,8 +9,8 @@ from sqlalchemy.orm import Session
 
 from conversations.db import rowcount
 from conversations.errors import WebhookRejected
-from conversations.ingest import dialect_insert
 from conversations.models import WebhookNonce
+from conversations.statements import dialect_insert
 
 
 def use_once(session: Session, source: str, token: str, now: datetime) -> None:

@@ -19,11 +19,25 @@ from pydantic import Field, ValidationInfo, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from conversations.channel_names import CHANNEL_NAMES
+from conversations.data_dir import create_secret_file, make_dir
 from conversations.outbound_http import bad_character
 from conversations.spending import parse_limit
 from conversations.timeouts import Policy, parse_duration
 
 EMAIL_AUTH_RULES = ("dmarc", "off")
+# Durations that may not be "never", and why.
+NEVER_REFUSED = {
+    "webhook_disable_after": "",
+    "memory_retention": ": it is the erasure window",
+    "idempotency_key_ttl": ": the answers kept hold customers' addresses and text",
+}
+
+
+def finite_duration(value: str) -> timedelta:
+    """A duration validated as not "never" (``NEVER_REFUSED``)."""
+    delta = parse_duration(value)
+    assert delta is not None
+    return delta
 
 
 class Settings(BaseSettings):
@@ -139,6 +153,9 @@ class Settings(BaseSettings):
     limit_storage_url: str = ""  # where they are counted; empty: the broker's Redis
 
     memory_retention: str = "14d"
+    # How long an Idempotency-Key's first answer is kept (it copies the customer's address and
+    # text); the purge sweep deletes older ones.
+    idempotency_key_ttl: str = "24h"
     purge_interval: float = Field(3600.0, gt=0)
     help_text: str = "Reply STOP to stop messages, START to resume. Write to us any time for help."
 
@@ -217,31 +234,25 @@ class Settings(BaseSettings):
 
         return parse_schedule(self.webhook_retry_schedule)
 
-    @field_validator("webhook_disable_after")
+    @field_validator("webhook_disable_after", "memory_retention", "idempotency_key_ttl")
     @classmethod
-    def _disable_after(cls, value: str) -> str:
+    def _finite(cls, value: str, info: ValidationInfo) -> str:
         if parse_duration(value) is None:
-            raise ValueError("WEBHOOK_DISABLE_AFTER cannot be never")
+            why = NEVER_REFUSED[str(info.field_name)]
+            raise ValueError(f"{str(info.field_name).upper()} cannot be never{why}")
         return value
 
     @property
     def webhook_disable_delta(self) -> timedelta:
-        delta = parse_duration(self.webhook_disable_after)
-        assert delta is not None
-        return delta
+        return finite_duration(self.webhook_disable_after)
 
-    @field_validator("memory_retention")
-    @classmethod
-    def _retention(cls, value: str) -> str:
-        if parse_duration(value) is None:
-            raise ValueError("MEMORY_RETENTION cannot be never: it is the erasure window")
-        return value
+    @property
+    def idempotency_key_ttl_delta(self) -> timedelta:
+        return finite_duration(self.idempotency_key_ttl)
 
     @property
     def memory_retention_delta(self) -> timedelta:
-        retention = parse_duration(self.memory_retention)
-        assert retention is not None
-        return retention
+        return finite_duration(self.memory_retention)
 
     @field_validator("timeout_sms", "timeout_email", "timeout_chat", "timeout_default")
     @classmethod
@@ -451,11 +462,10 @@ def local_secret(
     path = data_dir / name
     if path.exists():
         return path.read_text().strip()
-    data_dir.mkdir(parents=True, exist_ok=True)
+    make_dir(data_dir)
     value = generate()
     tmp = path.with_suffix(f".{secrets.token_hex(4)}.tmp")
-    tmp.write_text(value + "\n")
-    tmp.chmod(0o600)
+    create_secret_file(tmp, value + "\n")  # 0600 from the start, never chmod-ed after
     try:
         # link() fails if another process created it first: both then read the same value.
         path.hardlink_to(tmp)

@@ -28,10 +28,13 @@ from sqlalchemy import (
     update,
 )
 from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.orm import Session
 
 from conversations.models import (
+    Base,
     Conversation,
     Customer,
+    ErasedProviderId,
     Identity,
     Message,
     OutboxRow,
@@ -44,6 +47,7 @@ conversations = Conversation.__table__
 messages = Message.__table__
 policies = TimeoutPolicy.__table__
 outbox = OutboxRow.__table__
+erased = ErasedProviderId.__table__
 
 # Rendered into the SQL, as in models.OPEN_CONVERSATION: the partial index must stay usable.
 _open = conversations.c.status != literal("finished", literal_execute=True)
@@ -54,6 +58,9 @@ MESSAGE_BY_PROVIDER_ID = select(
     messages.c.channel == bindparam("channel"),
     messages.c.provider_id == bindparam("provider_id"),
 )
+
+# A tombstone of an erased customer's message (conversations/tombstones.py): one primary key.
+ERASED_DIGEST = select(erased.c.digest).where(erased.c.digest == bindparam("digest"))
 
 IDENTITY_BY_ADDRESS = select(
     identities.c.customer_id, identities.c.undeliverable_at, identities.c.opted_out_at
@@ -154,3 +161,10 @@ def insert_message(dialect: str) -> Insert:
 REFUSAL = select(identities.c.opted_out_at, identities.c.undeliverable_at).where(
     identities.c.kind == bindparam("kind"), identities.c.address == bindparam("address")
 )
+
+
+def dialect_insert(session: Session, model: type[Base]) -> postgresql.Insert | sqlite.Insert:
+    """INSERT with ON CONFLICT support on both backends."""
+    if session.get_bind().dialect.name == "postgresql":
+        return postgresql.insert(model)
+    return sqlite.insert(model)

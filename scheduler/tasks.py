@@ -8,12 +8,13 @@ from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from datetime import datetime, timedelta
 
-from sqlalchemy import Engine
+from sqlalchemy import Engine, delete
 
-from conversations.db import get_engine, transaction
+from conversations.db import get_engine, rowcount, transaction
 from conversations.metrics import REDRIVEN, SWEEP_CONVERSATIONS, SWEEP_SECONDS
+from conversations.models import IdempotencyKey
 from conversations.nonces import purge_before
-from conversations.settings import get_settings
+from conversations.settings import Settings, get_settings
 from conversations.timeout_store import recompute_all
 from conversations.timeouts import Policy, Scope
 from conversations.types import utcnow
@@ -122,24 +123,36 @@ def sweep_once(
 def purge_memory() -> dict[str, int]:
     """Delete, batch by batch, what fell out of the retention window."""
     with _timed("purge"):
-        return _purge()
+        return purge_once(get_engine(), get_settings())
 
 
-def _purge() -> dict[str, int]:
-    engine, settings = get_engine(), get_settings()
+def purge_once(
+    engine: Engine, settings: Settings, *, now: datetime | None = None
+) -> dict[str, int]:
+    """Memory and finished conversations past MEMORY_RETENTION, webhook tokens no longer
+    accepted, and Idempotency-Key answers past IDEMPOTENCY_KEY_TTL (they copy customers'
+    addresses and text)."""
+    now = now or utcnow()
     totals = {"memory_entries": 0, "conversations": 0}
     for _ in range(PURGE_MAX_BATCHES):
         with transaction(engine) as session:
             purged = purge_expired(
-                session, now=utcnow(), retention=settings.memory_retention_delta, batch=PURGE_BATCH
+                session, now=now, retention=settings.memory_retention_delta, batch=PURGE_BATCH
             )
         totals["memory_entries"] += purged.memory_entries
         totals["conversations"] += purged.conversations
         if not (purged.memory_entries or purged.conversations):
             break
     with transaction(engine) as session:
-        cutoff = utcnow() - timedelta(seconds=2 * settings.mailgun_max_age)
+        cutoff = now - timedelta(seconds=2 * settings.mailgun_max_age)
         totals["webhook_nonces"] = purge_before(session, cutoff)
+    with transaction(engine) as session:
+        expired = session.execute(
+            delete(IdempotencyKey)
+            .where(IdempotencyKey.created_at < now - settings.idempotency_key_ttl_delta)
+            .execution_options(synchronize_session=False)
+        )
+        totals["idempotency_keys"] = rowcount(expired)
     if any(totals.values()):
         log.info("purge: %s", totals)
     return totals

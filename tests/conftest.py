@@ -21,6 +21,7 @@ from sqlalchemy.engine import make_url
 
 from cli.embedded import EmbeddedBroker
 from conversations.broker import ping_broker
+from conversations.data_dir import make_private
 from conversations.db import dispose_engines, make_engine
 from conversations.migrate import migrate
 from conversations.models import Base
@@ -95,6 +96,8 @@ def backend(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Backend]:
 @pytest.fixture(scope="session")
 def migrated(backend: Backend) -> Backend:
     migrate(Settings(data_dir=backend.data_dir, database_url=backend.database_url))
+    # Owner-only, as `dormouse migrate` leaves it (its umask): no command then warns about it.
+    make_private(backend.data_dir)
     return backend
 
 

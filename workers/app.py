@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 from celery import Celery
-from celery.signals import task_postrun, task_prerun
+from celery.signals import after_setup_logger, after_setup_task_logger, task_postrun, task_prerun
 
 from conversations import log_context
 from conversations.broker import celery_config
@@ -84,8 +85,17 @@ def _unbind_task_id(**_: Any) -> None:
     log_context.set_task_id(None)
 
 
+def _redacting(logger: logging.Logger | None = None, **_: Any) -> None:
+    # With LOG_FORMAT=text Celery writes through handlers of its own: they redact too.
+    for handler in logger.handlers if logger is not None else ():
+        if not any(isinstance(f, log_context.RedactFilter) for f in handler.filters):
+            handler.addFilter(log_context.RedactFilter())
+
+
 task_prerun.connect(_bind_task_id)
 task_postrun.connect(_unbind_task_id)
+after_setup_logger.connect(_redacting)
+after_setup_task_logger.connect(_redacting)
 
 
 app = create_celery(get_settings())

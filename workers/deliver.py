@@ -121,7 +121,9 @@ def _deliver(
     except AmbiguousProviderError as exc:
         with transaction(engine) as session:
             outbox.mark_ambiguous(session, row, error=str(exc), now=clock())
-        log.warning("outbox %s: ambiguous send, will reconcile: %s", row.id, exc)
+        log.warning(
+            "outbox %s: ambiguous send, will reconcile: %s", row.id, log_context.redact(str(exc))
+        )
         return row.channel, "sending"
     _sent(engine, row, result, via_sink, clock)
     return row.channel, "sent"
@@ -146,7 +148,11 @@ def _reconcile(
     try:
         candidates = channel.find_sent(message, since=row.sending_started_at or row.created_at)
     except ProviderError as exc:
-        log.warning("outbox %s: reconcile lookup failed, will try again: %s", row.id, exc)
+        log.warning(
+            "outbox %s: reconcile lookup failed, will try again: %s",
+            row.id,
+            log_context.redact(str(exc)),
+        )
         return row.channel, "sending"
     # Another row with the same text ("Thanks!") may own a candidate: never claim its id.
     with session_factory(engine)() as session:
@@ -220,7 +226,8 @@ def _sent(
 def _fail(engine: Engine, row: outbox.Claimed, error: str, clock: Callable[[], datetime]) -> str:
     with transaction(engine) as session:
         outbox.mark_failed(session, row, error=error, now=clock())
-    log.error("outbox %s failed permanently: %s", row.id, error)
+    # The provider's words often name the recipient: the full error stays on the row only.
+    log.error("outbox %s failed permanently: %s", row.id, log_context.redact(error))
     return "failed"
 
 
@@ -237,5 +244,7 @@ def _retry_or_fail(
     delay = outbox.backoff(row.attempts, base=settings.delivery_backoff_base)
     with transaction(engine) as session:
         outbox.mark_retry(session, row, error=error, next_attempt_at=now + delay, now=now)
-    log.info("outbox %s: transient failure, retry in %s: %s", row.id, delay, error)
+    log.info(
+        "outbox %s: transient failure, retry in %s: %s", row.id, delay, log_context.redact(error)
+    )
     return "pending"

@@ -70,6 +70,7 @@ async def inbound_chat(request: Request) -> JSONResponse:
     return JSONResponse(
         {
             "status": "duplicate" if result.duplicate else "accepted",
-            "conversation_id": str(result.conversation_id),
+            # None: a replay of an erased customer's message, which concerns no one now.
+            "conversation_id": str(result.conversation_id) if result.conversation_id else None,
         }
     )

@@ -64,10 +64,10 @@ async def inbound_email(request: Request) -> JSONResponse:
 
     service = settings.email_service_for(envelope_recipients(post) + recipients(message))
     result = await run_in_threadpool(partial(accept, app, message, service=service, before=before))
-    if result.conversation_id is None:
-        outcome = "ignored"  # automatic mail about no conversation of ours
-    elif result.duplicate:
+    if result.duplicate:  # a retry, or a replay of an erased customer's mail (no conversation)
         outcome = "duplicate"
+    elif result.conversation_id is None:
+        outcome = "ignored"  # automatic mail about no conversation of ours
     else:
         outcome = "recorded" if message.control == "no_reply" else "accepted"
         if message.hold is not None or result.held:

@@ -40,7 +40,8 @@ class _Handler:
         self, server: SMTP, session: Session, envelope: Envelope, address: str, options: list[str]
     ) -> str:
         if self.mode == "reject":
-            return "550 5.1.1 mailbox unavailable"
+            # As Postfix says it: the refused address quoted.
+            return f"550 5.1.1 <{address}>: Recipient address rejected: User unknown"
         if self.mode == "defer":
             return "451 4.3.0 try again later"
         envelope.rcpt_tos.append(address)

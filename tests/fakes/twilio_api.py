@@ -143,7 +143,9 @@ class FakeTwilio:
             self.create_attempts += 1
             step = self.script.pop(0) if self.script else "ok"
         if isinstance(step, int):
-            return self._json(req, 400, _error(step, f"Twilio error {step}"))
+            # Twilio's own words, which often name the number.
+            said = ERROR_MESSAGES.get(step, "Twilio error {code}")
+            return self._json(req, 400, _error(step, said.format(code=step, to=form.get("To"))))
         if step == "429":
             return self._json(req, 429, _error(20429, "Too Many Requests"))
         if step == "500":
@@ -225,6 +227,13 @@ class FakeTwilio:
         req.end_headers()
         with contextlib.suppress(BrokenPipeError, ConnectionResetError):
             req.wfile.write(data)  # the client may have given up (timeout scripts)
+
+
+ERROR_MESSAGES = {
+    21211: "The 'To' number {to} is not a valid phone number.",
+    21610: "Attempt to send to unsubscribed recipient {to}",
+    21614: "'To' number {to} is not a valid mobile number",
+}
 
 
 def _error(code: int, message: str) -> dict[str, object]:
