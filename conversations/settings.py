@@ -71,6 +71,8 @@ class Settings(BaseSettings):
     # Addresses or CIDRs of the reverse proxies whose X-Forwarded-For/-Proto the API believes
     # ("10.0.0.5,192.168.0.0/24"); empty: none, the connecting address is the client's.
     trusted_proxies: str = ""
+    # /docs, /redoc and /openapi.json; false: all three are 404.
+    docs_enabled: bool = True
     # Event webhooks (conversations/webhook_outbox.py, workers/webhooks.py).
     webhook_timeout: float = Field(15.0, gt=0)  # seconds a receiver may take to answer
     # Loopback and private addresses are allowed: receivers often run beside Dormouse.
