@@ -277,3 +277,16 @@ def test_the_console_loads_nothing_from_another_origin() -> None:
     for path in [*HERE.glob("templates/*.html"), *HERE.glob("static/*")]:
         text = path.read_text()
         assert not re.search(r"https?://|@import|url\(|//cdn", text), f"{path.name} loads elsewhere"
+
+
+def test_bidi_controls_in_customer_text_are_isolated(client: TestClient, db: Engine) -> None:
+    # U+202E (right-to-left override) would reverse everything after it on the line.
+    tricky = "refund \u202eeciovni\u202c please"
+    cid = ingest_sms(db, tricky, sender="+15555550130").conversation_id
+    sign_in(client)
+    page = client.get(f"/console/conversations/{cid}").text
+    assert f"<bdi>{tricky}</bdi>" in page
+    assert (
+        "bdi, .bubble .text { unicode-bidi: isolate; }"
+        in client.get("/console/assets/console.css").text
+    )
