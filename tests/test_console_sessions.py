@@ -144,3 +144,21 @@ def test_the_cookie_carries_a_random_id_the_database_only_its_hash(
     with session_factory(db)() as session:
         [stored] = session.scalars(select(OperatorSession.token_hash)).all()
     assert stored == hashlib.sha256(carried["sid"].encode()).hexdigest()
+
+
+def test_signing_out_ends_an_open_event_stream_of_that_session(
+    client: TestClient, db: Engine
+) -> None:
+    cid = ingest_sms(db, "hi").conversation_id
+    assert sign_in(client).status_code == 303  # type: ignore[attr-defined]
+    page = f"/console/conversations/{cid}"
+    elsewhere = another(client)
+    elsewhere.cookies.set(COOKIE, client.cookies[COOKIE], path="/console")
+    started = time.monotonic()
+    with client.stream("GET", f"{page}/events", headers={"Accept": "text/event-stream"}) as stream:
+        assert stream.status_code == 200
+        assert post(elsewhere, "/console/sign-out", page).status_code == 303  # type: ignore[attr-defined]
+        ingest_sms(db, "are you there?")
+        for _ in stream.iter_lines():  # ends: the session it belonged to has ended
+            # Heartbeats every 15 s: a stream still open after 20 s outlived its session.
+            assert time.monotonic() - started < 20, "the stream outlived its session"

@@ -19,6 +19,7 @@ import secrets
 from typing import Any
 
 from fastapi import Request
+from sqlalchemy import Engine
 from starlette.datastructures import FormData
 
 from conversations.db import session_factory
@@ -103,6 +104,12 @@ def current_operator(request: Request) -> str:
         raise SignInRequired()
     request.state.operator = name
     return name
+
+
+def session_alive(engine: Engine, token: str) -> bool:
+    """Whether a session still lives: a long-lived stream asks at each of its lines."""
+    with session_factory(engine)() as session:
+        return session_operator(session, token, now=utcnow()) is not None
 
 
 async def posted_form(request: Request) -> FormData:
