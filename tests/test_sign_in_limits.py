@@ -12,8 +12,14 @@ from pathlib import Path
 import httpx
 import pytest
 from fastapi.testclient import TestClient
+from pydantic import ValidationError
+from sqlalchemy import Engine
 
+from conversations.db import transaction
+from conversations.operators import set_password
+from conversations.settings import Settings
 from conversations.sign_in_limits import ADDRESS_LIMIT, NAME_LIMIT
+from conversations.types import utcnow
 from tests import test_console
 from tests.conftest import Backend
 from tests.e2e.stack import Stack, wait_until
@@ -68,6 +74,28 @@ def test_a_right_password_after_a_few_failures_signs_in_and_starts_the_count_afr
     assert sign_in(client, password=PASSWORD).status_code == 303  # type: ignore[attr-defined]
     for _ in range(NAME_LIMIT):
         assert sign_in(client, password="guess").status_code == 401  # type: ignore[attr-defined]
+
+
+def test_a_new_password_lets_a_locked_out_operator_straight_back_in(
+    client: TestClient, db: Engine
+) -> None:
+    for n in range(NAME_LIMIT):
+        assert sign_in(browser_at(client, f"203.0.113.{n}"), password="guess").status_code == 401  # type: ignore[attr-defined]
+    assert sign_in(client).status_code == 429  # type: ignore[attr-defined]
+    with transaction(db) as session:
+        set_password(session, "ada", "a fresh long password", now=utcnow())
+    assert sign_in(client, password="a fresh long password").status_code == 303  # type: ignore[attr-defined]
+
+
+def test_trusted_proxies_takes_addresses_and_cidrs_only() -> None:
+    assert Settings(trusted_proxies="10.0.0.5, 192.168.0.0/24,::1").trusted_proxy_list == [
+        "10.0.0.5",
+        "192.168.0.0/24",
+        "::1",
+    ]
+    assert Settings().trusted_proxy_list == []
+    with pytest.raises(ValidationError, match="TRUSTED_PROXIES"):
+        Settings(trusted_proxies="proxy.example.com")
 
 
 @pytest.fixture
