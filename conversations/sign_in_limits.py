@@ -42,10 +42,9 @@ def count_attempt(session: Session, name: str, *, address: str, now: datetime) -
     return wait
 
 
-def forget_attempts(session: Session, name: str, *, address: str, now: datetime) -> None:
+def forget_attempts(session: Session, name: str, *, address: str) -> None:
     """After a right password: the name starts afresh; the address's count loses this
-    attempt (one account signing in does not wipe what it tried on others). Counters of
-    ended windows go on the way."""
+    attempt (one account signing in does not wipe what it tried on others)."""
     table = SignInAttempts.__table__
     session.execute(delete(table).where(table.c.scope == "name", table.c.key == name[:64]))
     session.execute(
@@ -53,6 +52,12 @@ def forget_attempts(session: Session, name: str, *, address: str, now: datetime)
         .where(table.c.scope == "address", table.c.key == address[:64], table.c.count > 0)
         .values(count=table.c.count - 1)
     )
+
+
+def prune_attempts(session: Session, *, now: datetime) -> None:
+    """Forget counters whose window ended. In a transaction of its own: one statement that
+    waits on no other lock while it holds one, so it cannot deadlock with the counting."""
+    table = SignInAttempts.__table__
     session.execute(delete(table).where(table.c.window_started_at <= now - WINDOW))
 
 

@@ -24,7 +24,7 @@ from api.deps import state
 from conversations import operator_sessions
 from conversations.db import transaction
 from conversations.operators import find_operator, verify_password
-from conversations.sign_in_limits import count_attempt, forget_attempts
+from conversations.sign_in_limits import count_attempt, forget_attempts, prune_attempts
 from conversations.types import utcnow
 
 router = APIRouter()
@@ -65,12 +65,17 @@ async def sign_in_post(
             wait = count_attempt(session, name, address=address, now=now)
         if wait:
             return wait, None
+        opened: str | None = None
         with transaction(app.engine) as session:
             operator = verify_password(session, name, password)
-            if operator is None:
-                return 0, None
-            forget_attempts(session, name, address=address, now=now)
-            return 0, operator_sessions.open_session(session, operator, now=now, lifetime=lifetime)
+            if operator is not None:
+                forget_attempts(session, name, address=address)
+                opened = operator_sessions.open_session(
+                    session, operator, now=now, lifetime=lifetime
+                )
+        with transaction(app.engine) as session:
+            prune_attempts(session, now=now)
+        return 0, opened
 
     retry_after, session_id = await run_in_threadpool(attempt)
     if retry_after:
