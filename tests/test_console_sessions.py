@@ -162,3 +162,14 @@ def test_signing_out_ends_an_open_event_stream_of_that_session(
         for _ in stream.iter_lines():  # ends: the session it belonged to has ended
             # Heartbeats every 15 s: a stream still open after 20 s outlived its session.
             assert time.monotonic() - started < 20, "the stream outlived its session"
+
+
+def test_signing_in_again_replaces_the_session_it_came_with(client: TestClient, db: Engine) -> None:
+    assert sign_in(client).status_code == 303  # type: ignore[attr-defined]
+    first = client.cookies[COOKIE]
+    assert sign_in(client).status_code == 303  # type: ignore[attr-defined]
+    with session_factory(db)() as session:
+        assert session.scalar(select(func.count()).select_from(OperatorSession)) == 1
+    old = another(client)
+    old.cookies.set(COOKIE, first, path="/console")
+    assert not signed_in(old) and signed_in(client)

@@ -56,6 +56,7 @@ async def sign_in_post(
     target = _next(field(form, "next"))
     address = request.client.host if request.client else "unknown"
     lifetime = timedelta(hours=app.settings.console_session_hours)
+    previous = session_token(request)  # signing in again replaces the session, not adds one
 
     def attempt() -> tuple[int, str | None]:
         """(seconds to wait, the new session's id)."""
@@ -70,6 +71,8 @@ async def sign_in_post(
             operator = verify_password(session, name, password)
             if operator is not None:
                 forget_attempts(session, name, address=address)
+                if previous:
+                    operator_sessions.end_session(session, previous)
                 opened = operator_sessions.open_session(
                     session, operator, now=now, lifetime=lifetime
                 )
