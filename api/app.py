@@ -59,7 +59,12 @@ def create_app(
 
     # /docs is mounted by api/docs.py: Swagger UI from files we serve, not a CDN.
     app = FastAPI(
-        title="Dormouse", version="0.1.0", docs_url=None, redoc_url=None, lifespan=lifespan
+        title="Dormouse",
+        version="0.1.0",
+        docs_url=None,
+        redoc_url=None,
+        openapi_url="/openapi.json" if settings.docs_enabled else None,
+        lifespan=lifespan,
     )
     app.state.dormouse = AppState(
         settings=settings,
@@ -82,7 +87,8 @@ def create_app(
     app.include_router(webhook_routes.router)
     app.include_router(metrics_route.router)
     mount_chat_page(app)
-    mount_docs(app)
+    if settings.docs_enabled:
+        mount_docs(app)
     mount_console(app, app.state.dormouse)
 
     @app.exception_handler(DormouseError)

@@ -41,11 +41,11 @@ class ApiGate:
             await self.app(scope, receive, send)
             return
         # No length declared (chunked): read it here, counting, and hand the app the whole.
-        body = await self._read_capped(receive)
+        body = await read_capped(receive, self.max_bytes)
         if body is None:
             await _answer(send, 413, self._too_large())
             return
-        await self.app(scope, _replay(body, receive), send)
+        await self.app(scope, replay(body, receive), send)
 
     def _key_name(self, header: str) -> tuple[str | None, str]:
         """The calling key's name, or None and why not."""
@@ -60,24 +60,26 @@ class ApiGate:
     def _too_large(self) -> str:
         return f"request body over {self.max_bytes} bytes (MAX_API_BYTES)"
 
-    async def _read_capped(self, receive: Receive) -> bytes | None:
-        """The whole body, or None as soon as it passes the cap."""
-        chunks: list[bytes] = []
-        seen = 0
-        while True:
-            message = await receive()
-            if message["type"] != "http.request":
-                return b"".join(chunks)  # the client went away: the app will see it
-            chunk = message.get("body", b"")
-            seen += len(chunk)
-            if seen > self.max_bytes:
-                return None
-            chunks.append(chunk)
-            if not message.get("more_body", False):
-                return b"".join(chunks)
+
+async def read_capped(receive: Receive, max_bytes: int) -> bytes | None:
+    """The whole body, or None as soon as it passes ``max_bytes``."""
+    chunks: list[bytes] = []
+    seen = 0
+    while True:
+        message = await receive()
+        if message["type"] != "http.request":
+            return b"".join(chunks)  # the client went away: the app will see it
+        chunk = message.get("body", b"")
+        seen += len(chunk)
+        if seen > max_bytes:
+            return None
+        chunks.append(chunk)
+        if not message.get("more_body", False):
+            return b"".join(chunks)
 
 
-def _replay(body: bytes, receive: Receive) -> Receive:
+def replay(body: bytes, receive: Receive) -> Receive:
+    """A ``receive`` that gives the app the body read already, then the client's messages."""
     sent = False
 
     async def replayed() -> Message:

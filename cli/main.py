@@ -144,13 +144,20 @@ def api(host: str, port: int | None, workers: int) -> None:
     # Secrets generated into DATA_DIR suit one machine; behind a load balancer every API
     # would make its own, and a client's key would work on one machine in N.
     _require_shared_secrets("api")
+    settings = get_settings()
+    proxies = settings.trusted_proxy_list
     uvicorn.run(
         "api.main:app",
         host=host,
-        port=port or get_settings().port,
+        port=port or settings.port,
         workers=workers,
         log_level="info",
         access_log=False,
+        # X-Forwarded-For/-Proto only from TRUSTED_PROXIES: uvicorn's default trusts them
+        # from loopback, so anyone reaching the port from this host (or through a proxy
+        # that passes the header on) could pick the address the sign-in limit counts.
+        proxy_headers=bool(proxies),
+        forwarded_allow_ips=proxies,
         # JSON: uvicorn's lines go through our root handler instead of its own text ones.
         log_config=uvicorn_log_config(),
     )

@@ -490,14 +490,35 @@ class OperatorAction(Base):
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
 
 
-class SignInFailure(Base):
-    """A failed console sign-in, counted per (client address, name) to rate-limit guessing.
-    Per pair, not per name: a stranger guessing cannot lock the real operator out."""
+class OperatorSession(Base):
+    """A signed-in console session. The cookie carries a random id; only its SHA-256 is kept,
+    so a copy of this table signs no one in. Deleting the row ends the session at once:
+    sign-out, "sign out everywhere", a new password and removal do."""
 
-    __tablename__ = "sign_in_failures"
-    __table_args__ = (Index("ix_sign_in_failures_ip_name_at", "ip", "name", "failed_at"),)
+    __tablename__ = "operator_sessions"
+    __table_args__ = (
+        UniqueConstraint("token_hash", name="uq_operator_sessions_token_hash"),
+        Index("ix_operator_sessions_operator_id", "operator_id"),
+        Index("ix_operator_sessions_expires_at", "expires_at"),
+    )
 
     id: Mapped[int] = mapped_column(BigIntPK, primary_key=True, autoincrement=True)
-    ip: Mapped[str] = mapped_column(String(64))
-    name: Mapped[str] = mapped_column(String(64))
-    failed_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    token_hash: Mapped[str] = mapped_column(String(64))
+    operator_id: Mapped[int] = mapped_column(ForeignKey("operators.id", ondelete="CASCADE"))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    expires_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
+class SignInAttempts(Base):
+    """Sign-in attempts counted in a fixed window per operator name and per client address.
+
+    One row per (scope, key), incremented by one ``INSERT … ON CONFLICT DO UPDATE …
+    RETURNING`` before the password is checked: thirty attempts at once get thirty distinct
+    counts, so no more than the limit are ever checked."""
+
+    __tablename__ = "sign_in_attempts"
+
+    scope: Mapped[str] = mapped_column(String(16), primary_key=True)  # "name" | "address"
+    key: Mapped[str] = mapped_column(String(64), primary_key=True)
+    count: Mapped[int] = mapped_column(Integer)
+    window_started_at: Mapped[datetime] = mapped_column(UTCDateTime)

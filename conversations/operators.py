@@ -1,9 +1,9 @@
-"""Operator accounts for the console: passwords, sign-in with a rate limit, and the audit.
+"""Operator accounts for the console: passwords, checking one at sign-in, and the audit.
 
 Passwords are hashed with argon2id (argon2-cffi's defaults, RFC 9106's low-memory profile);
-only the hash is stored. A failed sign-in is counted per (client address, name): past
-``SIGN_IN_LIMIT`` within ``SIGN_IN_WINDOW`` that pair is refused until the oldest counted
-failure leaves the window. Callers own the transaction.
+only the hash is stored. How many checks a name or an address may ask for is counted before
+(conversations/sign_in_limits.py); sessions are rows (conversations/operator_sessions.py),
+and a new password or a removal ends all of the operator's. Callers own the transaction.
 """
 
 from __future__ import annotations
@@ -11,17 +11,18 @@ from __future__ import annotations
 import re
 import secrets
 import uuid
-from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import Any
 
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatchError
-from sqlalchemy import delete, func, select
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from conversations.errors import Conflict, InvalidInput, NotFound
-from conversations.models import Operator, OperatorAction, SignInFailure
+from conversations.models import Operator, OperatorAction
+from conversations.operator_sessions import end_sessions_of
+from conversations.sign_in_limits import clear_name
 
 _hasher = PasswordHasher()
 # Verified when the name is unknown, so a wrong name costs what a wrong password does and
@@ -30,8 +31,6 @@ _DUMMY_HASH = _hasher.hash(secrets.token_urlsafe(16))
 
 NAME = re.compile(r"^[a-z0-9][a-z0-9._-]{0,63}$")
 MIN_PASSWORD = 10
-SIGN_IN_LIMIT = 5
-SIGN_IN_WINDOW = timedelta(minutes=15)
 
 
 def actor_of(name: str) -> str:
@@ -76,22 +75,26 @@ def list_operators(session: Session) -> list[Operator]:
 
 
 def remove_operator(session: Session, name: str) -> None:
-    """Their sessions end with them: every console request reads the operator anew."""
+    """Their sessions end with them."""
     found = session.scalar(select(Operator).where(Operator.name == name))
     if found is None:
         raise NotFound(f"no operator {name!r}")
+    end_sessions_of(session, found.id)
     session.delete(found)
     session.flush()
 
 
 def set_password(session: Session, name: str, password: str, *, now: datetime) -> None:
-    """A new password; sessions signed in before now end (they carry the old change time)."""
+    """A new password: every session of the operator ends, and the name's count of sign-in
+    attempts starts afresh (so a reset lets a locked-out operator straight back in)."""
     check_password(password)
     found = session.scalar(select(Operator).where(Operator.name == name))
     if found is None:
         raise NotFound(f"no operator {name!r}")
     found.password_hash = _hasher.hash(password)
     found.password_changed_at = now
+    end_sessions_of(session, found.id)
+    clear_name(session, name)
     session.flush()
 
 
@@ -99,41 +102,17 @@ def find_operator(session: Session, name: str) -> Operator | None:
     return session.scalar(select(Operator).where(Operator.name == name))
 
 
-@dataclass(frozen=True, slots=True)
-class SignIn:
-    """The outcome of a sign-in: the operator, or None and (when limited) how long to wait."""
-
-    operator: Operator | None
-    retry_after: int = 0
-
-
-def sign_in(session: Session, name: str, password: str, *, ip: str, now: datetime) -> SignIn:
-    name = name.strip().lower()[:64]
-    ip = ip[:64]
-    since = now - SIGN_IN_WINDOW
-    failures, oldest = session.execute(
-        select(func.count(), func.min(SignInFailure.failed_at)).where(
-            SignInFailure.ip == ip, SignInFailure.name == name, SignInFailure.failed_at > since
-        )
-    ).one()
-    if failures >= SIGN_IN_LIMIT:
-        wait = (oldest + SIGN_IN_WINDOW - now).total_seconds()
-        return SignIn(None, retry_after=max(1, int(wait) + 1))
+def verify_password(session: Session, name: str, password: str) -> Operator | None:
+    """The operator, if ``password`` is theirs. Count the attempt first (sign_in_limits)."""
     operator = find_operator(session, name)
-    if operator is not None and _verify(operator.password_hash, password):
-        session.execute(
-            delete(SignInFailure).where(SignInFailure.ip == ip, SignInFailure.name == name)
-        )
-        if _hasher.check_needs_rehash(operator.password_hash):
-            operator.password_hash = _hasher.hash(password)
-        return SignIn(operator)
     if operator is None:
         _verify(_DUMMY_HASH, password)
-    # Old failures of every pair go on the way, so the table stays the size of one window.
-    session.execute(delete(SignInFailure).where(SignInFailure.failed_at <= since))
-    session.add(SignInFailure(ip=ip, name=name, failed_at=now))
-    session.flush()
-    return SignIn(None)
+        return None
+    if not _verify(operator.password_hash, password):
+        return None
+    if _hasher.check_needs_rehash(operator.password_hash):
+        operator.password_hash = _hasher.hash(password)
+    return operator
 
 
 def _verify(hashed: str, password: str) -> bool:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import ipaddress
 import secrets
 from collections.abc import Callable
 from datetime import timedelta
@@ -82,6 +83,11 @@ class Settings(BaseSettings):
     # every operator out.
     console_secret: str = ""
     console_session_hours: float = Field(12.0, gt=0)
+    # Addresses or CIDRs of the reverse proxies whose X-Forwarded-For/-Proto the API believes
+    # ("10.0.0.5,192.168.0.0/24"); empty: none, the connecting address is the client's.
+    trusted_proxies: str = ""
+    # /docs, /redoc and /openapi.json; false: all three are 404.
+    docs_enabled: bool = True
     # Event webhooks (conversations/webhook_outbox.py, workers/webhooks.py).
     webhook_timeout: float = Field(15.0, gt=0)  # seconds a receiver may take to answer
     # Event webhook endpoints and CHAT_CALLBACK_URL on loopback or private addresses
@@ -175,6 +181,20 @@ class Settings(BaseSettings):
     @classmethod
     def _allow_private(cls, value: object) -> object:
         return None if isinstance(value, str) and not value.strip() else value
+
+    @field_validator("trusted_proxies")
+    @classmethod
+    def _proxies(cls, value: str) -> str:
+        for item in filter(None, (part.strip() for part in value.split(","))):
+            try:
+                ipaddress.ip_network(item, strict=False)
+            except ValueError:
+                raise ValueError(f"TRUSTED_PROXIES: {item!r} is not an address or CIDR") from None
+        return value.strip()
+
+    @property
+    def trusted_proxy_list(self) -> list[str]:
+        return [part.strip() for part in self.trusted_proxies.split(",") if part.strip()]
 
     @field_validator("email_require_auth")
     @classmethod

@@ -22,8 +22,9 @@ from conversations.models import (
     OutboxRow,
     TimeoutPolicyChange,
 )
-from conversations.operators import SIGN_IN_LIMIT, add_operator, remove_operator, set_password
+from conversations.operators import add_operator
 from conversations.settings import Settings
+from conversations.sign_in_limits import NAME_LIMIT
 from conversations.types import utcnow
 from conversations.wakeup import CeleryWaker
 from tests.factories import ingest_sms
@@ -115,26 +116,13 @@ def test_a_signed_out_request_is_sent_to_sign_in_or_refused(client: TestClient, 
     assert stream.status_code == 401
 
 
-def test_sign_in_attempts_are_rate_limited_per_address_and_name(client: TestClient) -> None:
-    for _ in range(SIGN_IN_LIMIT):
+def test_sign_in_attempts_are_rate_limited_per_name(client: TestClient) -> None:
+    for _ in range(NAME_LIMIT):
         assert sign_in(client, password="guess").status_code == 401
     limited = sign_in(client)  # even the right password, now
     assert limited.status_code == 429
     assert 1 <= int(limited.headers["retry-after"]) <= 15 * 60 + 1
     assert "Too many failed sign-ins" in limited.text
-
-
-def test_a_new_password_or_removal_ends_the_operators_sessions(
-    client: TestClient, db: Engine
-) -> None:
-    assert sign_in(client).status_code == 303
-    with transaction(db) as session:
-        set_password(session, "ada", "another long password", now=utcnow())
-    assert client.get("/console/inbox", follow_redirects=False).status_code == 303
-    assert sign_in(client, password="another long password").status_code == 303
-    with transaction(db) as session:
-        remove_operator(session, "ada")
-    assert client.get("/console/inbox", follow_redirects=False).status_code == 303
 
 
 def test_the_inbox_puts_handoff_first_counts_each_status_and_finds_by_address(
@@ -289,3 +277,16 @@ def test_the_console_loads_nothing_from_another_origin() -> None:
     for path in [*HERE.glob("templates/*.html"), *HERE.glob("static/*")]:
         text = path.read_text()
         assert not re.search(r"https?://|@import|url\(|//cdn", text), f"{path.name} loads elsewhere"
+
+
+def test_bidi_controls_in_customer_text_are_isolated(client: TestClient, db: Engine) -> None:
+    # U+202E (right-to-left override) would reverse everything after it on the line.
+    tricky = "refund \u202eeciovni\u202c please"
+    cid = ingest_sms(db, tricky, sender="+15555550130").conversation_id
+    sign_in(client)
+    page = client.get(f"/console/conversations/{cid}").text
+    assert f"<bdi>{tricky}</bdi>" in page
+    assert (
+        "bdi, .bubble .text { unicode-bidi: isolate; }"
+        in client.get("/console/assets/console.css").text
+    )

@@ -23,6 +23,7 @@ from api.console import (
     sign_in_pages,
     timeout_pages,
 )
+from api.console.gate import ConsoleGate
 from api.console.render import STATIC, page
 from api.console.session import FormRefused, SignInRequired
 from api.deps import AppState
@@ -44,6 +45,8 @@ def console_app(app_state: AppState) -> FastAPI:
         same_site="lax",
         https_only=settings.public_url.startswith("https://"),
     )
+    # Outermost: a body too large or not a form is refused before anything reads it.
+    console.add_middleware(ConsoleGate)
     for module in (sign_in_pages, inbox_pages, conversation_pages, timeout_pages, customer_pages):
         console.include_router(module.router)
     console.mount("/assets", StaticFiles(directory=STATIC), name="console-assets")

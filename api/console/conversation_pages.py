@@ -20,7 +20,14 @@ from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import FormData
 
 from api.console.render import page
-from api.console.session import current_operator, field, flash, posted_form
+from api.console.session import (
+    current_operator,
+    field,
+    flash,
+    posted_form,
+    session_alive,
+    session_token,
+)
 from api.customer_routes import CustomerView, customer_view
 from api.deps import state
 from api.live import follow, sse
@@ -123,6 +130,7 @@ async def conversation_events(
     resumed = request.headers.get("last-event-id", "")
     if resumed.isdigit():  # EventSource reconnecting: from the last event it saw
         after = int(resumed)
+    token = session_token(request) or ""
 
     async def lines() -> AsyncIterator[bytes]:
         async for event in follow(
@@ -132,6 +140,9 @@ async def conversation_events(
             after,
             poll=app.settings.events_poll_seconds,
         ):
+            # A session that ended (signed out, everywhere, a new password) ends its stream.
+            if not await run_in_threadpool(session_alive, app.engine, token):
+                return
             if event is None:
                 yield sse(None)
                 continue

@@ -1,7 +1,8 @@
-"""Signing in and out of the console."""
+"""Signing in and out of the console, here or everywhere."""
 
 from __future__ import annotations
 
+from datetime import timedelta
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Request
@@ -10,10 +11,20 @@ from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import FormData
 
 from api.console.render import page
-from api.console.session import end_session, field, posted_form, start_session
+from api.console.session import (
+    current_operator,
+    end_session,
+    field,
+    flash,
+    posted_form,
+    session_token,
+    start_session,
+)
 from api.deps import state
+from conversations import operator_sessions
 from conversations.db import transaction
-from conversations.operators import SignIn, sign_in
+from conversations.operators import find_operator, verify_password
+from conversations.sign_in_limits import count_attempt, forget_attempts, prune_attempts
 from conversations.types import utcnow
 
 router = APIRouter()
@@ -41,19 +52,35 @@ async def sign_in_post(
     request: Request, form: Annotated[FormData, Depends(posted_form)]
 ) -> Response:
     app = state(request)
-    name, password = field(form, "name").lower(), str(form.get("password") or "")
+    name, password = field(form, "name").lower()[:64], str(form.get("password") or "")
     target = _next(field(form, "next"))
-    ip = request.client.host if request.client else "unknown"
+    address = request.client.host if request.client else "unknown"
+    lifetime = timedelta(hours=app.settings.console_session_hours)
+    previous = session_token(request)  # signing in again replaces the session, not adds one
 
-    def attempt() -> tuple[int, str | None, str | None]:
-        """(seconds to wait, the operator's name, their password's change time)."""
+    def attempt() -> tuple[int, str | None]:
+        """(seconds to wait, the new session's id)."""
+        now = utcnow()
+        # Counted and committed before the password is looked at (sign_in_limits.py).
         with transaction(app.engine) as session:
-            outcome: SignIn = sign_in(session, name, password, ip=ip, now=utcnow())
-            if outcome.operator is None:
-                return outcome.retry_after, None, None
-            return 0, outcome.operator.name, outcome.operator.password_changed_at.isoformat()
+            wait = count_attempt(session, name, address=address, now=now)
+        if wait:
+            return wait, None
+        opened: str | None = None
+        with transaction(app.engine) as session:
+            operator = verify_password(session, name, password)
+            if operator is not None:
+                forget_attempts(session, name, address=address)
+                if previous:
+                    operator_sessions.end_session(session, previous)
+                opened = operator_sessions.open_session(
+                    session, operator, now=now, lifetime=lifetime
+                )
+        with transaction(app.engine) as session:
+            prune_attempts(session, now=now)
+        return 0, opened
 
-    retry_after, signed_in, since = await run_in_threadpool(attempt)
+    retry_after, session_id = await run_in_threadpool(attempt)
     if retry_after:
         minutes = max(1, round(retry_after / 60))
         response = page(
@@ -68,18 +95,43 @@ async def sign_in_post(
         )
         response.headers["Retry-After"] = str(retry_after)
         return response
-    if signed_in is None or since is None:
+    if session_id is None:
         return page(
             request,
             "sign_in.html",
             {"next": target, "name": name, "error": "Wrong name or password."},
             status=401,
         )
-    start_session(request, signed_in, since)
+    start_session(request, session_id)
     return RedirectResponse(target, status_code=303)
 
 
 @router.post("/sign-out")
 async def sign_out(request: Request, _: Annotated[FormData, Depends(posted_form)]) -> Response:
+    token = session_token(request)
+    if token is not None:
+
+        def end() -> None:
+            with transaction(state(request).engine) as session:
+                operator_sessions.end_session(session, token)
+
+        await run_in_threadpool(end)
     end_session(request)
+    return RedirectResponse("/console/sign-in", status_code=303)
+
+
+@router.post("/sign-out-everywhere")
+async def sign_out_everywhere(
+    request: Request,
+    name: Annotated[str, Depends(current_operator)],
+    _: Annotated[FormData, Depends(posted_form)],
+) -> Response:
+    def end_all() -> int:
+        with transaction(state(request).engine) as session:
+            operator = find_operator(session, name)
+            return operator_sessions.end_sessions_of(session, operator.id) if operator else 0
+
+    ended = await run_in_threadpool(end_all)
+    end_session(request)
+    flash(request, "ok", f"Signed out everywhere ({ended} session{'' if ended == 1 else 's'}).")
     return RedirectResponse("/console/sign-in", status_code=303)

@@ -146,6 +146,7 @@
     const body = document.createElement("p");
     body.className = "text";
     body.textContent = text; // text, never markup: a message cannot inject anything
+    body.dir = "auto"; // its own direction, isolated (chat.css): bidi controls stay inside
     const time = document.createElement("time");
     item.append(who, body, time);
     return item;

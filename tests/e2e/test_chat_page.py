@@ -100,6 +100,11 @@ def test_a_chat_in_the_browser_survives_a_reload(
     first = transcript(browser)
     assert first[0] == ("You", "hello from the browser")
     assert first[1][0] == "Agent" and '"hello from the browser"' in first[1][1]
+    isolated = browser.execute_script(
+        "return [...document.querySelectorAll('#transcript .text')]"
+        ".map(e => [getComputedStyle(e).unicodeBidi, e.dir])"
+    )
+    assert isolated == [["isolate", "auto"]] * 2, "bidi controls in a message stay inside it"
 
     browser.refresh()
     until(browser, "the transcript again", lambda d: transcript(d) == first)
