@@ -20,8 +20,8 @@ from datetime import datetime, timedelta
 from sqlalchemy import case, delete, literal, update
 from sqlalchemy.orm import Session
 
-from conversations.ingest import dialect_insert
 from conversations.models import SignInAttempts
+from conversations.statements import dialect_insert
 from conversations.types import UTCDateTime
 
 NAME_LIMIT = 5  # attempts on one operator name per window, from any address
