@@ -16,6 +16,8 @@ from conversations.db import get_engine, session_factory, transaction
 from conversations.settings import get_settings
 from conversations.timeout_store import (
     delete_policy,
+    describe_effect,
+    effect_of,
     history,
     load_policies,
     policy_as_dict,
@@ -112,9 +114,13 @@ def set_(
         said = (str(e["msg"]).removeprefix("Value error, ") for e in exc.errors())
         raise click.BadParameter("; ".join(said)) from None
     policy = body.policy()
+    defaults = get_settings().default_policies()
     with transaction() as session:
-        old = set_policy(session, scope, policy, actor=_actor(), now=utcnow())
+        now = utcnow()
+        effect = effect_of(session, scope, policy, defaults=defaults, now=now)
+        old = set_policy(session, scope, policy, actor=_actor(), now=now)
     click.echo(f"{scope.describe()}: {_changes(policy_as_dict(old), policy_as_dict(policy))}")
+    click.echo(describe_effect(effect))
     _recompute(scope)
 
 

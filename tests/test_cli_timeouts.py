@@ -10,11 +10,13 @@ from datetime import timedelta
 from pathlib import Path
 
 from click.testing import Result
-from sqlalchemy import Engine
+from sqlalchemy import Engine, update
 
-from conversations.db import session_factory
+from conversations.db import session_factory, transaction
+from conversations.models import Message
 from conversations.timeout_store import load_policies
 from conversations.timeouts import Scope
+from conversations.types import utcnow
 from tests.conftest import Backend
 from tests.factories import ingest_sms
 
@@ -81,3 +83,21 @@ def test_recompute_into_a_log_file_writes_plain_lines(db: Engine, dormouse_cli: 
     lines = result.output.splitlines()
     assert lines[-1] == "recomputed deadlines of 3 open conversation(s) (global default)"
     assert all(line.startswith(("recomputing deadlines: ", "recomputed ")) for line in lines)
+
+
+def test_set_says_how_many_open_conversations_it_nudges_or_closes_right_away(
+    db: Engine, migrated: Backend
+) -> None:
+    quiet = utcnow() - timedelta(minutes=5)
+    for n in range(2):
+        ingest_sms(db, "hi", sender=f"+1555555012{n}", now=quiet)
+    ingest_sms(db, "just now", sender="+15555550129")
+    with transaction(db) as session:
+        session.execute(update(Message).values(inbound_state="done"))
+
+    said = dormouse(migrated, "set", "3m", "--channel", "sms", "--nudge-before", "1m")
+    assert "Nudges 2 open conversations right away." in said.splitlines()
+    said = dormouse(migrated, "set", "3m", "--channel", "sms", "--no-nudge")
+    assert "Closes 2 open conversations right away." in said.splitlines()
+    said = dormouse(migrated, "set", "1h", "--channel", "sms")
+    assert "Nudges and closes no open conversation right away." in said.splitlines()

@@ -211,6 +211,7 @@ def test_a_timeout_is_reviewed_with_its_effect_then_saved_into_the_history(
     review = post(client, "/console/timeouts", "/console/timeouts", **policy)
     assert review.status_code == 200  # type: ignore[attr-defined]
     assert re.search(r"Applies to <strong>3</strong> open conversations", review.text)  # type: ignore[attr-defined]
+    assert "Nudges and closes no open conversation right away." in review.text  # type: ignore[attr-defined]
     with session_factory(db)() as session:
         assert session.scalars(select(TimeoutPolicyChange)).all() == []
     saved = post(client, "/console/timeouts", "/console/timeouts", confirm="yes", **policy)

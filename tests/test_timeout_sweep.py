@@ -29,6 +29,7 @@ from tests.factories import DEFAULTS, ingest_sms
 from workers.wrapup import wrap_up
 
 H = timedelta(hours=1)
+M = timedelta(minutes=1)
 T0 = datetime.fromisoformat("2026-03-01T12:00:00+00:00")
 
 
@@ -105,6 +106,35 @@ def test_nudges_once_before_closing(db: Engine) -> None:
     assert nudge(db, T0 + 100 * timedelta(minutes=1)).closed == []
     assert close(db, T0 + 2 * H).closed == [cid]
     assert outbox_bodies(db) == ["Still there?", "Bye for now."]
+
+
+def recompute(engine: Engine, scope: Scope) -> None:
+    with transaction(engine) as s:
+        recompute_batch(s, scope, after=None, batch=100, defaults=DEFAULTS)
+
+
+def test_an_overdue_conversation_nudged_by_a_new_policy_gets_its_time_to_answer(
+    db: Engine,
+) -> None:
+    # Quiet for 5 minutes, then a 3-minute policy with a 1-minute nudge: both deadlines passed.
+    cid = ingest_sms(db, "hi", now=T0).conversation_id
+    settle(db)
+    later = T0 + timedelta(minutes=5)
+    policy(db, Scope(channel="sms"), Policy(3 * M, M, "Still there?", "Closing this chat."))
+    recompute(db, Scope(channel="sms"))
+
+    # One sweep: the nudge goes out, the close waits for the minute the nudge promised.
+    assert nudge(db, later).closed == [cid]
+    assert close(db, later).closed == []
+    assert close(db, later + M - timedelta(seconds=1)).closed == []
+    assert get(db, cid).expires_at == later + M
+
+    # A recompute (another policy change) keeps the promise and does not nudge again.
+    recompute(db, Scope(channel="sms"))
+    assert get(db, cid).expires_at == later + M
+    assert nudge(db, later + M).closed == []
+    assert close(db, later + M).closed == [cid]
+    assert outbox_bodies(db) == ["Still there?", "Closing this chat."]
 
 
 def test_new_activity_moves_the_deadline_and_rearms_the_nudge(db: Engine) -> None:
