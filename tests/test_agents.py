@@ -261,7 +261,7 @@ def test_an_outbound_opening_gives_the_model_a_user_side_prompt(
 
     started = client.post(
         "/v1/conversations",
-        json={"service": "billing", "channel": "sms", "to": "+15555550123", "context": {"x": 1}},
+        json={"service": "billing", "channel": "sms", "to": "+14155550123", "context": {"x": 1}},
     )
     assert started.status_code == 201, started.text
     cid = uuid.UUID(started.json()["id"])

@@ -74,7 +74,7 @@ def test_set_keeps_the_nudge_and_closing_message_it_is_not_given(
 
 def test_recompute_into_a_log_file_writes_plain_lines(db: Engine, dormouse_cli: Cli) -> None:
     for n in range(3):
-        ingest_sms(db, "hello", sender=f"+1555555011{n}")
+        ingest_sms(db, "hello", sender=f"+1415555011{n}")
 
     result = dormouse_cli("timeouts", "recompute")  # click's runner: stdout is not a terminal
 
@@ -90,8 +90,8 @@ def test_set_says_how_many_open_conversations_it_nudges_or_closes_right_away(
 ) -> None:
     quiet = utcnow() - timedelta(minutes=5)
     for n in range(2):
-        ingest_sms(db, "hi", sender=f"+1555555012{n}", now=quiet)
-    ingest_sms(db, "just now", sender="+15555550129")
+        ingest_sms(db, "hi", sender=f"+1415555012{n}", now=quiet)
+    ingest_sms(db, "just now", sender="+14155550129")
     with transaction(db) as session:
         session.execute(update(Message).values(inbound_state="done"))
 

@@ -151,8 +151,8 @@ def test_new_activity_moves_the_deadline_and_rearms_the_nudge(db: Engine) -> Non
 
 
 def test_a_pending_message_or_a_running_turn_wins_over_the_deadline(db: Engine) -> None:
-    pending = ingest_sms(db, "unanswered", sender="+15555550101", now=T0).conversation_id
-    running = ingest_sms(db, "mid-turn", sender="+15555550102", now=T0).conversation_id
+    pending = ingest_sms(db, "unanswered", sender="+14155550101", now=T0).conversation_id
+    running = ingest_sms(db, "mid-turn", sender="+14155550102", now=T0).conversation_id
     with transaction(db) as s:
         s.execute(
             update(Message).where(Message.conversation_id == running).values(inbound_state="done")
@@ -183,8 +183,8 @@ def test_never_means_never(db: Engine) -> None:
 
 
 def test_a_policy_change_recomputes_open_conversations_it_governs(db: Engine) -> None:
-    acme = ingest_sms(db, "a", sender="+15555550103", now=T0, service="acme").conversation_id
-    other = ingest_sms(db, "b", sender="+15555550104", now=T0, service="other").conversation_id
+    acme = ingest_sms(db, "a", sender="+14155550103", now=T0, service="acme").conversation_id
+    other = ingest_sms(db, "b", sender="+14155550104", now=T0, service="other").conversation_id
     policy(db, Scope(service="acme"), Policy(H))
     with transaction(db) as s:
         progress = recompute_batch(
@@ -234,7 +234,7 @@ def test_concurrent_sweep_processes_nudge_close_and_wrap_up_each_conversation_on
     policy(db, Scope(), Policy(2 * H, timedelta(minutes=30), "Still there?", "Closing."))
     n = 120
     for i in range(n):
-        ingest_sms(db, f"hello {i}", sender=f"+1555555{i:04}", now=T0)
+        ingest_sms(db, f"hello {i}", sender=f"+1415555{i:04}", now=T0)
     settle(db)
 
     ctx = multiprocessing.get_context("spawn")
@@ -276,7 +276,7 @@ def test_the_sweep_reads_due_rows_through_the_index(db: Engine, migrated: Backen
                     "customer_id": customer.id,
                     "service": f"s{i}",
                     "channel": "sms",
-                    "address": "+15555550100",
+                    "address": "+14155550100",
                     "status": "suspended",
                     "claim_attempts": 0,
                     "turn_count": 0,

@@ -25,8 +25,8 @@ from tests.e2e.test_chat_page import browser, screenshot, until  # noqa: F401 - 
 from tests.fakes.twilio_api import FakeTwilio
 
 PASSWORD = "a long console password"
-WAITING = "+15555550177"
-CHATTY = "+15555550178"
+WAITING = "+14155550177"
+CHATTY = "+14155550178"
 
 
 def text_of(driver: WebDriver, element_id: str) -> str:
