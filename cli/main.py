@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 import click
 import httpx
+from pydantic import ValidationError
 
 from cli.logs import (
     FORMATS,
@@ -26,6 +27,7 @@ from conversations.channel_names import CHANNEL_NAMES
 from conversations.errors import ConfigurationError, DormouseError, InvalidAddress
 from conversations.metrics_serving import multiprocess_dir, private_dir, use_fresh_dir
 from conversations.settings import Settings, get_settings
+from conversations.settings_errors import EXIT_CONFIGURATION, explain, typed_name
 from conversations.states import ConversationStatus, OutboxStatus
 
 if TYPE_CHECKING:
@@ -36,6 +38,19 @@ if TYPE_CHECKING:
 
 # The commands whose processes count work into a metrics directory (conversations/metrics.py).
 WORKING_COMMANDS = ("api", "worker", "beat")
+
+
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+
+
+class ConfigurationProblem(click.ClickException):
+    """A setting this process cannot run with: one line, and the status `up` does not
+    restart (a restart would meet the same setting)."""
+
+    exit_code = EXIT_CONFIGURATION
+
+    def show(self, file: Any = None) -> None:
+        click.echo(f"dormouse: {self.format_message()}", err=True)
 
 
 @click.group()
@@ -59,6 +74,10 @@ def cli(log_level: str, log_format: str) -> None:
         # idle): noise at INFO; failures still log. LOG_LEVEL=DEBUG brings them back.
         for chatty in ("celery.app.trace", "celery.worker.strategy", "celery.beat"):
             logging.getLogger(chatty).setLevel(logging.WARNING)
+    if log_level.upper() not in LOG_LEVELS:
+        raise ConfigurationProblem(
+            f"{typed_name('log_level')}={log_level!r}: accepts {', '.join(LOG_LEVELS)}"
+        )
     configure_logging(log_level, log_format.lower())
     settings = get_settings()
     command = click.get_current_context().invoked_subcommand
@@ -79,7 +98,7 @@ def load_agents_or_exit(settings: Settings) -> AgentCatalog:
     try:
         return load_agents(settings)
     except ConfigurationError as exc:
-        raise click.ClickException(str(exc)) from None
+        raise ConfigurationProblem(str(exc)) from None
 
 
 @cli.command()
@@ -112,6 +131,10 @@ def up(host: str, port: int | None, concurrency: int, turn_concurrency: int) -> 
     from cli.supervisor import run_up
 
     settings = get_settings()
+    # The whole configuration before any child starts: a child refused it would only be
+    # restarted into the same refusal.
+    for role in ("api", "worker"):
+        _require_shared_secrets(role)
     catalog = load_agents_or_exit(settings)
     agents = [info.line() for info in catalog.services(settings)]
     sys.exit(run_up(settings, host, port or settings.port, concurrency, agents, turn_concurrency))
@@ -232,7 +255,7 @@ def _serve_metrics_port() -> None:
 def _require_shared_secrets(role: str) -> None:
     missing = get_settings().unshared_secrets(role)
     if missing:
-        raise click.ClickException(
+        raise ConfigurationProblem(
             f"outside embedded mode (DATABASE_URL is set) set {' and '.join(missing)}, the "
             "same on every machine: generated ones would differ from machine to machine"
         )
@@ -769,6 +792,10 @@ def main() -> None:
 
     try:
         cli(prog_name="dormouse")
+    except ValidationError as exc:
+        for line in explain(exc):
+            click.echo(f"dormouse: {line}", err=True)
+        sys.exit(EXIT_CONFIGURATION)
     except OperationalError as exc:
         # Most often: run from another directory, so the default DATA_DIR (./var) is not
         # the one `make up` uses. Say where we looked instead of a page of traceback.

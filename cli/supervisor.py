@@ -30,6 +30,7 @@ from cli.restarts import RestartPolicy
 from conversations.metrics_serving import MULTIPROC_ENV, use_fresh_dir
 from conversations.migrate import migrate
 from conversations.settings import Settings
+from conversations.settings_errors import EXIT_CONFIGURATION
 from conversations.wal import truncate_wal
 
 
@@ -375,6 +376,14 @@ def _supervise(
             status = process.exit_status()
             if status is None or process.name in due:
                 continue
+            if status == EXIT_CONFIGURATION:
+                # It said which setting, in one line above: restarting meets the same one.
+                _say(
+                    f"dormouse: {process.name} refused its configuration (see above); "
+                    "stopping everything",
+                    err=True,
+                )
+                return status
             delay = _restart_delay(process, status, now, policy)
             if delay is None:
                 return status or 1
