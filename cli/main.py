@@ -564,6 +564,7 @@ def simulate_sms(sender: str, recipient: str, url: str | None, wait: float, text
     """Post TEXT as an inbound SMS, signed like Twilio with the webhook auth token."""
     from twilio.request_validator import RequestValidator
 
+    from channels.sms.webhooks import CONVERSATION_HEADER, REPLY_HEADER
     from cli.supervisor import _read_state, api_base
 
     settings = get_settings()
@@ -585,7 +586,20 @@ def simulate_sms(sender: str, recipient: str, url: str | None, wait: float, text
         signed_url, params
     )
     watch = _ReplyWatch(base, settings)
-    _post_webhook(base, path, data=params, headers={"X-Twilio-Signature": signature})
+    answer = _post_webhook(base, path, data=params, headers={"X-Twilio-Signature": signature})
+    conversation = answer.headers.get(CONVERSATION_HEADER)
+    if conversation:
+        click.echo(f"conversation {conversation}")
+    reply = answer.headers.get(REPLY_HEADER)
+    if reply == "none":
+        click.echo("no reply is coming: STOP, START and an opted-out number get none")
+        return
+    if reply == "held":
+        click.echo(
+            f"held: no turn runs until an operator releases it "
+            f"(`dormouse conversations release {conversation}`)"
+        )
+        return
     try:
         to = normalize_address("phone", sender, settings.default_region)
     except InvalidAddress:

@@ -278,12 +278,17 @@ def test_stop_opts_out_finishes_and_nothing_is_sent_after(
     client: TestClient, db: Engine, settings: Settings, fake_twilio: FakeTwilio, word: str
 ) -> None:
     hello = twilio_form("hello", sid="SM" + "1" * 32)
-    client.post("/webhooks/twilio/sms", data=hello, headers=signed(hello))
+    answered = client.post("/webhooks/twilio/sms", data=hello, headers=signed(hello))
     stop = twilio_form(word, sid="SM" + "2" * 32)
-    assert client.post("/webhooks/twilio/sms", data=stop, headers=signed(stop)).status_code == 200
+    stopped = client.post("/webhooks/twilio/sms", data=stop, headers=signed(stop))
+    assert stopped.status_code == 200
     with session_factory(db)() as s:
         conv = s.scalars(select(Conversation)).one()
     assert (conv.status, conv.finish_reason) == ("finished", "opt_out")
+    # What `dormouse simulate` reads to say so instead of waiting for a reply.
+    assert answered.headers["X-Dormouse-Reply"] == "coming"
+    assert answered.headers["X-Dormouse-Conversation"] == str(conv.id)
+    assert stopped.headers["X-Dormouse-Reply"] == "none"
 
     refused = client.post(
         "/v1/conversations",
@@ -309,7 +314,8 @@ def test_stop_opts_out_finishes_and_nothing_is_sent_after(
     assert fake_twilio.create_attempts == 0
 
     start = twilio_form("START", sid="SM" + "3" * 32)
-    client.post("/webhooks/twilio/sms", data=start, headers=signed(start))
+    started = client.post("/webhooks/twilio/sms", data=start, headers=signed(start))
+    assert started.headers["X-Dormouse-Reply"] == "none"
     again = client.post(
         "/v1/conversations",
         json={"service": "x", "channel": "sms", "to": "+14155550100", "message": "welcome back"},

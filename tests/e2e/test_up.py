@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import fcntl
 import os
+import re
 import select
 import signal
 import subprocess
@@ -178,6 +179,10 @@ def test_a_killed_worker_and_a_killed_broker_come_back_and_ctrl_c_stops_everythi
     said = up.cli("simulate", "sms", "--wait", "25", "--from", "+14155550100", "first")
     assert 'reply: Hi! You\'re talking to the default assistant. You said "first".' in said
     wait_until(lambda: up.replied('"first"'), 30, "the first reply")
+    assert re.search(r"^conversation [0-9a-f-]{36}$", said, re.M)
+    stopped = up.cli("simulate", "sms", "--from", "+14155550100", "STOP")
+    assert "no reply is coming" in stopped and "no reply within" not in stopped  # no wait
+    up.cli("simulate", "sms", "--from", "+14155550100", "START")
 
     worker = up.child(" worker")
     os.killpg(worker.pid, signal.SIGKILL)  # the worker and its pool children
