@@ -43,7 +43,7 @@ WORKING_COMMANDS = ("api", "worker", "beat")
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 
 
-class ConfigurationProblem(click.ClickException):
+class ConfigurationProblem(click.ClickException, ConfigurationError):
     """A setting this process cannot run with: one line, and the status `up` does not
     restart (a restart would meet the same setting)."""
 
@@ -54,6 +54,7 @@ class ConfigurationProblem(click.ClickException):
 
 
 @click.group()
+@click.version_option(package_name="dormouse", prog_name="dormouse")
 @click.option("--log-level", default="INFO", show_default=True, envvar="LOG_LEVEL")
 @click.option(
     "--log-format",
@@ -304,7 +305,11 @@ def conversations() -> None:
 
 
 @conversations.command("list")
-@click.option("--status", type=click.Choice([s.value for s in ConversationStatus]))
+@click.option(
+    "--status",
+    type=click.Choice(["open", *(s.value for s in ConversationStatus)]),
+    help="open: every status but finished",
+)
 @click.option("--channel")
 @click.option("--address")
 @click.option("--limit", type=click.IntRange(1, 500), default=50, show_default=True)
@@ -323,7 +328,7 @@ def conversations_list(
     with session_factory()() as session:
         rows = list_conversations(
             session,
-            status=ConversationStatus(status) if status else None,
+            status=status,
             channel=channel,
             address=address,
             limit=limit,

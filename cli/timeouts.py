@@ -125,11 +125,13 @@ def set_(
 
 
 def _changes(old: dict[str, Any] | None, new: dict[str, Any] | None) -> str:
-    """Every field that changed, old → new (a whole policy set or unset: its inactivity)."""
+    """Every field that changed, old → new; a policy set or unset where there was none: its
+    inactivity, then the nudge and closing message it brings or takes."""
     if old is None or new is None:
         before = (old or {}).get("inactivity", "unset")
         after = (new or {}).get("inactivity", "unset")
-        return f"{before} → {after}"
+        brought = [f"{k} {v!r}" for k, v in (new or old or {}).items() if k != "inactivity" and v]
+        return "; ".join([f"{before} → {after}", *brought])
     changed = [f"{k} {old.get(k)!r} → {new.get(k)!r}" for k in new if old.get(k) != new.get(k)]
     return "; ".join(changed) or "unchanged"
 

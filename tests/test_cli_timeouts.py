@@ -70,6 +70,8 @@ def test_set_keeps_the_nudge_and_closing_message_it_is_not_given(
     assert "closing_message 'Closing now, bye!' → None" in history[0]
     assert "inactivity '3h' → '5h'" in history[1] and "nudge" not in history[1]
     assert "unset → 3h" in history[2]
+    # A new policy's history names its nudge and closing message, not only its inactivity.
+    assert "nudge_before '30m'" in history[2] and "'Closing now, bye!'" in history[2]
 
 
 def test_recompute_into_a_log_file_writes_plain_lines(db: Engine, dormouse_cli: Cli) -> None:

@@ -72,6 +72,28 @@ def test_lists_filter_by_service(client: TestClient) -> None:
     assert [row["conversation_id"] for row in outbox] == [sales]
 
 
+def test_status_open_lists_every_conversation_not_finished(client: TestClient) -> None:
+    kept = start(client, "sales", "+14155550230")
+    handed = start(client, "sales", "+14155550231")
+    done = start(client, "sales", "+14155550232")
+    client.post(f"/v1/conversations/{handed}/handoff")
+    client.post(f"/v1/conversations/{done}/finish")
+    listed = client.get("/v1/conversations", params={"status": "open"})
+    assert listed.status_code == 200, listed.text
+    assert {c["id"] for c in listed.json()} == {kept, handed}
+
+
+def test_a_misspelt_query_parameter_is_refused_naming_it_like_a_misspelt_field(
+    client: TestClient,
+) -> None:
+    start(client, "sales", "+14155550233")
+    refused = client.get("/v1/conversations", params={"chanel": "sms"})
+    assert refused.status_code == 422
+    assert "'chanel'" in refused.text and "channel" in refused.text
+    assert client.get("/v1/outbox", params={"stauts": "sent"}).status_code == 422
+    assert client.get("/v1/conversations", params={"channel": "sms"}).status_code == 200
+
+
 def test_outbox_and_timeout_history_page_by_cursor(client: TestClient) -> None:
     for i in range(3):
         start(client, "billing", f"+1415555023{i}")

@@ -84,6 +84,8 @@ def test_closes_at_the_deadline_with_closing_message_and_wraps_up_once(db: Engin
     assert wrap_up(cid, engine=db, agents=AgentCatalog()) is False
     conv = get(db, cid)
     assert conv.summary and "I need help with my order" in conv.summary
+    # The closing message answered nothing: no reply is counted for it.
+    assert "The customer wrote 1 message; 0 replies were sent." in conv.summary
     with session_factory(db)() as s:
         [event] = s.scalars(select(Event).where(Event.type == "conversation.finished")).all()
         [ended] = s.scalars(select(Event).where(Event.type == "conversation.ended")).all()
