@@ -119,7 +119,7 @@ def run_agent_turn(agent: AnyAgent, context: TurnContext, limits: TurnLimits) ->
     usage = result.usage
     return AgentTurn(
         replies=[text] if text.strip() else [],
-        model=_answered_by(result.response) or model_name(agent),
+        model=_answered_by(result.response, agent) or model_name(agent),
         input_tokens=usage.input_tokens,
         output_tokens=usage.output_tokens,
         model_requests=usage.requests,
@@ -166,11 +166,15 @@ def model_name(agent: AnyAgent) -> str | None:
     return name
 
 
-def _answered_by(response: ModelResponse) -> str | None:
-    """The model that answered (an override in tests, a fallback model in production)."""
+def _answered_by(response: ModelResponse, agent: AnyAgent) -> str | None:
+    """The model that answered (an override in tests, a fallback model in production),
+    spelled as ``dormouse agents`` spells it when it is the agent's own model."""
     if not response.model_name:
         return None
     name = response.model_name.rstrip(":")
+    own = getattr(agent, "model", None)
+    if not isinstance(own, str | None) and getattr(own, "model_name", None) == name:
+        return model_name(agent)
     return f"{response.provider_name}:{name}" if response.provider_name else name
 
 

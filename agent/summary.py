@@ -14,8 +14,11 @@ def _clip(text: str, limit: int = 120) -> str:
 
 def extractive_summary(messages: Sequence[MessageView], finish_reason: str | None) -> str:
     customer = [m for m in messages if m.role == "customer"]
-    replies = [m for m in messages if m.direction == "outbound"]
-    parts = [f"The customer wrote {len(customer)} message(s); {len(replies)} repl(ies) were sent."]
+    # A nudge or a closing message answers nothing: not a reply.
+    replies = [m for m in messages if m.direction == "outbound" and not m.automatic]
+    wrote = f"{len(customer)} message" + ("" if len(customer) == 1 else "s")
+    sent = "1 reply was sent" if len(replies) == 1 else f"{len(replies)} replies were sent"
+    parts = [f"The customer wrote {wrote}; {sent}."]
     if customer:
         parts.append(f'First: "{_clip(customer[0].body)}".')
     if len(customer) > 1:

@@ -8,7 +8,7 @@ import logging
 from collections.abc import AsyncIterator
 from typing import Any
 
-from fastapi import FastAPI, Request
+from fastapi import Depends, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from sqlalchemy import Engine, text
@@ -29,7 +29,7 @@ from api import (
     webhook_routes,
 )
 from api.console import mount_console
-from api.deps import AppState, state
+from api.deps import AppState, known_query_only, state
 from api.docs import mount_docs
 from api.gate import ApiGate
 from api.live import EventHub
@@ -77,14 +77,17 @@ def create_app(
     app.add_middleware(WebhookMeter, channels=webhook_channels())
     for router in webhook_routers():
         app.include_router(router)
-    app.include_router(operator_routes.router)
-    app.include_router(conversation_actions.router)
-    app.include_router(timeout_routes.router)
-    app.include_router(outbound_routes.router)
-    app.include_router(customer_routes.router)
-    app.include_router(live_routes.router)
-    app.include_router(service_routes.router)
-    app.include_router(webhook_routes.router)
+    for v1 in (
+        operator_routes,
+        conversation_actions,
+        timeout_routes,
+        outbound_routes,
+        customer_routes,
+        live_routes,
+        service_routes,
+        webhook_routes,
+    ):
+        app.include_router(v1.router, dependencies=[Depends(known_query_only)])
     app.include_router(metrics_route.router)
     mount_chat_page(app)
     if settings.docs_enabled:

@@ -20,7 +20,7 @@ from conversations.db import session_factory, transaction
 from conversations.erasure import erase as erase_everywhere
 from conversations.errors import CustomerNotFound, InvalidAddress
 from conversations.models import Customer, Identity
-from conversations.types import utcnow
+from conversations.types import iso, utcnow
 from conversations.wakeup import Produced, publish
 from memory.store import recall
 
@@ -190,7 +190,7 @@ async def memory(
                 {
                     "kind": m.kind,
                     "text": m.text,
-                    "created_at": m.created_at.isoformat(),
+                    "created_at": iso(m.created_at),
                     "conversation_id": str(m.conversation_id) if m.conversation_id else None,
                 }
                 for m in recall(session, customer_id, now=utcnow(), retention=retention)

@@ -5,11 +5,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from fastapi import Request
+from fastapi.dependencies.models import Dependant
+from fastapi.routing import APIRoute
 from pydantic import BaseModel, ConfigDict
 from sqlalchemy import Engine
 
 from api.live import EventHub
-from conversations.errors import Unauthorized
+from conversations.errors import InvalidInput, Unauthorized
 from conversations.settings import Settings
 from conversations.wakeup import Waker
 
@@ -41,3 +43,27 @@ class ApiBody(BaseModel):
     not silently dropped, so a misspelt field never looks like it took effect."""
 
     model_config = ConfigDict(extra="forbid")
+
+
+def known_query_only(request: Request) -> None:
+    """Refuse a query parameter the route does not take (``?chanel=sms``), as a misspelt body
+    field is refused: ignored, it would quietly answer another question."""
+    route = request.scope.get("route")
+    if not isinstance(route, APIRoute) or not request.query_params:
+        return
+    taken = _query_names(route.dependant)
+    unknown = sorted(set(request.query_params) - taken)
+    if unknown:
+        takes = ", ".join(sorted(taken)) or "none"
+        raise InvalidInput(
+            f"unknown query parameter{'s' if len(unknown) > 1 else ''} "
+            f"{', '.join(repr(u) for u in unknown)}; this route takes: {takes}"
+        )
+
+
+def _query_names(dependant: Dependant) -> set[str]:
+    """The query parameters a route takes, its dependencies' included."""
+    names = {param.alias for param in dependant.query_params}
+    for sub in dependant.dependencies:
+        names |= _query_names(sub)
+    return names

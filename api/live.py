@@ -25,6 +25,7 @@ from conversations import events
 from conversations.db import session_factory
 from conversations.events import StoredEvent
 from conversations.hints import CHANNEL, redis_url
+from conversations.types import iso
 
 log = logging.getLogger(__name__)
 
@@ -173,7 +174,7 @@ def shown(event: StoredEvent, *, type: str | None = None) -> dict[str, Any]:
         "type": type or LIVE_TYPES.get(event.type, event.type),
         "cursor": str(event.cursor),
         "conversation_id": str(event.conversation_id),
-        "at": event.created_at.isoformat(),
+        "at": iso(event.created_at),
     }
     if event.message is not None:
         m = event.message
@@ -182,7 +183,7 @@ def shown(event: StoredEvent, *, type: str | None = None) -> dict[str, Any]:
             "direction": m.direction,
             "role": m.role,
             "text": m.text,
-            "created_at": m.created_at.isoformat(),
+            "created_at": iso(m.created_at),
         }
     line.update({k: v for k, v in event.data.items() if k not in ("message_id", "handled")})
     return line

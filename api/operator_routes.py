@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import uuid
 from datetime import datetime
-from typing import Annotated
+from typing import Annotated, Literal
 
 from fastapi import APIRouter, Depends, Query, Request, Response
 from starlette.concurrency import run_in_threadpool
@@ -36,7 +36,10 @@ router = APIRouter(prefix="/v1", dependencies=[Depends(require_api_key)], tags=[
 async def get_conversations(
     request: Request,
     response: Response,
-    status: ConversationStatus | None = None,
+    status: Annotated[
+        ConversationStatus | Literal["open"] | None,
+        Query(description="a status, or `open`: every status but finished"),
+    ] = None,
     channel: ChannelName | None = None,
     service: Annotated[str | None, Query(max_length=64)] = None,
     address: Annotated[str | None, Query(max_length=320)] = None,

@@ -31,7 +31,7 @@ from conversations.timeout_store import (
     set_policy,
 )
 from conversations.timeouts import Policy, Scope, format_duration, parse_duration
-from conversations.types import utcnow
+from conversations.types import iso, utcnow
 
 router = APIRouter(
     prefix="/v1/timeouts", dependencies=[Depends(require_api_key)], tags=["timeouts"]
@@ -198,7 +198,7 @@ async def timeout_history(
                     "service": c.service or None,
                     "channel": c.channel or None,
                     "actor": c.actor,
-                    "changed_at": c.changed_at.isoformat(),
+                    "changed_at": iso(c.changed_at),
                     "old": c.old,
                     "new": c.new,
                 }

@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 import click
 import httpx
+from pydantic import ValidationError
 
 from cli.logs import (
     FORMATS,
@@ -28,6 +29,7 @@ from conversations.data_dir import make_dir, make_private, use_private_umask
 from conversations.errors import ConfigurationError, DormouseError, InvalidAddress
 from conversations.metrics_serving import multiprocess_dir, private_dir, use_fresh_dir
 from conversations.settings import Settings, get_settings
+from conversations.settings_errors import EXIT_CONFIGURATION, explain, typed_name
 from conversations.states import ConversationStatus, OutboxStatus
 
 if TYPE_CHECKING:
@@ -40,7 +42,21 @@ if TYPE_CHECKING:
 WORKING_COMMANDS = ("api", "worker", "beat")
 
 
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+
+
+class ConfigurationProblem(click.ClickException, ConfigurationError):
+    """A setting this process cannot run with: one line, and the status `up` does not
+    restart (a restart would meet the same setting)."""
+
+    exit_code = EXIT_CONFIGURATION
+
+    def show(self, file: Any = None) -> None:
+        click.echo(f"dormouse: {self.format_message()}", err=True)
+
+
 @click.group()
+@click.version_option(package_name="dormouse", prog_name="dormouse")
 @click.option("--log-level", default="INFO", show_default=True, envvar="LOG_LEVEL")
 @click.option(
     "--log-format",
@@ -61,6 +77,10 @@ def cli(log_level: str, log_format: str) -> None:
         # idle): noise at INFO; failures still log. LOG_LEVEL=DEBUG brings them back.
         for chatty in ("celery.app.trace", "celery.worker.strategy", "celery.beat"):
             logging.getLogger(chatty).setLevel(logging.WARNING)
+    if log_level.upper() not in LOG_LEVELS:
+        raise ConfigurationProblem(
+            f"{typed_name('log_level')}={log_level!r}: accepts {', '.join(LOG_LEVELS)}"
+        )
     configure_logging(log_level, log_format.lower())
     # Owner-only files for this command and every process it starts (conversations/data_dir.py).
     use_private_umask()
@@ -85,7 +105,7 @@ def load_agents_or_exit(settings: Settings) -> AgentCatalog:
     try:
         return load_agents(settings)
     except ConfigurationError as exc:
-        raise click.ClickException(str(exc)) from None
+        raise ConfigurationProblem(str(exc)) from None
 
 
 @cli.command()
@@ -118,6 +138,10 @@ def up(host: str, port: int | None, concurrency: int, turn_concurrency: int) -> 
     from cli.supervisor import run_up
 
     settings = get_settings()
+    # The whole configuration before any child starts: a child refused it would only be
+    # restarted into the same refusal.
+    for role in ("api", "worker"):
+        _require_shared_secrets(role)
     catalog = load_agents_or_exit(settings)
     agents = [info.line() for info in catalog.services(settings)]
     sys.exit(run_up(settings, host, port or settings.port, concurrency, agents, turn_concurrency))
@@ -243,7 +267,7 @@ def _serve_metrics_port() -> None:
 def _require_shared_secrets(role: str) -> None:
     missing = get_settings().unshared_secrets(role)
     if missing:
-        raise click.ClickException(
+        raise ConfigurationProblem(
             f"outside embedded mode (DATABASE_URL is set) set {' and '.join(missing)}, the "
             "same on every machine: generated ones would differ from machine to machine"
         )
@@ -292,7 +316,11 @@ def conversations() -> None:
 
 
 @conversations.command("list")
-@click.option("--status", type=click.Choice([s.value for s in ConversationStatus]))
+@click.option(
+    "--status",
+    type=click.Choice(["open", *(s.value for s in ConversationStatus)]),
+    help="open: every status but finished",
+)
 @click.option("--channel")
 @click.option("--address")
 @click.option("--limit", type=click.IntRange(1, 500), default=50, show_default=True)
@@ -311,7 +339,7 @@ def conversations_list(
     with session_factory()() as session:
         rows = list_conversations(
             session,
-            status=ConversationStatus(status) if status else None,
+            status=status,
             channel=channel,
             address=address,
             limit=limit,
@@ -552,6 +580,7 @@ def simulate_sms(sender: str, recipient: str, url: str | None, wait: float, text
     """Post TEXT as an inbound SMS, signed like Twilio with the webhook auth token."""
     from twilio.request_validator import RequestValidator
 
+    from channels.sms.webhooks import CONVERSATION_HEADER, REPLY_HEADER
     from cli.supervisor import _read_state, api_base
 
     settings = get_settings()
@@ -573,7 +602,20 @@ def simulate_sms(sender: str, recipient: str, url: str | None, wait: float, text
         signed_url, params
     )
     watch = _ReplyWatch(base, settings)
-    _post_webhook(base, path, data=params, headers={"X-Twilio-Signature": signature})
+    answer = _post_webhook(base, path, data=params, headers={"X-Twilio-Signature": signature})
+    conversation = answer.headers.get(CONVERSATION_HEADER)
+    if conversation:
+        click.echo(f"conversation {conversation}")
+    reply = answer.headers.get(REPLY_HEADER)
+    if reply == "none":
+        click.echo("no reply is coming: STOP, START and an opted-out number get none")
+        return
+    if reply == "held":
+        click.echo(
+            f"held: no turn runs until an operator releases it "
+            f"(`dormouse conversations release {conversation}`)"
+        )
+        return
     try:
         to = normalize_address("phone", sender, settings.default_region)
     except InvalidAddress:
@@ -780,6 +822,10 @@ def main() -> None:
 
     try:
         cli(prog_name="dormouse")
+    except ValidationError as exc:
+        for line in explain(exc):
+            click.echo(f"dormouse: {line}", err=True)
+        sys.exit(EXIT_CONFIGURATION)
     except OperationalError as exc:
         # Most often: run from another directory, so the default DATA_DIR (./var) is not
         # the one `make up` uses. Say where we looked instead of a page of traceback.

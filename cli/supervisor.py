@@ -31,6 +31,7 @@ from conversations.data_dir import make_private
 from conversations.metrics_serving import MULTIPROC_ENV, use_fresh_dir
 from conversations.migrate import migrate
 from conversations.settings import Settings
+from conversations.settings_errors import EXIT_CONFIGURATION
 from conversations.wal import truncate_wal
 
 
@@ -343,8 +344,8 @@ def _banner(
         f"API docs: http://{host}:{port}/docs",
         "",
         "or in another terminal:",
-        '  .venv/bin/dormouse simulate sms --from +15555550100 "hello there"',
-        '  .venv/bin/dormouse simulate sms --from +15555550100 "my name is Ada"',
+        '  .venv/bin/dormouse simulate sms --from +14155550100 "hello there"',
+        '  .venv/bin/dormouse simulate sms --from +14155550100 "my name is Ada"',
         '  .venv/bin/dormouse simulate email --from ada@example.com "Where is my order?"',
         '  .venv/bin/dormouse simulate chat --user U024BE7LH "hi from chat"',
         "  .venv/bin/dormouse conversations list",
@@ -376,6 +377,14 @@ def _supervise(
             status = process.exit_status()
             if status is None or process.name in due:
                 continue
+            if status == EXIT_CONFIGURATION:
+                # It said which setting, in one line above: restarting meets the same one.
+                _say(
+                    f"dormouse: {process.name} refused its configuration (see above); "
+                    "stopping everything",
+                    err=True,
+                )
+                return status
             delay = _restart_delay(process, status, now, policy)
             if delay is None:
                 return status or 1

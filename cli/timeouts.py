@@ -16,6 +16,8 @@ from conversations.db import get_engine, session_factory, transaction
 from conversations.settings import get_settings
 from conversations.timeout_store import (
     delete_policy,
+    describe_effect,
+    effect_of,
     history,
     load_policies,
     policy_as_dict,
@@ -112,18 +114,24 @@ def set_(
         said = (str(e["msg"]).removeprefix("Value error, ") for e in exc.errors())
         raise click.BadParameter("; ".join(said)) from None
     policy = body.policy()
+    defaults = get_settings().default_policies()
     with transaction() as session:
-        old = set_policy(session, scope, policy, actor=_actor(), now=utcnow())
+        now = utcnow()
+        effect = effect_of(session, scope, policy, defaults=defaults, now=now)
+        old = set_policy(session, scope, policy, actor=_actor(), now=now)
     click.echo(f"{scope.describe()}: {_changes(policy_as_dict(old), policy_as_dict(policy))}")
+    click.echo(describe_effect(effect))
     _recompute(scope)
 
 
 def _changes(old: dict[str, Any] | None, new: dict[str, Any] | None) -> str:
-    """Every field that changed, old → new (a whole policy set or unset: its inactivity)."""
+    """Every field that changed, old → new; a policy set or unset where there was none: its
+    inactivity, then the nudge and closing message it brings or takes."""
     if old is None or new is None:
         before = (old or {}).get("inactivity", "unset")
         after = (new or {}).get("inactivity", "unset")
-        return f"{before} → {after}"
+        brought = [f"{k} {v!r}" for k, v in (new or old or {}).items() if k != "inactivity" and v]
+        return "; ".join([f"{before} → {after}", *brought])
     changed = [f"{k} {old.get(k)!r} → {new.get(k)!r}" for k in new if old.get(k) != new.get(k)]
     return "; ".join(changed) or "unchanged"
 

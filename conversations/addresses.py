@@ -7,16 +7,27 @@ import phonenumbers
 from conversations.channel_names import ADDRESS_KINDS
 from conversations.errors import InvalidAddress
 
+E164_EXAMPLE = "+14155550100"
 
-def normalize_phone(raw: str, default_region: str = "US") -> str:
-    """E.164 (``+14155550100``) or ``InvalidAddress`` naming what is wrong."""
+
+def normalize_phone(raw: str, default_region: str = "US", *, must_be_valid: bool = True) -> str:
+    """E.164 (``+14155550100``) or ``InvalidAddress`` naming what is wrong.
+
+    What a person types (the API, the CLI, the console) must be a number that is assigned
+    somewhere (``555-0100`` has no area code: "possible", not valid). What a carrier already
+    delivered from (``must_be_valid=False``) only has to be possible: a range newer than the
+    library's metadata must not lose a customer's message.
+    """
+    expected = f"give it in E.164 form, like {E164_EXAMPLE}"
     try:
         number = phonenumbers.parse(raw.strip(), default_region)
     except phonenumbers.NumberParseException as exc:
         reason = str(exc).split(") ", 1)[-1]  # drop the library's "(1) " error number
-        raise InvalidAddress(f"{raw!r} is not a phone number: {reason}") from None
+        raise InvalidAddress(f"{raw!r} is not a phone number ({reason}): {expected}") from None
     if not phonenumbers.is_possible_number(number):
-        raise InvalidAddress(f"{raw!r} is not a possible phone number")
+        raise InvalidAddress(f"{raw!r} is not a possible phone number: {expected}")
+    if must_be_valid and not phonenumbers.is_valid_number(number):
+        raise InvalidAddress(f"{raw!r} is not a valid phone number: {expected}")
     return phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164)
 
 

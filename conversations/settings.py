@@ -15,7 +15,9 @@ from collections.abc import Callable
 from datetime import timedelta
 from functools import lru_cache
 from pathlib import Path
+from urllib.parse import urlsplit
 
+import phonenumbers
 from pydantic import Field, ValidationInfo, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
@@ -202,6 +204,31 @@ class Settings(BaseSettings):
         value = value.strip().lower()
         if value not in ("", *EMAIL_AUTH_RULES):
             raise ValueError(f"EMAIL_REQUIRE_AUTH: {value!r}; use dmarc or off")
+        return value
+
+    @field_validator("public_url")
+    @classmethod
+    def _public_url(cls, value: str) -> str:
+        return check_public_url(value)
+
+    @field_validator("default_region")
+    @classmethod
+    def _region(cls, value: str) -> str:
+        region = value.strip().upper()
+        if region not in phonenumbers.SUPPORTED_REGIONS:
+            hint = " (the United Kingdom is GB)" if region == "UK" else ""
+            raise ValueError(
+                f"accepts a two-letter ISO 3166 region code such as US, GB or DE{hint}"
+            )
+        return region
+
+    @field_validator("dormouse_api_keys")
+    @classmethod
+    def _api_keys(cls, value: str) -> str:
+        for n, pair in enumerate(filter(None, (p.strip() for p in value.split(","))), 1):
+            name, sep, key = pair.partition(":")
+            if not sep or not name.strip() or not key.strip():
+                raise ValueError(f"accepts name:key pairs separated by commas; pair {n} is not one")
         return value
 
     @property
@@ -448,6 +475,25 @@ class Settings(BaseSettings):
                 raise ValueError(f"DORMOUSE_API_KEYS: {pair.strip()!r} is not a name:key pair")
             keys[key] = name
         return keys
+
+
+def check_public_url(value: str) -> str:
+    """PUBLIC_URL is what Twilio signs webhooks against: an absolute http(s) origin. Anything
+    else would fail every real signature while `simulate`, signing the same URL, passes."""
+    url = value.strip().rstrip("/")
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ValueError("accepts an absolute http(s) URL such as https://dormouse.example.com")
+    if parts.path or parts.query or parts.fragment or "?" in url or "#" in url:
+        raise ValueError(
+            f"accepts only scheme, host and port ({parts.scheme}://{parts.netloc}): "
+            "no path, query or fragment"
+        )
+    try:
+        parts.port  # noqa: B018 - raises on a port that is not a number
+    except ValueError:
+        raise ValueError("the port is not a number") from None
+    return url
 
 
 WHSEC_PREFIX = "whsec_"

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, Protocol
 
-from sqlalchemy import Engine, Row, select, update
+from sqlalchemy import Engine, Row, or_, select, update
 from sqlalchemy.orm import Session
 
 from conversations.db import transaction
@@ -26,6 +26,7 @@ from conversations.timeouts import (
     deadlines,
     effective_policy,
     format_duration,
+    governing_scope,
 )
 
 
@@ -203,6 +204,66 @@ def history(
 
 
 @dataclass(frozen=True, slots=True)
+class Effect:
+    """What setting a policy does at once to the open conversations it will govern."""
+
+    nudge_now: int
+    close_now: int
+
+
+def effect_of(
+    session: Session,
+    scope: Scope,
+    policy: Policy,
+    *,
+    defaults: Mapping[str, Policy],
+    now: datetime,
+) -> Effect:
+    """How many waiting conversations the next sweep would nudge or close if ``policy``
+    governed ``scope`` from ``now``: the ones already past the new deadlines."""
+    policies = {**load_policies(session), scope: policy}
+    query = select(Conversation).where(Conversation.status == ConversationStatus.SUSPENDED)
+    if scope.service:
+        query = query.where(Conversation.service == scope.service)
+    if scope.channel:
+        query = query.where(Conversation.channel == scope.channel)
+    if policy.inactivity is not None:
+        # Only rows that can be due: quiet at least as long as the earliest new deadline.
+        window = policy.inactivity - (policy.nudge_before or timedelta(0))
+        quiet_since = now - max(window, timedelta(0))
+        query = query.where(
+            or_(Conversation.timeout_override_set, Conversation.last_activity_at <= quiet_since)
+        )
+    nudge_now = close_now = 0
+    for conv in session.scalars(query):
+        if governing_scope(policies, service=conv.service, channel=conv.channel) != scope:
+            continue
+        governing = policy_for(conv, policies, defaults)
+        expires, nudge = deadlines(governing, conv.last_activity_at, nudged_at=conv.nudge_sent_at)
+        if nudge is not None and nudge <= now:
+            nudge_now += 1
+        elif expires is not None and expires <= now:
+            close_now += 1
+    return Effect(nudge_now, close_now)
+
+
+def describe_effect(effect: Effect) -> str:
+    """'Nudges 3 open conversations and closes 1 right away.' (or that it does neither)."""
+
+    def n(count: int) -> str:
+        return f"{count:,} open conversation{'' if count == 1 else 's'}"
+
+    if not (effect.nudge_now or effect.close_now):
+        return "Nudges and closes no open conversation right away."
+    said = []
+    if effect.nudge_now:
+        said.append(f"nudges {n(effect.nudge_now)}")
+    if effect.close_now:
+        said.append(f"closes {n(effect.close_now)}")
+    return " and ".join(said).capitalize() + " right away."
+
+
+@dataclass(frozen=True, slots=True)
 class RecomputeProgress:
     processed: int
     last_id: uuid.UUID | None
@@ -236,13 +297,17 @@ def recompute_batch(
     rows = session.scalars(query).all()
     policies = load_policies(session)
     for conv in rows:
-        expires, nudge = deadlines(policy_for(conv, policies, defaults), conv.last_activity_at)
+        expires, nudge = deadlines(
+            policy_for(conv, policies, defaults),
+            conv.last_activity_at,
+            nudged_at=conv.nudge_sent_at,
+        )
         session.execute(
             update(Conversation)
             .where(
                 Conversation.id == conv.id, Conversation.last_activity_at == conv.last_activity_at
             )
-            .values(expires_at=expires, nudge_due_at=nudge if conv.nudge_sent_at is None else None)
+            .values(expires_at=expires, nudge_due_at=nudge)
             .execution_options(synchronize_session=False)
         )
     return RecomputeProgress(len(rows), rows[-1].id if rows else None)

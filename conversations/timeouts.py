@@ -92,6 +92,16 @@ def format_duration(value: timedelta | None) -> str:
     return f"{seconds}s"
 
 
+def governing_scope(
+    policies: Mapping[Scope, Policy], *, service: str, channel: str
+) -> Scope | None:
+    """The most specific scope with a policy for (service, channel); None: the defaults."""
+    for scope in (Scope(service, channel), Scope("", channel), Scope(service, ""), Scope()):
+        if scope in policies:
+            return scope
+    return None
+
+
 def effective_policy(
     policies: Mapping[Scope, Policy],
     *,
@@ -100,23 +110,30 @@ def effective_policy(
     defaults: Mapping[str, Policy],
     override: Override | None = None,
 ) -> Policy:
-    for scope in (Scope(service, channel), Scope("", channel), Scope(service, ""), Scope()):
-        if scope in policies:
-            policy = policies[scope]
-            break
-    else:
-        policy = defaults.get(channel) or defaults[""]
+    scope = governing_scope(policies, service=service, channel=channel)
+    policy = policies[scope] if scope is not None else defaults.get(channel) or defaults[""]
     if override is not None:
         policy = replace(policy, inactivity=override.inactivity)
     return policy
 
 
-def deadlines(policy: Policy, last_activity: datetime) -> tuple[datetime | None, datetime | None]:
-    """(expires_at, nudge_due_at) for a conversation last active at ``last_activity``."""
+def deadlines(
+    policy: Policy, last_activity: datetime, *, nudged_at: datetime | None = None
+) -> tuple[datetime | None, datetime | None]:
+    """(expires_at, nudge_due_at) for a conversation last active at ``last_activity``.
+
+    A nudge is a promise of time to answer it: a conversation nudged at ``nudged_at`` closes
+    no sooner than ``nudge_before`` after it, however overdue it was, and is not nudged again.
+    """
     if policy.inactivity is None:
         return None, None
     expires = last_activity + policy.inactivity
+    nudges = bool(policy.nudge_before and policy.nudge_message)
+    if nudged_at is not None:
+        if nudges and policy.nudge_before:
+            expires = max(expires, nudged_at + policy.nudge_before)
+        return expires, None
     nudge = None
-    if policy.nudge_before and policy.nudge_message and policy.nudge_before < policy.inactivity:
+    if nudges and policy.nudge_before and policy.nudge_before < policy.inactivity:
         nudge = expires - policy.nudge_before
     return expires, nudge

@@ -16,3 +16,5 @@ class MessageView:
     channel: str
     body: str
     created_at: datetime
+    # Sent by no turn and no person: a timeout's nudge or closing message, a quarantine notice.
+    automatic: bool = False

@@ -34,3 +34,8 @@ class UTCDateTime(TypeDecorator[datetime]):
 
 def utcnow() -> datetime:
     return datetime.now(UTC)
+
+
+def iso(at: datetime) -> str:
+    """A timestamp as every body Dormouse writes spells it (and as pydantic does): UTC, ``Z``."""
+    return at.astimezone(UTC).isoformat().replace("+00:00", "Z")

@@ -11,7 +11,10 @@ from sqlalchemy import func, select, tuple_
 from sqlalchemy.orm import Session
 
 from conversations.models import Conversation, Message, OutboxRow, TurnRecord
-from conversations.states import ConversationStatus
+from conversations.states import OPEN_STATUSES, ConversationStatus
+
+# The status filter that means "not finished" (held, handoff, with the agent).
+OPEN = "open"
 
 
 class MessageView(BaseModel):
@@ -118,20 +121,23 @@ class OutboxView(BaseModel):
 def list_conversations(
     session: Session,
     *,
-    status: ConversationStatus | None = None,
+    status: ConversationStatus | str | None = None,
     channel: str | None = None,
     service: str | None = None,
     address: str | None = None,
     before: tuple[datetime, uuid.UUID] | None = None,
     limit: int = 50,
 ) -> list[ConversationSummary]:
-    """Newest activity first; ``before`` is the (updated_at, id) of the last one already seen."""
+    """Newest activity first; ``before`` is the (updated_at, id) of the last one already seen.
+    ``status`` ``open``: every status but finished."""
     query = (
         select(Conversation)
         .order_by(Conversation.updated_at.desc(), Conversation.id.desc())
         .limit(limit)
     )
-    if status is not None:
+    if status == OPEN:
+        query = query.where(Conversation.status.in_(OPEN_STATUSES))
+    elif status is not None:
         query = query.where(Conversation.status == status)
     if channel is not None:
         query = query.where(Conversation.channel == channel)

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Sequence
-from datetime import datetime
 from typing import Any
 
 from sqlalchemy import ColumnElement, select
@@ -17,6 +16,7 @@ from sqlalchemy.orm import Session
 
 from conversations.events import WEBHOOK_TYPES
 from conversations.models import Conversation, Event, Message
+from conversations.types import iso
 
 
 def event_id(row_id: int) -> str:
@@ -94,7 +94,7 @@ def read(
                 "channel": m.channel,
                 "text": m.body,
                 "delivery_status": m.delivery_status,
-                "created_at": _iso(m.created_at),
+                "created_at": iso(m.created_at),
             }
         data |= stored
         found.append(
@@ -103,7 +103,7 @@ def read(
                 {
                     "type": r.type,
                     "id": event_id(r.id),
-                    "timestamp": _iso(r.created_at),
+                    "timestamp": iso(r.created_at),
                     "data": data,
                 },
             )
@@ -120,7 +120,3 @@ def filters(
     if type is not None:
         where.append(Event.type == type)
     return where
-
-
-def _iso(at: datetime) -> str:
-    return at.isoformat().replace("+00:00", "Z")

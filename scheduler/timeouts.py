@@ -22,7 +22,7 @@ from conversations.models import PENDING_MESSAGE, Conversation, Message
 from conversations.outbox import Reply, enqueue_replies
 from conversations.states import ConversationStatus, FinishReason, Role
 from conversations.timeout_store import load_policies, policy_for
-from conversations.timeouts import Policy
+from conversations.timeouts import Policy, deadlines
 
 
 @dataclass(frozen=True, slots=True)
@@ -82,7 +82,12 @@ def send_due_nudges(
         .returning(Conversation.id)
         .execution_options(synchronize_session=False)
     ).all()
-    outbox_ids = _send(session, list(nudged), lambda p: p.nudge_message, now, defaults)
+    governed = _governed(session, list(nudged), defaults)
+    for conv, policy in governed:
+        # However overdue it was, the nudge gets its nudge_before to be answered.
+        conv.expires_at, _ = deadlines(policy, conv.last_activity_at, nudged_at=now)
+    session.flush()
+    outbox_ids = _queue(session, governed, lambda p: p.nudge_message, now)
     return SweepResult(list(nudged), outbox_ids)
 
 
@@ -111,25 +116,33 @@ def close_expired(
         .returning(Conversation.id)
         .execution_options(synchronize_session=False)
     ).all()
-    outbox_ids = _send(session, list(closed), lambda p: p.closing_message, now, defaults)
+    governed = _governed(session, list(closed), defaults)
+    outbox_ids = _queue(session, governed, lambda p: p.closing_message, now)
     events.record_many(session, closed, events.ENDED, now, reason=FinishReason.TIMEOUT)
     return SweepResult(list(closed), outbox_ids)
 
 
-def _send(
-    session: Session,
-    ids: list[uuid.UUID],
-    pick: Callable[[Policy], str | None],
-    now: datetime,
-    defaults: Mapping[str, Policy],
-) -> list[int]:
-    """Queue the policy's nudge or closing message, in the transaction that decided it."""
+def _governed(
+    session: Session, ids: list[uuid.UUID], defaults: Mapping[str, Policy]
+) -> list[tuple[Conversation, Policy]]:
+    """The conversations ``ids``, each with the policy that governs it."""
     if not ids:
         return []
     policies = load_policies(session)
-    replies = []
-    for conv in session.scalars(select(Conversation).where(Conversation.id.in_(ids))):
-        text = pick(policy_for(conv, policies, defaults))
-        if text:
-            replies.append(Reply(conv.id, conv.channel, conv.address, text))
+    rows = session.scalars(select(Conversation).where(Conversation.id.in_(ids)))
+    return [(conv, policy_for(conv, policies, defaults)) for conv in rows]
+
+
+def _queue(
+    session: Session,
+    governed: list[tuple[Conversation, Policy]],
+    pick: Callable[[Policy], str | None],
+    now: datetime,
+) -> list[int]:
+    """Queue the policy's nudge or closing message, in the transaction that decided it."""
+    replies = [
+        Reply(conv.id, conv.channel, conv.address, text)
+        for conv, policy in governed
+        if (text := pick(policy))
+    ]
     return enqueue_replies(session, replies, role=Role.AGENT, now=now)

@@ -17,7 +17,7 @@ DEFAULTS = Settings().default_policies()
 HELP = Settings().help_text
 
 
-def sms(text: str, sender: str = "+15555550100", sid: str | None = None) -> InboundMessage:
+def sms(text: str, sender: str = "+14155550100", sid: str | None = None) -> InboundMessage:
     return InboundMessage(
         channel="sms",
         provider_id=sid or f"SM{uuid.uuid4().hex}",
@@ -30,7 +30,7 @@ def sms(text: str, sender: str = "+15555550100", sid: str | None = None) -> Inbo
 def ingest_sms(
     engine: Engine,
     text: str,
-    sender: str = "+15555550100",
+    sender: str = "+14155550100",
     sid: str | None = None,
     *,
     now: datetime | None = None,

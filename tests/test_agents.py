@@ -36,6 +36,7 @@ from conversations.settings import Settings
 from conversations.wakeup import CeleryWaker
 from tests.conftest import API_KEY
 from tests.factories import ingest_sms
+from tests.fakes.model_api import FakeModel
 from workers.turn import run_turn
 
 Script = Callable[[list[ModelMessage], AgentInfo], ModelResponse]
@@ -261,7 +262,7 @@ def test_an_outbound_opening_gives_the_model_a_user_side_prompt(
 
     started = client.post(
         "/v1/conversations",
-        json={"service": "billing", "channel": "sms", "to": "+15555550123", "context": {"x": 1}},
+        json={"service": "billing", "channel": "sms", "to": "+14155550123", "context": {"x": 1}},
     )
     assert started.status_code == 201, started.text
     cid = uuid.UUID(started.json()["id"])
@@ -288,3 +289,49 @@ def test_a_model_slower_than_the_turn_deadline_is_abandoned_and_nothing_commits(
     assert detail["status"] == "suspended" and detail["turn_count"] == 0
     assert "0.9" in detail["last_error"]  # the deadline, 90% of TURN_TIME_LIMIT
     assert replies(db, cid) == []
+
+
+def test_a_model_server_that_is_down_is_one_log_line_naming_it_and_the_retry(
+    db: Engine, settings: Settings, waker: CeleryWaker, caplog: pytest.LogCaptureFixture
+) -> None:
+    import socket
+
+    from agent.catalog import default_agent
+
+    with socket.socket() as free:  # a port nothing listens on: connections are refused
+        free.bind(("127.0.0.1", 0))
+        port = free.getsockname()[1]
+    down = f"http://127.0.0.1:{port}/v1"
+    settings = settings.model_copy(
+        update={"model_base_url": down, "model_name": "fake-llm", "model_retries": 0}
+    )
+    cid = ingest_sms(db, "anyone there?").conversation_id
+    with caplog.at_level("ERROR", logger="workers.turn"):
+        assert turn(db, settings, waker, cid, default_agent(settings)) == 0
+    [record] = [r for r in caplog.records if r.name == "workers.turn"]
+    line = record.getMessage()
+    assert record.exc_info is None and "\n" not in line
+    assert f"model openai-chat:fake-llm at {down}" in line and "service 'default'" in line
+    assert "ModelConnectionError" in line
+    assert f"attempt 1 of {settings.max_turn_attempts}; retried within" in line
+    assert replies(db, cid) == []
+
+
+def test_a_turn_record_names_the_model_as_dormouse_agents_does(
+    db: Engine,
+    settings: Settings,
+    waker: CeleryWaker,
+    client: TestClient,
+    fake_model: FakeModel,
+) -> None:
+    from agent.catalog import default_agent
+    from agent.runtime import model_name
+
+    settings = settings.model_copy(
+        update={"model_base_url": fake_model.url, "model_name": "fake-llm"}
+    )
+    agent = default_agent(settings)
+    cid = ingest_sms(db, "hello").conversation_id
+    turn(db, settings, waker, cid, agent)
+    [record] = client.get(f"/v1/conversations/{cid}").json()["turns"]
+    assert record["model"] == model_name(agent) == f"openai-chat:fake-llm at {fake_model.url}"

@@ -55,7 +55,7 @@ def test_a_bad_agents_module_stops_start_up_with_one_line_naming_it(
     result = dormouse(modules, "agents", DORMOUSE_AGENTS=spec)
     assert result.returncode != 0
     [line] = result.stderr.strip().splitlines()
-    assert line.startswith(f"Error: DORMOUSE_AGENTS={spec}: ") and named in line
+    assert line.startswith(f"dormouse: DORMOUSE_AGENTS={spec}: ") and named in line
 
 
 def test_dormouse_agents_lists_each_service_with_its_agent_model_and_tools(tmp_path: Path) -> None:
@@ -82,6 +82,6 @@ def test_every_process_checks_the_agents_before_it_starts(modules: Path, command
     result = dormouse(modules, command, DORMOUSE_AGENTS="not_an_agent")
     assert result.returncode != 0
     assert result.stderr.strip() == (
-        "Error: DORMOUSE_AGENTS=not_an_agent: the agent for service 'support' is a int, not a "
+        "dormouse: DORMOUSE_AGENTS=not_an_agent: the agent for service 'support' is a int, not a "
         "pydantic_ai.Agent or an object with run_turn() and summarize()"
     )

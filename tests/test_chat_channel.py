@@ -332,7 +332,7 @@ def test_without_a_callback_url_replies_are_sent_through_the_api_only(
 def test_a_chat_user_linked_to_a_customer_brings_their_sms_memory(
     client: TestClient, db: Engine, chat_settings: Settings, waker: CeleryWaker
 ) -> None:
-    sms_cid = ingest_sms(db, "hello, my name is Ada", sender="+15555550177").conversation_id
+    sms_cid = ingest_sms(db, "hello, my name is Ada", sender="+14155550177").conversation_id
     run_turn(sms_cid, engine=db, agents=AgentCatalog(), settings=chat_settings, waker=waker)
     with transaction(db) as s:
         s.execute(update(Conversation).values(status="finished", finish_reason="agent"))

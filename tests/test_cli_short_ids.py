@@ -24,8 +24,8 @@ def customer_of(db: Engine, conversation_id: uuid.UUID) -> uuid.UUID:
 def test_lists_print_eight_characters_and_show_takes_any_unique_prefix(
     db: Engine, dormouse_cli: Cli
 ) -> None:
-    first = ingest_sms(db, "hello", sender="+15555550101").conversation_id
-    second = ingest_sms(db, "hi", sender="+15555550102").conversation_id
+    first = ingest_sms(db, "hello", sender="+14155550101").conversation_id
+    second = ingest_sms(db, "hi", sender="+14155550102").conversation_id
 
     listed = dormouse_cli("conversations", "list")
     assert listed.exit_code == 0, listed.output

@@ -128,9 +128,9 @@ def test_sign_in_attempts_are_rate_limited_per_name(client: TestClient) -> None:
 def test_the_inbox_puts_handoff_first_counts_each_status_and_finds_by_address(
     client: TestClient, db: Engine
 ) -> None:
-    waiting = ingest_sms(db, "I need a person", sender="+15555550101").conversation_id
-    ingest_sms(db, "hello", sender="+15555550102")
-    newest = ingest_sms(db, "hi again", sender="+15555550103").conversation_id
+    waiting = ingest_sms(db, "I need a person", sender="+14155550101").conversation_id
+    ingest_sms(db, "hello", sender="+14155550102")
+    newest = ingest_sms(db, "hi again", sender="+14155550103").conversation_id
     with transaction(db) as session:
         session.execute(
             update(Conversation).where(Conversation.id == waiting).values(status="handoff")
@@ -186,7 +186,7 @@ def test_a_timeout_is_reviewed_with_its_effect_then_saved_into_the_history(
     client: TestClient, db: Engine
 ) -> None:
     for n in range(3):
-        ingest_sms(db, "hi", sender=f"+1555555011{n}")
+        ingest_sms(db, "hi", sender=f"+1415555011{n}")
     sign_in(client)
     policy = {
         "service": "",
@@ -199,6 +199,7 @@ def test_a_timeout_is_reviewed_with_its_effect_then_saved_into_the_history(
     review = post(client, "/console/timeouts", "/console/timeouts", **policy)
     assert review.status_code == 200  # type: ignore[attr-defined]
     assert re.search(r"Applies to <strong>3</strong> open conversations", review.text)  # type: ignore[attr-defined]
+    assert "Nudges and closes no open conversation right away." in review.text  # type: ignore[attr-defined]
     with session_factory(db)() as session:
         assert session.scalars(select(TimeoutPolicyChange)).all() == []
     saved = post(client, "/console/timeouts", "/console/timeouts", confirm="yes", **policy)
@@ -223,7 +224,7 @@ def test_a_timeout_is_reviewed_with_its_effect_then_saved_into_the_history(
 
 
 def test_find_link_and_erase_a_customer(client: TestClient, db: Engine) -> None:
-    cid = ingest_sms(db, "hello", sender="+15555550120").conversation_id
+    cid = ingest_sms(db, "hello", sender="+14155550120").conversation_id
     with session_factory(db)() as session:
         customer = session.get_one(Conversation, cid).customer_id
     sign_in(client)
@@ -233,7 +234,7 @@ def test_find_link_and_erase_a_customer(client: TestClient, db: Engine) -> None:
     linked = post(client, f"{page}/identities", page, kind="email", address="Ada@Example.com")
     assert "Linked ada@example.com" in client.get(linked.headers["location"]).text  # type: ignore[attr-defined]
     review = client.get(f"{page}/erase").text
-    assert "+15555550120" in review and "ada@example.com" in review
+    assert "+14155550120" in review and "ada@example.com" in review
     assert "1 conversation with 1 message" in review
     erased = post(client, f"{page}/erase", f"{page}/erase", confirm="erase")
     assert erased.status_code == 303  # type: ignore[attr-defined]

@@ -64,6 +64,11 @@ def test_create_and_read_a_customer_with_normalized_addresses(client: TestClient
     assert again.status_code == 409 and body["id"] in again.text
     bad = client.post("/v1/customers", json={"phones": ["nope"]}, headers=AUTH)
     assert bad.status_code == 422 and "phones[0]" in bad.text
+    # Possible (seven digits) but not valid: no area code. The answer shows the form expected.
+    short = client.post("/v1/customers", json={"phones": ["555-0100"]}, headers=AUTH)
+    assert short.status_code == 422, short.text
+    assert "phones[0]" in short.text and "not a valid phone number" in short.text
+    assert "E.164" in short.text and "+14155550100" in short.text
     assert (
         client.post("/v1/customers", json={"external_id": "crm-1"}, headers=AUTH).status_code == 409
     )
@@ -72,28 +77,28 @@ def test_create_and_read_a_customer_with_normalized_addresses(client: TestClient
 def test_linking_an_address_of_another_customer_needs_an_explicit_merge(
     client: TestClient, db: Engine
 ) -> None:
-    first = ingest_sms(db, "hi from my phone", sender="+15555550111")
+    first = ingest_sms(db, "hi from my phone", sender="+14155550111")
     with session_factory(db)() as s:
         phone_owner = s.get_one(Conversation, first.conversation_id).customer_id
     other = client.post("/v1/customers", json={"emails": ["sam@example.com"]}, headers=AUTH).json()
     url = f"/v1/customers/{other['id']}/identities"
 
-    refused = client.post(url, json={"kind": "phone", "address": "+15555550111"}, headers=AUTH)
+    refused = client.post(url, json={"kind": "phone", "address": "+14155550111"}, headers=AUTH)
     assert refused.status_code == 409 and str(phone_owner) in refused.text
     merged = client.post(
-        url, json={"kind": "phone", "address": "+15555550111", "merge": True}, headers=AUTH
+        url, json={"kind": "phone", "address": "+14155550111", "merge": True}, headers=AUTH
     )
     assert merged.status_code == 201 and merged.json()["merged"] == str(phone_owner)
     assert client.get(f"/v1/customers/{phone_owner}", headers=AUTH).status_code == 404
     # The phone's conversation now belongs to the surviving customer: continuity.
-    again = ingest_sms(db, "still me", sender="+15555550111")
+    again = ingest_sms(db, "still me", sender="+14155550111")
     assert again.conversation_id == first.conversation_id
     with session_factory(db)() as s:
         assert s.get_one(Conversation, again.conversation_id).customer_id == uuid.UUID(other["id"])
 
 
 def test_concurrent_first_messages_converge_over_http(client: TestClient, db: Engine) -> None:
-    forms = [twilio_form(f"m{i}", sid=f"SM{i:032d}", From="+15555550122") for i in range(8)]
+    forms = [twilio_form(f"m{i}", sid=f"SM{i:032d}", From="+14155550122") for i in range(8)]
     with ThreadPoolExecutor(8) as pool:
         codes = list(
             pool.map(
@@ -162,7 +167,7 @@ def test_erasure_removes_everything_and_the_api_answers_404(client: TestClient, 
         customer_id = s.get_one(Conversation, cid).customer_id
     started = client.post(
         "/v1/conversations",
-        json={"service": "other", "channel": "sms", "to": "+15555550100", "message": "pending out"},
+        json={"service": "other", "channel": "sms", "to": "+14155550100", "message": "pending out"},
         headers=AUTH,
     )
     assert started.status_code == 201
@@ -185,7 +190,7 @@ def test_outbound_with_a_message_is_sent_as_written(
         json={
             "service": "billing",
             "channel": "sms",
-            "to": "(555) 555-0133",
+            "to": "(415) 555-0133",
             "message": "Your invoice is ready.",
         },
         headers=AUTH,
@@ -195,14 +200,14 @@ def test_outbound_with_a_message_is_sent_as_written(
     assert (body["status"], body["service"], body["address"]) == (
         "suspended",
         "billing",
-        "+15555550133",
+        "+14155550133",
     )
     assert deliver(body["outbox_id"], engine=db, settings=settings) == "sent"
-    assert [m.body for m in fake_twilio.sent_to("+15555550133")] == ["Your invoice is ready."]
+    assert [m.body for m in fake_twilio.sent_to("+14155550133")] == ["Your invoice is ready."]
 
     again = client.post(
         "/v1/conversations",
-        json={"service": "billing", "channel": "sms", "to": "+15555550133"},
+        json={"service": "billing", "channel": "sms", "to": "+14155550133"},
         headers=AUTH,
     )
     assert again.status_code == 409
@@ -217,7 +222,7 @@ def test_outbound_without_a_message_lets_the_agent_open(
         json={
             "service": "delivery",
             "channel": "sms",
-            "to": "+15555550144",
+            "to": "+14155550144",
             "context": {"reason": "your parcel"},
         },
         headers=AUTH,
@@ -235,7 +240,7 @@ def test_outbound_without_a_message_lets_the_agent_open(
 
 
 def test_idempotency_key_returns_the_first_result(client: TestClient, db: Engine) -> None:
-    payload = {"service": "s", "channel": "sms", "to": "+15555550155", "message": "hello"}
+    payload = {"service": "s", "channel": "sms", "to": "+14155550155", "message": "hello"}
     headers = {**AUTH, "Idempotency-Key": "order-42"}
     first = client.post("/v1/conversations", json=payload, headers=headers)
     second = client.post("/v1/conversations", json=payload, headers=headers)
@@ -253,10 +258,11 @@ def test_idempotency_key_returns_the_first_result(client: TestClient, db: Engine
     ("payload", "status", "fragment"),
     [
         ({"service": "s", "channel": "sms", "to": "not a number"}, 422, "to"),
-        ({"service": "s", "channel": "fax", "to": "+15555550100"}, 422, "channel"),
+        ({"service": "s", "channel": "sms", "to": "555-0100"}, 422, "E.164"),
+        ({"service": "s", "channel": "fax", "to": "+14155550100"}, 422, "channel"),
         ({"service": "s", "channel": "sms"}, 422, "exactly one of to and customer_id"),
         ({"service": "s", "channel": "sms", "customer_id": str(uuid.uuid4())}, 404, "no customer"),
-        ({"service": "", "channel": "sms", "to": "+15555550100"}, 422, "service"),
+        ({"service": "", "channel": "sms", "to": "+14155550100"}, 422, "service"),
     ],
 )
 def test_bad_outbound_requests_are_refused_naming_the_problem(
@@ -272,16 +278,21 @@ def test_stop_opts_out_finishes_and_nothing_is_sent_after(
     client: TestClient, db: Engine, settings: Settings, fake_twilio: FakeTwilio, word: str
 ) -> None:
     hello = twilio_form("hello", sid="SM" + "1" * 32)
-    client.post("/webhooks/twilio/sms", data=hello, headers=signed(hello))
+    answered = client.post("/webhooks/twilio/sms", data=hello, headers=signed(hello))
     stop = twilio_form(word, sid="SM" + "2" * 32)
-    assert client.post("/webhooks/twilio/sms", data=stop, headers=signed(stop)).status_code == 200
+    stopped = client.post("/webhooks/twilio/sms", data=stop, headers=signed(stop))
+    assert stopped.status_code == 200
     with session_factory(db)() as s:
         conv = s.scalars(select(Conversation)).one()
     assert (conv.status, conv.finish_reason) == ("finished", "opt_out")
+    # What `dormouse simulate` reads to say so instead of waiting for a reply.
+    assert answered.headers["X-Dormouse-Reply"] == "coming"
+    assert answered.headers["X-Dormouse-Conversation"] == str(conv.id)
+    assert stopped.headers["X-Dormouse-Reply"] == "none"
 
     refused = client.post(
         "/v1/conversations",
-        json={"service": "x", "channel": "sms", "to": "+15555550100", "message": "promo"},
+        json={"service": "x", "channel": "sms", "to": "+14155550100", "message": "promo"},
         headers=AUTH,
     )
     assert refused.status_code == 409 and "opted out" in refused.text
@@ -293,7 +304,7 @@ def test_stop_opts_out_finishes_and_nothing_is_sent_after(
             s,
             conversation_id=conv.id,
             channel="sms",
-            to="+15555550100",
+            to="+14155550100",
             text="late",
             role=Role.AGENT,
             turn=None,
@@ -303,10 +314,11 @@ def test_stop_opts_out_finishes_and_nothing_is_sent_after(
     assert fake_twilio.create_attempts == 0
 
     start = twilio_form("START", sid="SM" + "3" * 32)
-    client.post("/webhooks/twilio/sms", data=start, headers=signed(start))
+    started = client.post("/webhooks/twilio/sms", data=start, headers=signed(start))
+    assert started.headers["X-Dormouse-Reply"] == "none"
     again = client.post(
         "/v1/conversations",
-        json={"service": "x", "channel": "sms", "to": "+15555550100", "message": "welcome back"},
+        json={"service": "x", "channel": "sms", "to": "+14155550100", "message": "welcome back"},
         headers=AUTH,
     )
     assert again.status_code == 201
@@ -369,7 +381,7 @@ def test_twilio_21610_on_send_opts_the_number_out(
             s,
             conversation_id=cid,
             channel="sms",
-            to="+15555550100",
+            to="+14155550100",
             text="x",
             role=Role.AGENT,
             turn=None,
@@ -377,13 +389,13 @@ def test_twilio_21610_on_send_opts_the_number_out(
         )
     assert deliver(oid, engine=db, settings=settings) == "failed"
     with session_factory(db)() as s:
-        assert "opted out" in (send_refusal(s, "phone", "+15555550100") or "")
+        assert "opted out" in (send_refusal(s, "phone", "+14155550100") or "")
 
 
 def test_a_message_from_any_linked_address_continues_and_replies_on_the_last_channel(
     db: Engine,
 ) -> None:
-    first = ingest_sms(db, "from phone one", sender="+15555550166").conversation_id
+    first = ingest_sms(db, "from phone one", sender="+14155550166").conversation_id
     with transaction(db) as s:
         from conversations.customers import link_address
 
@@ -392,7 +404,7 @@ def test_a_message_from_any_linked_address_continues_and_replies_on_the_last_cha
             s,
             customer_id,
             kind="phone",
-            address="+15555550177",
+            address="+14155550177",
             merge=False,
             actor="tests",
             now=utcnow(),
@@ -403,7 +415,7 @@ def test_a_message_from_any_linked_address_continues_and_replies_on_the_last_cha
 
         second = ingest(
             s,
-            sms("from phone two", sender="+15555550177"),
+            sms("from phone two", sender="+14155550177"),
             service="default",
             now=utcnow(),
             defaults=DEFAULTS,
@@ -411,4 +423,4 @@ def test_a_message_from_any_linked_address_continues_and_replies_on_the_last_cha
         ).conversation_id
     assert second == first
     with session_factory(db)() as s:
-        assert s.get_one(Conversation, first).address == "+15555550177"
+        assert s.get_one(Conversation, first).address == "+14155550177"

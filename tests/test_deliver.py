@@ -19,7 +19,7 @@ from tests.factories import ingest_sms
 from tests.fakes.twilio_api import FakeTwilio
 from workers.deliver import deliver, reconcile
 
-CUSTOMER = "+15555550100"
+CUSTOMER = "+14155550100"
 
 
 def reply(engine: Engine, text: str = "your order shipped") -> int:

@@ -80,7 +80,7 @@ def test_a_duration_of_the_wrong_shape_is_a_422_naming_the_field_never_a_500(
 ) -> None:
     started = client.post(
         "/v1/conversations",
-        json={"service": "s", "channel": "sms", "to": "+15555550123", "message": "hi"},
+        json={"service": "s", "channel": "sms", "to": "+14155550123", "message": "hi"},
     )
     assert started.status_code == 201, started.text
     cid = started.json()["id"]
@@ -143,7 +143,7 @@ def test_a_422_quotes_a_snippet_of_the_input_and_names_unknown_fields(
 ) -> None:
     long = client.post(
         "/v1/conversations",
-        json={"service": "s", "channel": "sms", "to": "+15555550123", "message": "y" * 150_000},
+        json={"service": "s", "channel": "sms", "to": "+14155550123", "message": "y" * 150_000},
     )
     assert long.status_code == 422
     assert len(long.content) < 2_000 and "150000 characters" in long.text
@@ -181,7 +181,7 @@ def test_each_channel_states_its_own_text_limit(client: TestClient) -> None:
             json={"service": "s", "channel": channel, "to": to, "message": text},
         )
 
-    too_long = start("sms", "+15555550123", "x" * 1_601)
+    too_long = start("sms", "+14155550123", "x" * 1_601)
     assert too_long.status_code == 422
     assert "sms messages are at most 1,600 characters" in too_long.text
     mail = start("email", "ada@example.com", "a longer letter " * 125)  # 2,000 characters
@@ -191,7 +191,7 @@ def test_each_channel_states_its_own_text_limit(client: TestClient) -> None:
         f"/v1/conversations/{mail.json()['id']}/messages", json={"text": "y" * 5_000}
     )
     assert replied.status_code == 201, replied.status_code
-    sms = start("sms", "+15555550124", "hello")
+    sms = start("sms", "+14155550124", "hello")
     refused = client.post(
         f"/v1/conversations/{sms.json()['id']}/messages", json={"text": "y" * 2_000}
     )

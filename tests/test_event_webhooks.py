@@ -224,7 +224,7 @@ def test_filters_choose_types_and_service(
 ) -> None:
     add_endpoint(client, receiver, event_types=["message.received"], service="sales")
     ingest_sms(db, "to support", service="support")
-    ingest_sms(db, "to sales", sender="+15555550111", service="sales")
+    ingest_sms(db, "to sales", sender="+14155550111", service="sales")
     pump(db, hook_settings)
     posts = receiver.taken()
     assert types(posts) == ["message.received"]
@@ -276,7 +276,7 @@ def test_one_conversations_events_wait_for_the_earlier_ones(
     receiver.answer_next("500")
     ingest_sms(db, "first", now=t0)
     ingest_sms(db, "second", now=t0)
-    ingest_sms(db, "elsewhere", sender="+15555550199", now=t0)
+    ingest_sms(db, "elsewhere", sender="+14155550199", now=t0)
     pump(db, hook_settings, t0)
     # The first failed: the second waits behind it; the other conversation does not.
     assert [p.body["data"]["message"]["text"] for p in receiver.taken()] == ["elsewhere"]
@@ -294,7 +294,7 @@ def test_410_gone_disables_the_endpoint(
     pump(db, hook_settings)
     shown = client.get(f"/v1/webhooks/{endpoint['id']}", headers=AUTH).json()
     assert shown["enabled"] is False and "410" in shown["disabled_reason"]
-    ingest_sms(db, "after", sender="+15555550122")
+    ingest_sms(db, "after", sender="+14155550122")
     pump(db, hook_settings)
     assert len(receiver.posts) == 1  # nothing more is sent, nothing more is owed
     with session_factory(db)() as s:
@@ -309,7 +309,7 @@ def test_an_endpoint_failing_for_five_days_is_disabled_with_its_reason(
     receiver.answer_next("500", "500")
     ingest_sms(db, "monday", now=t0)
     pump(db, hook_settings, t0)
-    ingest_sms(db, "saturday", sender="+15555550133", now=t0 + timedelta(days=5))
+    ingest_sms(db, "saturday", sender="+14155550133", now=t0 + timedelta(days=5))
     pump(db, hook_settings, t0 + timedelta(days=5, seconds=1))
     shown = client.get(f"/v1/webhooks/{endpoint['id']}", headers=AUTH).json()
     assert shown["enabled"] is False
@@ -333,7 +333,7 @@ def test_a_rotated_secret_signs_beside_the_old_one_for_24_hours(
 
     receiver.secrets = [old]
     later = t0 + timedelta(hours=24, seconds=1)
-    ingest_sms(db, "after it", sender="+15555550144", now=later)
+    ingest_sms(db, "after it", sender="+14155550144", now=later)
     pump(db, hook_settings, later)
     assert receiver.refused  # the old secret no longer signs
     receiver.secrets = [new]
@@ -395,7 +395,7 @@ def test_a_dead_workers_claim_is_taken_again_once_stale(
 
 def test_events_are_read_as_receivers_get_them(db: Engine, client: TestClient) -> None:
     first = ingest_sms(db, "hello").conversation_id
-    ingest_sms(db, "other", sender="+15555550155")
+    ingest_sms(db, "other", sender="+14155550155")
     everything = client.get("/v1/events", headers=AUTH).json()
     assert [e["type"] for e in everything] == ["conversation.started", "message.received"] * 2
     mine = client.get(f"/v1/events?conversation_id={first}", headers=AUTH).json()

@@ -30,7 +30,7 @@ def test_same_provider_id_twice_is_one_message(db: Engine) -> None:
 
 def test_concurrent_first_messages_from_one_address_converge(db: Engine) -> None:
     """Ten webhooks at once from a new number: one customer, one conversation, ten messages."""
-    messages = [sms(f"message {i}", sender="+15555550177") for i in range(10)]
+    messages = [sms(f"message {i}", sender="+14155550177") for i in range(10)]
     with ThreadPoolExecutor(max_workers=10) as pool:
         results = list(
             pool.map(
@@ -72,8 +72,8 @@ def test_a_message_after_the_conversation_finished_opens_a_new_one(db: Engine) -
 
 
 def test_different_numbers_are_different_customers(db: Engine) -> None:
-    a = ingest_sms(db, "a", sender="+15555550101").conversation_id
-    b = ingest_sms(db, "b", sender="+15555550102").conversation_id
+    a = ingest_sms(db, "a", sender="+14155550101").conversation_id
+    b = ingest_sms(db, "b", sender="+14155550102").conversation_id
     assert a != b and count(db, Customer) == 2
 
 
@@ -82,7 +82,7 @@ def test_many_customers_open_and_reopen_conversations(db: Engine) -> None:
     (psycopg prepares a query from its sixth run, the server plans it generically from its
     sixth execution): the open-conversation index must still be found by such plans."""
     engine = make_engine(db.url.render_as_string(hide_password=False))  # one connection
-    numbers = [f"+1555555{i:04d}" for i in range(12)]
+    numbers = [f"+1415555{i:04d}" for i in range(12)]
     try:
         first = {n: ingest_sms(engine, "hi", sender=n).conversation_id for n in numbers}
         with transaction(engine) as s:

@@ -48,14 +48,14 @@ def every_page(client: TestClient, url: str) -> tuple[list[list[Any]], list[str]
 
 
 def test_conversations_page_by_cursor_each_once_newest_first(client: TestClient) -> None:
-    started = [start(client, "billing", f"+1555555020{i}") for i in range(5)]
+    started = [start(client, "billing", f"+1415555020{i}") for i in range(5)]
     pages, _ = every_page(client, "/v1/conversations?limit=2")
     assert [len(p) for p in pages] == [2, 2, 1]
     assert [c["id"] for p in pages for c in p] == list(reversed(started))
 
 
 def test_a_conversation_that_changes_while_paging_is_not_repeated(client: TestClient) -> None:
-    started = [start(client, "billing", f"+1555555021{i}") for i in range(4)]
+    started = [start(client, "billing", f"+1415555021{i}") for i in range(4)]
     first = client.get("/v1/conversations?limit=2")
     assert [c["id"] for c in first.json()] == started[:1:-1]
     client.post(f"/v1/conversations/{started[3]}/handoff")  # moves back to the top
@@ -64,17 +64,39 @@ def test_a_conversation_that_changes_while_paging_is_not_repeated(client: TestCl
 
 
 def test_lists_filter_by_service(client: TestClient) -> None:
-    sales = start(client, "sales", "+15555550220")
-    start(client, "support", "+15555550221")
+    sales = start(client, "sales", "+14155550220")
+    start(client, "support", "+14155550221")
     only = client.get("/v1/conversations", params={"service": "sales"}).json()
     assert [c["id"] for c in only] == [sales]
     outbox = client.get("/v1/outbox", params={"service": "sales"}).json()
     assert [row["conversation_id"] for row in outbox] == [sales]
 
 
+def test_status_open_lists_every_conversation_not_finished(client: TestClient) -> None:
+    kept = start(client, "sales", "+14155550230")
+    handed = start(client, "sales", "+14155550231")
+    done = start(client, "sales", "+14155550232")
+    client.post(f"/v1/conversations/{handed}/handoff")
+    client.post(f"/v1/conversations/{done}/finish")
+    listed = client.get("/v1/conversations", params={"status": "open"})
+    assert listed.status_code == 200, listed.text
+    assert {c["id"] for c in listed.json()} == {kept, handed}
+
+
+def test_a_misspelt_query_parameter_is_refused_naming_it_like_a_misspelt_field(
+    client: TestClient,
+) -> None:
+    start(client, "sales", "+14155550233")
+    refused = client.get("/v1/conversations", params={"chanel": "sms"})
+    assert refused.status_code == 422
+    assert "'chanel'" in refused.text and "channel" in refused.text
+    assert client.get("/v1/outbox", params={"stauts": "sent"}).status_code == 422
+    assert client.get("/v1/conversations", params={"channel": "sms"}).status_code == 200
+
+
 def test_outbox_and_timeout_history_page_by_cursor(client: TestClient) -> None:
     for i in range(3):
-        start(client, "billing", f"+1555555023{i}")
+        start(client, "billing", f"+1415555023{i}")
     pages, _ = every_page(client, "/v1/outbox?limit=2")
     ids = [row["id"] for p in pages for row in p]
     assert [len(p) for p in pages] == [2, 1] and ids == sorted(ids, reverse=True)

@@ -123,7 +123,7 @@ def test_handoff_human_reply_and_handback(client: TestClient, db: Engine) -> Non
     assert reply.status_code == 201
     with session_factory(db)() as s:
         row = s.get_one(OutboxRow, reply.json()["outbox_id"])
-    assert (row.body, row.to_address, row.channel) == ("Hi, Sam here.", "+15555550100", "sms")
+    assert (row.body, row.to_address, row.channel) == ("Hi, Sam here.", "+14155550100", "sms")
     blank = client.post(f"/v1/conversations/{cid}/messages", json={"text": "  "}, headers=AUTH)
     assert blank.status_code == 422
 

@@ -33,7 +33,7 @@ def test_a_backlog_is_woken_once_until_it_needs_work_anew_or_the_wakeup_is_old(
     db: Engine, settings: Settings, waker: CeleryWaker
 ) -> None:
     # Three customers wrote while the broker was down: their wake-ups never left.
-    cids = [ingest_sms(db, "hi", f"+1555555020{i}", now=START).conversation_id for i in range(3)]
+    cids = [ingest_sms(db, "hi", f"+1415555020{i}", now=START).conversation_id for i in range(3)]
     assert sweep(db, waker, timedelta(seconds=5))["turns"] == 0  # still within the grace
 
     assert sweep(db, waker, timedelta(seconds=20))["turns"] == 3
@@ -43,7 +43,7 @@ def test_a_backlog_is_woken_once_until_it_needs_work_anew_or_the_wakeup_is_old(
     assert sorted(args[0] for _, args in turn_wakeups(settings)) == sorted(map(str, cids))
 
     # A new message after our wake-up is new work: its conversation is woken again (once).
-    ingest_sms(db, "anyone?", "+15555550200", now=START + timedelta(seconds=50))
+    ingest_sms(db, "anyone?", "+14155550200", now=START + timedelta(seconds=50))
     assert sweep(db, waker, timedelta(seconds=75))["turns"] == 1
     assert sweep(db, waker, timedelta(seconds=76))["turns"] == 0
 
@@ -54,7 +54,7 @@ def test_a_backlog_is_woken_once_until_it_needs_work_anew_or_the_wakeup_is_old(
 
 
 def test_a_wakeup_the_broker_refused_is_not_counted_as_sent(db: Engine, settings: Settings) -> None:
-    ingest_sms(db, "hi", "+15555550209", now=START)
+    ingest_sms(db, "hi", "+14155550209", now=START)
     dead = CeleryWaker(settings=settings.model_copy(update={"broker_url": "redis://127.0.0.1:1/0"}))
     sweep(db, dead, timedelta(seconds=20))  # publishing fails: nothing stamped
     assert broker_client(settings.broker_url).llen(TURN_QUEUE) == 0

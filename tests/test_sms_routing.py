@@ -24,7 +24,7 @@ from workers.turn import run_turn
 
 SUPPORT_NUMBER = "+15005550006"
 SALES_NUMBER = "+15005550007"
-CUSTOMER = "+15555550111"
+CUSTOMER = "+14155550111"
 
 
 @pytest.fixture

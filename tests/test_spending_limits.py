@@ -37,7 +37,7 @@ def app_with(db: Engine, settings: Settings, waker: CeleryWaker, **limits: str) 
     )
 
 
-def text(client: TestClient, body: str, sender: str = "+15555550100") -> str:
+def text(client: TestClient, body: str, sender: str = "+14155550100") -> str:
     form = twilio_form(body, sid="SM" + uuid.uuid4().hex, From=sender)
     answered = client.post("/webhooks/twilio/sms", data=form, headers=signed(form))
     assert answered.status_code == 200, answered.text
@@ -93,7 +93,7 @@ def test_new_conversations_per_address_are_limited(
         after = value(scrape(c), "dormouse_limited_total", limit="conversations_per_address")
         assert after == before + 1
         # Someone else is not affected.
-        assert status(db, text(c, "hello", sender="+15555550199"))[0] == "suspended"
+        assert status(db, text(c, "hello", sender="+14155550199"))[0] == "suspended"
 
 
 def test_new_mail_conversations_per_domain_are_limited(
@@ -139,8 +139,8 @@ def test_all_turns_per_minute_are_limited(
 ) -> None:
     limits = {"limit_turns": "1/minute"}
     with app_with(db, settings, waker, **limits) as c:
-        first = text(c, "hi", sender="+15555550101")
-        second = text(c, "hi", sender="+15555550102")
+        first = text(c, "hi", sender="+14155550101")
+        second = text(c, "hi", sender="+14155550102")
         capped = settings.model_copy(update=limits)
         assert turn(db, capped, waker, first) == 1
         assert turn(db, capped, waker, second) == 0
@@ -161,7 +161,7 @@ def test_sms_per_number_per_day_are_limited(
     with session_factory(db)() as s:
         rows = [r.id for r in s.scalars(select(OutboxRow).order_by(OutboxRow.id))]
     assert [deliver(r, engine=db, settings=capped) for r in rows] == ["sent", "failed"]
-    assert len(fake_twilio.sent_to("+15555550100")) == 1
+    assert len(fake_twilio.sent_to("+14155550100")) == 1
     with session_factory(db)() as s:
         refused = s.get_one(OutboxRow, rows[1])
     assert "LIMIT_SMS_PER_NUMBER (1/day)" in (refused.last_error or "")
@@ -171,8 +171,8 @@ def test_sms_per_number_per_day_are_limited(
 def test_counts_are_shared_by_every_process(settings: Settings) -> None:
     # Two processes are two SpendingLimits on one Redis: the second sees the first's count.
     capped = settings.model_copy(update={"limit_sms_per_number": "1/day"})
-    assert SpendingLimits(capped).sms("+15555550111") is None
-    assert SpendingLimits(capped).sms("+15555550111") is not None
+    assert SpendingLimits(capped).sms("+14155550111") is None
+    assert SpendingLimits(capped).sms("+14155550111") is not None
 
 
 def test_a_store_that_cannot_count_lets_the_message_through(
@@ -198,4 +198,4 @@ def test_a_limit_that_is_not_one_is_refused_naming_it(value: str) -> None:
 
 def test_off_switches_a_limit_off(settings: Settings) -> None:
     unlimited = settings.model_copy(update={"limit_sms_per_number": "off"})
-    assert all(SpendingLimits(unlimited).sms("+15555550112") is None for _ in range(5))
+    assert all(SpendingLimits(unlimited).sms("+14155550112") is None for _ in range(5))

@@ -29,6 +29,7 @@ from tests.factories import DEFAULTS, ingest_sms
 from workers.wrapup import wrap_up
 
 H = timedelta(hours=1)
+M = timedelta(minutes=1)
 T0 = datetime.fromisoformat("2026-03-01T12:00:00+00:00")
 
 
@@ -83,6 +84,8 @@ def test_closes_at_the_deadline_with_closing_message_and_wraps_up_once(db: Engin
     assert wrap_up(cid, engine=db, agents=AgentCatalog()) is False
     conv = get(db, cid)
     assert conv.summary and "I need help with my order" in conv.summary
+    # The closing message answered nothing: no reply is counted for it.
+    assert "The customer wrote 1 message; 0 replies were sent." in conv.summary
     with session_factory(db)() as s:
         [event] = s.scalars(select(Event).where(Event.type == "conversation.finished")).all()
         [ended] = s.scalars(select(Event).where(Event.type == "conversation.ended")).all()
@@ -107,6 +110,35 @@ def test_nudges_once_before_closing(db: Engine) -> None:
     assert outbox_bodies(db) == ["Still there?", "Bye for now."]
 
 
+def recompute(engine: Engine, scope: Scope) -> None:
+    with transaction(engine) as s:
+        recompute_batch(s, scope, after=None, batch=100, defaults=DEFAULTS)
+
+
+def test_an_overdue_conversation_nudged_by_a_new_policy_gets_its_time_to_answer(
+    db: Engine,
+) -> None:
+    # Quiet for 5 minutes, then a 3-minute policy with a 1-minute nudge: both deadlines passed.
+    cid = ingest_sms(db, "hi", now=T0).conversation_id
+    settle(db)
+    later = T0 + timedelta(minutes=5)
+    policy(db, Scope(channel="sms"), Policy(3 * M, M, "Still there?", "Closing this chat."))
+    recompute(db, Scope(channel="sms"))
+
+    # One sweep: the nudge goes out, the close waits for the minute the nudge promised.
+    assert nudge(db, later).closed == [cid]
+    assert close(db, later).closed == []
+    assert close(db, later + M - timedelta(seconds=1)).closed == []
+    assert get(db, cid).expires_at == later + M
+
+    # A recompute (another policy change) keeps the promise and does not nudge again.
+    recompute(db, Scope(channel="sms"))
+    assert get(db, cid).expires_at == later + M
+    assert nudge(db, later + M).closed == []
+    assert close(db, later + M).closed == [cid]
+    assert outbox_bodies(db) == ["Still there?", "Closing this chat."]
+
+
 def test_new_activity_moves_the_deadline_and_rearms_the_nudge(db: Engine) -> None:
     policy(db, Scope(), Policy(2 * H, timedelta(minutes=30), "Still there?"))
     cid = ingest_sms(db, "hi", now=T0).conversation_id
@@ -121,8 +153,8 @@ def test_new_activity_moves_the_deadline_and_rearms_the_nudge(db: Engine) -> Non
 
 
 def test_a_pending_message_or_a_running_turn_wins_over_the_deadline(db: Engine) -> None:
-    pending = ingest_sms(db, "unanswered", sender="+15555550101", now=T0).conversation_id
-    running = ingest_sms(db, "mid-turn", sender="+15555550102", now=T0).conversation_id
+    pending = ingest_sms(db, "unanswered", sender="+14155550101", now=T0).conversation_id
+    running = ingest_sms(db, "mid-turn", sender="+14155550102", now=T0).conversation_id
     with transaction(db) as s:
         s.execute(
             update(Message).where(Message.conversation_id == running).values(inbound_state="done")
@@ -153,8 +185,8 @@ def test_never_means_never(db: Engine) -> None:
 
 
 def test_a_policy_change_recomputes_open_conversations_it_governs(db: Engine) -> None:
-    acme = ingest_sms(db, "a", sender="+15555550103", now=T0, service="acme").conversation_id
-    other = ingest_sms(db, "b", sender="+15555550104", now=T0, service="other").conversation_id
+    acme = ingest_sms(db, "a", sender="+14155550103", now=T0, service="acme").conversation_id
+    other = ingest_sms(db, "b", sender="+14155550104", now=T0, service="other").conversation_id
     policy(db, Scope(service="acme"), Policy(H))
     with transaction(db) as s:
         progress = recompute_batch(
@@ -204,7 +236,7 @@ def test_concurrent_sweep_processes_nudge_close_and_wrap_up_each_conversation_on
     policy(db, Scope(), Policy(2 * H, timedelta(minutes=30), "Still there?", "Closing."))
     n = 120
     for i in range(n):
-        ingest_sms(db, f"hello {i}", sender=f"+1555555{i:04}", now=T0)
+        ingest_sms(db, f"hello {i}", sender=f"+1415555{i:04}", now=T0)
     settle(db)
 
     ctx = multiprocessing.get_context("spawn")
@@ -246,7 +278,7 @@ def test_the_sweep_reads_due_rows_through_the_index(db: Engine, migrated: Backen
                     "customer_id": customer.id,
                     "service": f"s{i}",
                     "channel": "sms",
-                    "address": "+15555550100",
+                    "address": "+14155550100",
                     "status": "suspended",
                     "claim_attempts": 0,
                     "turn_count": 0,

@@ -23,7 +23,7 @@ def twilio_form(body: str = "hello", sid: str = "SM" + "a" * 32, **extra: str) -
     form = {
         "MessageSid": sid,
         "AccountSid": "AC" + "1" * 32,
-        "From": "+1 (555) 555-0100",
+        "From": "+1 (415) 555-0100",
         "To": "+15550006666",
         "Body": body,
         "NumMedia": "0",
@@ -62,7 +62,7 @@ def test_signed_sms_is_committed_woken_and_answered_with_empty_twiml(
         conversation = s.get_one(Conversation, message.conversation_id)
     assert (message.body, message.address, message.inbound_state) == (
         "hi there",
-        "+15555550100",
+        "+14155550100",
         "pending",
     )
     assert message.media == ["https://media.example/1.jpg"]
@@ -180,7 +180,7 @@ def test_status_callbacks_are_deduplicated_and_never_move_backwards(
             s,
             conversation_id=conversation_id,
             channel="sms",
-            to="+15555550100",
+            to="+14155550100",
             text="reply",
             role=Role.AGENT,
             turn=1,
@@ -231,10 +231,10 @@ def test_operator_api_needs_a_key_and_shows_conversations(client: TestClient, db
         client.get("/v1/conversations", headers={"Authorization": "Bearer nope"}).status_code == 401
     )
     auth = {"Authorization": f"Bearer {API_KEY}"}
-    listed = client.get("/v1/conversations", params={"address": "(555) 555-0100"}, headers=auth)
+    listed = client.get("/v1/conversations", params={"address": "(415) 555-0100"}, headers=auth)
     assert listed.status_code == 200
     [summary] = listed.json()
-    assert summary["status"] == "suspended" and summary["address"] == "+15555550100"
+    assert summary["status"] == "suspended" and summary["address"] == "+14155550100"
     assert client.get("/v1/conversations", params={"status": "finished"}, headers=auth).json() == []
 
     detail = client.get(f"/v1/conversations/{summary['id']}", headers=auth).json()

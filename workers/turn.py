@@ -12,12 +12,13 @@ import uuid
 from collections.abc import Callable
 from datetime import datetime
 
+from pydantic_ai.exceptions import ModelAPIError
 from sqlalchemy import Engine
 
 from agent.base import TurnContext
 from agent.catalog import AgentCatalog, kind_of
 from agent.deps import TurnDeps
-from agent.runtime import TurnLimits, run_agent_turn
+from agent.runtime import TurnLimits, model_name, run_agent_turn
 from channels.registry import get_channel
 from conversations import log_context
 from conversations.db import session_factory, transaction
@@ -129,7 +130,7 @@ def _one_turn(
     except Exception as exc:
         with transaction(engine) as session:
             turn_store.release(session, conversation_id, token=token, now=clock(), error=repr(exc))
-        log.exception("turn of conversation %s failed; released for retry", conversation_id)
+        _log_failure(exc, snapshot, agents, attempts=attempts, settings=settings)
         return "failed"
 
     try:
@@ -177,6 +178,40 @@ def _one_turn(
         ),
     )
     return "committed"
+
+
+def _log_failure(
+    exc: Exception,
+    snapshot: turn_store.TurnSnapshot,
+    agents: AgentCatalog,
+    *,
+    attempts: int,
+    settings: Settings,
+) -> None:
+    """One line for a model that failed (down, refusing, overloaded): which service, model
+    and URL, and what happens next. A model server that is down fails every turn alike, and
+    its chained traceback (about 200 lines, every retry) says less than this line. Anything
+    else is a bug in an agent or in Dormouse: its traceback is what helps."""
+    if attempts < settings.max_turn_attempts:
+        then = (
+            f"attempt {attempts} of {settings.max_turn_attempts}; "
+            f"retried within {settings.redrive_interval:g}s"
+        )
+    else:
+        then = f"attempt {attempts}, the last: the next claim hands it to a person"
+    if not isinstance(exc, ModelAPIError):
+        log.exception("turn of conversation %s failed (%s)", snapshot.conversation_id, then)
+        return
+    model = model_name(agents.for_service(snapshot.service)) or "its model"
+    log.error(
+        "turn of conversation %s failed: service %r, model %s: %s: %s (%s)",
+        snapshot.conversation_id,
+        snapshot.service,
+        model,
+        type(exc).__name__,
+        exc,
+        then,
+    )
 
 
 def _decide(

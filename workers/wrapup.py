@@ -21,9 +21,9 @@ from agent.runtime import summarize
 from conversations import events
 from conversations.db import rowcount, session_factory, transaction
 from conversations.models import Conversation, Message, TurnRecord
-from conversations.states import ConversationStatus, Direction
+from conversations.states import ConversationStatus, Direction, Role
 from conversations.transcript import MessageView
-from conversations.types import utcnow
+from conversations.types import iso, utcnow
 from memory.store import MemoryKind, remember
 
 SUMMARY_WINDOW = 200  # the summary reads at most this many of the latest messages
@@ -64,7 +64,15 @@ def wrap_up(
             ).where(TurnRecord.conversation_id == conversation_id)
         ).one()
     messages = [
-        MessageView(m.id, m.direction, m.role, m.channel, m.body, m.created_at)
+        MessageView(
+            m.id,
+            m.direction,
+            m.role,
+            m.channel,
+            m.body,
+            m.created_at,
+            automatic=m.direction == Direction.OUTBOUND and m.role == Role.AGENT and m.turn is None,
+        )
         for m in reversed(rows)
     ]
     # The model may take a while: no transaction is open here.
@@ -78,8 +86,8 @@ def wrap_up(
         "channel": conv.channel,
         "finish_reason": conv.finish_reason,
         "summary": summary,
-        "started_at": conv.created_at.isoformat(),
-        "finished_at": finished_at.isoformat(),
+        "started_at": iso(conv.created_at),
+        "finished_at": iso(finished_at),
         "duration_seconds": round((finished_at - conv.created_at).total_seconds(), 3),
         "messages": {"inbound": conv.inbound_count, "outbound": outbound or 0},
         "usage": {

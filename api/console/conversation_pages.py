@@ -114,7 +114,7 @@ async def conversation(
         "p": found,
         "turn_after": {mid: turns[t] for t, mid in last_of_turn.items() if t in turns},
     }
-    return page(request, "_conversation_live.html" if fragment else "conversation.html", context)
+    return page(request, "_conversation_refresh.html" if fragment else "conversation.html", context)
 
 
 @router.get("/conversations/{conversation_id}/events")

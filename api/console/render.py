@@ -9,6 +9,7 @@ from typing import Any
 from fastapi import Request
 from fastapi.responses import HTMLResponse
 from fastapi.templating import Jinja2Templates
+from markupsafe import Markup
 
 from api.console.session import csrf_token, signed_in_name, take_flash
 
@@ -60,6 +61,38 @@ def _when(value: datetime | None) -> str:
     return "—" if value is None else value.astimezone(UTC).strftime("%Y-%m-%d %H:%M UTC")
 
 
+def _time(value: datetime | None, text: str, style: str, cls: str = "") -> Markup:
+    """A ``<time>`` the page's script shows in the viewer's own zone, named (one rule with the
+    chat page); UTC, said so, without script."""
+    if value is None:
+        return Markup("—")
+    at = value.astimezone(UTC)
+    return Markup(
+        '<time{cls} datetime="{iso}" data-local="{style}" title="{utc}">{text}</time>'
+    ).format(
+        cls=Markup(f' class="{cls}"') if cls else "",
+        iso=at.isoformat().replace("+00:00", "Z"),
+        style=style,
+        utc=_when(at),
+        text=text,
+    )
+
+
+def _local(value: datetime | None, style: str = "full") -> Markup:
+    """An exact time: '2026-12-04 19:20 GMT+1' where the viewer is (style 'short': 'Dec 4,
+    19:20 GMT+1', for a transcript)."""
+    return _time(value, _when(value) if style == "full" else _short(value), style)
+
+
+def _ago_time(value: datetime | None, cls: str = "muted") -> Markup:
+    """'3 min ago', with the exact local time on hover."""
+    return _time(value, _ago(value), "ago", cls)
+
+
+def _short(value: datetime | None) -> str:
+    return "—" if value is None else value.astimezone(UTC).strftime("%b %d, %H:%M UTC")
+
+
 def _thousands(value: int) -> str:
     return f"{value:,}"
 
@@ -67,6 +100,8 @@ def _thousands(value: int) -> str:
 templates.env.filters["ago"] = _ago
 templates.env.filters["when"] = _when
 templates.env.filters["thousands"] = _thousands
+templates.env.filters["local"] = _local
+templates.env.filters["ago_time"] = _ago_time
 
 
 def page(

@@ -23,7 +23,13 @@ from conversations.db import session_factory, transaction
 from conversations.inbox import governed_by, services
 from conversations.models import TimeoutPolicy
 from conversations.operators import actor_of, record_action
-from conversations.timeout_store import delete_policy, history, set_policy
+from conversations.timeout_store import (
+    delete_policy,
+    describe_effect,
+    effect_of,
+    history,
+    set_policy,
+)
 from conversations.timeouts import Scope, format_duration
 from conversations.types import utcnow
 
@@ -177,9 +183,13 @@ async def save_timeout(
                         TimeoutPolicy.channel == scope.channel,
                     )
                 )
+                effect = effect_of(
+                    session, scope, policy, defaults=app.settings.default_policies(), now=utcnow()
+                )
                 return {
                     "governs": governed_by(session, (scope.service, scope.channel), scopes),
                     "replaces": current is not None,
+                    "right_away": describe_effect(effect),
                 }
 
         seen = await run_in_threadpool(review)

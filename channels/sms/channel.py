@@ -101,7 +101,9 @@ class SmsChannel(Channel):
         if missing:
             raise WebhookRejected(400, f"missing form field(s): {', '.join(missing)}")
         try:
-            sender = normalize_phone(params["From"], self.settings.default_region)
+            sender = normalize_phone(
+                params["From"], self.settings.default_region, must_be_valid=False
+            )
         except InvalidAddress as exc:
             raise WebhookRejected(400, f"From: {exc}") from None
         try:

@@ -12,12 +12,15 @@ from channels.sms.channel import SmsChannel, route_sms
 from channels.webhook import accept, public_url_for, read_body, webhook_app
 from conversations.db import transaction
 from conversations.errors import WebhookRejected
+from conversations.ingest import IngestResult
 from conversations.outbox import record_delivery_status
 from conversations.types import utcnow
 from conversations.wakeup import Produced, publish
 
 router = APIRouter(prefix="/webhooks/twilio", tags=["webhooks"])
 
+CONVERSATION_HEADER = "X-Dormouse-Conversation"
+REPLY_HEADER = "X-Dormouse-Reply"
 EMPTY_TWIML = '<?xml version="1.0" encoding="UTF-8"?><Response/>'
 
 
@@ -60,8 +63,19 @@ async def inbound_sms(request: Request) -> Response:
     params = await _verified_form(request, channel)
     message = channel.parse(params, request.headers)
     service, route = route_sms(app.settings, message.recipient)
-    await run_in_threadpool(accept, app, message, service=service, route=route)
-    return Response(EMPTY_TWIML, media_type="application/xml")
+    result = await run_in_threadpool(accept, app, message, service=service, route=route)
+    return Response(EMPTY_TWIML, media_type="application/xml", headers=outcome_headers(result))
+
+
+def outcome_headers(result: IngestResult) -> dict[str, str]:
+    """What became of the message, for `dormouse simulate` (Twilio ignores them): its
+    conversation, and whether a reply is coming (none after STOP or START, nor while held)."""
+    coming = result.needs_turn or bool(result.outbox_ids)
+    reply = "held" if result.held else "coming" if coming else "none"
+    headers = {REPLY_HEADER: reply}
+    if result.conversation_id is not None:
+        headers[CONVERSATION_HEADER] = str(result.conversation_id)
+    return headers
 
 
 @router.post("/status", response_class=Response, responses={**TWIML, **REFUSALS})

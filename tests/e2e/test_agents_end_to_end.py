@@ -14,7 +14,7 @@ from tests.fakes.twilio_api import FakeTwilio
 
 pytestmark = pytest.mark.e2e
 
-CUSTOMER = "+15555550177"
+CUSTOMER = "+14155550177"
 SUPPORT_NUMBER = "+15005550006"
 
 

@@ -25,8 +25,8 @@ from tests.e2e.test_chat_page import browser, screenshot, until  # noqa: F401 - 
 from tests.fakes.twilio_api import FakeTwilio
 
 PASSWORD = "a long console password"
-WAITING = "+15555550177"
-CHATTY = "+15555550178"
+WAITING = "+14155550177"
+CHATTY = "+14155550178"
 
 
 def text_of(driver: WebDriver, element_id: str) -> str:
@@ -69,6 +69,8 @@ def test_an_operator_works_a_handoff_in_the_console(
 
     # Signed out, the console sends the browser to sign in, and back.
     browser.set_window_size(1200, 860)
+    # Times are the viewer's own, zone named: an operator in Tokyo reads Tokyo time.
+    browser.execute_cdp_cmd("Emulation.setTimezoneOverride", {"timezoneId": "Asia/Tokyo"})
     browser.get(f"{stack.base}/console/inbox")
     until(browser, "the sign-in form", lambda d: d.find_elements(By.ID, "password"))
     screenshot(browser, tmp_path, "console-sign-in")
@@ -100,6 +102,8 @@ def test_an_operator_works_a_handoff_in_the_console(
         lambda d: "Operator · ada" in text_of(d, "transcript"),
     )
     screenshot(browser, tmp_path, "console-conversation")
+    shown = browser.find_element(By.CSS_SELECTOR, "#transcript time").text
+    assert "GMT+9" in shown and "UTC" not in shown, shown
     browser.set_window_size(390, 844)  # a phone
     screenshot(browser, tmp_path, "console-conversation-phone")
     browser.set_window_size(1200, 860)
@@ -109,12 +113,15 @@ def test_an_operator_works_a_handoff_in_the_console(
     assert "With the agent" in browser.find_element(By.CLASS_NAME, "conversation-head").text
     # The page follows the conversation's event stream: the customer's next message and the
     # agent's answer appear without a reload.
+    usage = text_of(browser, "usage")
     assert stack.text("thanks, one more question", WAITING).status_code == 200
     until(
         browser,
         "the live update",
         lambda d: "Agent" in text_of(d, "transcript").partition("thanks, one more question")[2],
     )
+    # The side panels follow too: the agent's turn shows in the usage without a reload.
+    until(browser, "the usage to follow", lambda d: text_of(d, "usage") != usage)
 
     # A 2 h SMS timeout with a nudge: reviewed with its effect, saved, in the history.
     browser.get(f"{stack.base}/console/timeouts")
@@ -134,6 +141,12 @@ def test_an_operator_works_a_handoff_in_the_console(
     assert "2h" in history and "Still there? Just reply." in history
     assert "channel sms" in browser.find_element(By.ID, "policies").text
     screenshot(browser, tmp_path, "console-timeouts")
+    browser.set_window_size(390, 844)  # a phone: the policies read as cards, no sideways scroll
+    assert browser.execute_script(
+        "return document.documentElement.scrollWidth <= window.innerWidth"
+    )
+    screenshot(browser, tmp_path, "console-timeouts-phone")
+    browser.set_window_size(1200, 860)
 
     # Erase the customer who wrote second, after a page naming what goes.
     browser.get(f"{stack.base}/console/customers")

@@ -14,7 +14,7 @@ from tests.fakes.event_receiver import EventReceiver
 
 pytestmark = pytest.mark.e2e
 
-CUSTOMER = "+15555550188"
+CUSTOMER = "+14155550188"
 
 
 @pytest.fixture

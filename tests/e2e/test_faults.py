@@ -19,7 +19,7 @@ from tests.fakes.twilio_api import FakeTwilio
 
 pytestmark = pytest.mark.e2e
 
-CUSTOMER = "+15555550188"
+CUSTOMER = "+14155550188"
 
 
 def inbound(stack: Stack, conversation_id: str) -> list[dict]:
@@ -145,7 +145,7 @@ def test_ten_concurrent_copies_of_each_webhook_store_and_answer_each_message_onc
 ) -> None:
     # Twilio retries a webhook it did not see answered; copies may arrive at the same time.
     stack = make_stack().start(workers=2)
-    customers = [f"+1555555031{i:1d}" for i in range(10)]
+    customers = [f"+1415555031{i:1d}" for i in range(10)]
     posts = [("SM" + f"{i:032x}", number) for i, number in enumerate(customers)] * 10
     random.Random(7).shuffle(posts)
     with ThreadPoolExecutor(max_workers=20) as pool:
@@ -174,7 +174,7 @@ def test_broker_down_while_every_slot_is_busy_the_worker_consumes_again_once_it_
     fake_model.delay = 1.0
     model = {"MODEL_BASE_URL": fake_model.url, "MODEL_TIMEOUT": "10"}
     stack = make_stack(on_own_broker, **model).start(workers=1)
-    first, second, later = "+15555550401", "+15555550402", "+15555550403"
+    first, second, later = "+14155550401", "+14155550402", "+14155550403"
     stack.text("one", first)
     stack.text("two", second)
     fake_model.wait_for_requests(2)

@@ -16,7 +16,7 @@ from tests.fakes.twilio_api import FakeTwilio
 
 pytestmark = pytest.mark.e2e
 
-CUSTOMER = "+15555550177"
+CUSTOMER = "+14155550177"
 AUTH = {"Authorization": f"Bearer {API_KEY}"}
 
 

@@ -11,7 +11,7 @@ from tests.fakes.twilio_api import FakeTwilio
 
 pytestmark = pytest.mark.e2e
 
-CUSTOMER = "+15555550123"
+CUSTOMER = "+14155550123"
 
 
 def test_conversation_round_trip_with_status_callbacks_and_a_new_one_after_goodbye(
@@ -19,7 +19,7 @@ def test_conversation_round_trip_with_status_callbacks_and_a_new_one_after_goodb
 ) -> None:
     stack = make_stack().start(workers=1)
 
-    assert stack.text("hello there", "+1 555-555-0123").status_code == 200
+    assert stack.text("hello there", "+1 415-555-0123").status_code == 200
     [greeting] = fake_twilio.wait_for(1, to=CUSTOMER)
     assert greeting.body.startswith("Hi! You're talking to the default assistant.")
     assert '"hello there"' in greeting.body and "1 message from you" in greeting.body

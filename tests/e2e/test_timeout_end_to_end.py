@@ -13,7 +13,7 @@ from tests.fakes.twilio_api import FakeTwilio
 
 pytestmark = pytest.mark.e2e
 
-CUSTOMER = "+15555550199"
+CUSTOMER = "+14155550199"
 
 
 def test_silence_closes_with_a_closing_message_and_the_next_text_opens_a_new_one(

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import fcntl
 import os
+import re
 import select
 import signal
 import subprocess
@@ -175,22 +176,26 @@ def test_a_killed_worker_and_a_killed_broker_come_back_and_ctrl_c_stops_everythi
     [page] = [line.strip() for line in up.output if "/chat#key=" in line]
     assert page.startswith(f"http://127.0.0.1:{up.port}/chat#key=")
     assert httpx.get(page.partition("#")[0]).status_code == 200  # the fragment stays home
-    said = up.cli("simulate", "sms", "--wait", "25", "--from", "+15555550100", "first")
+    said = up.cli("simulate", "sms", "--wait", "25", "--from", "+14155550100", "first")
     assert 'reply: Hi! You\'re talking to the default assistant. You said "first".' in said
     wait_until(lambda: up.replied('"first"'), 30, "the first reply")
+    assert re.search(r"^conversation [0-9a-f-]{36}$", said, re.M)
+    stopped = up.cli("simulate", "sms", "--from", "+14155550100", "STOP")
+    assert "no reply is coming" in stopped and "no reply within" not in stopped  # no wait
+    up.cli("simulate", "sms", "--from", "+14155550100", "START")
 
     worker = up.child(" worker")
     os.killpg(worker.pid, signal.SIGKILL)  # the worker and its pool children
     wait_until(lambda: up.said("worker was killed by SIGKILL"), 10, "the supervisor to say so")
     wait_until(lambda: up.said("worker restarted"), 10, "the worker to be restarted")
-    up.cli("simulate", "sms", "--from", "+15555550100", "second")
+    up.cli("simulate", "sms", "--from", "+14155550100", "second")
     wait_until(lambda: up.replied('"second"'), 60, "a reply from the restarted worker")
 
     broker = up.child("valkey")
     broker.kill()
     wait_until(lambda: up.said("broker was killed by SIGKILL"), 10, "the supervisor to say so")
     wait_until(lambda: up.said("broker restarted"), 10, "the broker to be restarted")
-    up.cli("simulate", "sms", "--from", "+15555550100", "third")
+    up.cli("simulate", "sms", "--from", "+14155550100", "third")
     wait_until(lambda: up.replied('"third"'), 60, "a reply after the broker came back")
     assert up.proc.poll() is None
     assert not up.said("stopping everything")
