@@ -283,7 +283,7 @@ def test_the_console_loads_nothing_from_another_origin() -> None:
 def test_bidi_controls_in_customer_text_are_isolated(client: TestClient, db: Engine) -> None:
     # U+202E (right-to-left override) would reverse everything after it on the line.
     tricky = "refund \u202eeciovni\u202c please"
-    cid = ingest_sms(db, tricky, sender="+15555550130").conversation_id
+    cid = ingest_sms(db, tricky, sender="+14155550130").conversation_id
     sign_in(client)
     page = client.get(f"/console/conversations/{cid}").text
     assert f"<bdi>{tricky}</bdi>" in page

@@ -38,7 +38,7 @@ from tests.test_twilio_webhooks import count, signed, twilio_form
 from workers.turn import run_turn
 
 AUTH = {"Authorization": f"Bearer {API_KEY}"}
-PHONE = "+15555550177"
+PHONE = "+14155550177"
 TEXT = "my door code is 4711-quokka"
 MAIL_SECRET = "inbound-secret-for-tests"
 
@@ -106,7 +106,7 @@ def test_idempotency_records_expire_after_their_ttl(
 ) -> None:
     assert settings.idempotency_key_ttl_delta == timedelta(hours=24)
     first = start_with_key(client, key="old")
-    start_with_key(client, key="recent", to="+15555550178")
+    start_with_key(client, key="recent", to="+14155550178")
     with session_factory(db)() as s, s.begin():
         s.execute(
             update(IdempotencyKey)

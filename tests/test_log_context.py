@@ -29,7 +29,7 @@ from tests.test_twilio_webhooks import signed, twilio_form
 from workers.deliver import deliver
 from workers.turn import run_turn
 
-PHONE = "+15555550188"
+PHONE = "+14155550188"
 EMAIL = "grace@example.org"
 TEXT = "my door code is 4711-quokka"
 
