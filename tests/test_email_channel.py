@@ -25,27 +25,13 @@ from conversations.models import Conversation, Customer, Identity, Message, Outb
 from conversations.settings import Settings
 from conversations.types import utcnow
 from conversations.wakeup import TURN_QUEUE, CeleryWaker
-from tests.conftest import API_KEY, queued
+from tests.conftest import API_KEY, SUPPORT, queued
 from tests.fakes.smtp_server import FakeSmtp
 from workers.deliver import deliver, reconcile
 from workers.turn import run_turn
 from workers.turn_store import rehydrate
 
 CORPUS = Path(__file__).parent / "email_corpus"
-SUPPORT = "Acme Support <support@acme.test>"
-
-
-@pytest.fixture
-def mail_settings(settings: Settings, fake_smtp: FakeSmtp) -> Settings:
-    return settings.model_copy(
-        update={
-            "smtp_url": fake_smtp.url,
-            "smtp_timeout": 1.0,
-            "email_from": SUPPORT,
-            "email_services": "sales@acme.test=sales",
-            "email_inbound_secret": "inbound-secret-for-tests",
-        }
-    )
 
 
 @pytest.fixture
