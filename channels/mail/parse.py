@@ -11,6 +11,7 @@ from email.utils import getaddresses, parseaddr
 
 from channels.mail import loops, text
 from channels.mail.headers import MAX_REFERENCES, header
+from channels.mail.structure import DEFAULT_MAX_DEPTH, DEFAULT_MAX_PARTS, check_structure
 from conversations.envelope import InboundMessage
 from conversations.errors import WebhookRejected
 
@@ -27,9 +28,13 @@ def message_key(message_id: str) -> str:
     return key
 
 
-def parse_email(raw: bytes) -> InboundMessage:
+def parse_email(
+    raw: bytes, *, max_parts: int = DEFAULT_MAX_PARTS, max_depth: int = DEFAULT_MAX_DEPTH
+) -> InboundMessage:
     if not raw.strip():
         raise WebhookRejected(400, "not an email: the message is empty")
+    # Before the parser: it costs CPU by the part, and the sender chooses how many.
+    check_structure(raw.lstrip(b"\r\n"), max_parts=max_parts, max_depth=max_depth)
     try:
         # Blank lines before the header fields (a saved file, a relay's prefix) would make the
         # parser read an empty header block and the whole message as body.
