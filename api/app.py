@@ -5,7 +5,7 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -107,7 +107,11 @@ def create_app(
         return problem(409, f"conflicts with an existing record ({_constraint_of(exc)})")
 
     @app.exception_handler(RequestValidationError)
-    async def _invalid(_: Request, exc: RequestValidationError) -> JSONResponse:
+    async def _invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
+        if _not_json(exc.errors()):
+            # FastAPI hands a route the raw bytes of a body that is not declared JSON
+            # (text/plain, a form, a multipart without its boundary): the wrong type of body.
+            return problem(415, f"send the body as application/json, not {_kind(request)}")
         # What is wrong and where, quoting at most a snippet of the input: a 5 MB text must
         # not come back as a 5 MB error.
         errors = [_field_error(e) for e in exc.errors()]
@@ -167,6 +171,18 @@ def _constraint_of(exc: IntegrityError) -> str:
 SNIPPET = 80  # characters of a refused input quoted back
 
 
+def _not_json(errors: Sequence[Any]) -> bool:
+    """The body itself was refused as raw bytes: it was sent as something other than JSON."""
+    return any(
+        isinstance(e.get("input"), bytes) and tuple(e.get("loc", ())) == ("body",) for e in errors
+    )
+
+
+def _kind(request: Request) -> str:
+    said = request.headers.get("content-type", "").split(";")[0].strip()[:100]
+    return said if said and said.isprintable() else "a body without a content type"
+
+
 def _where(error: dict[str, Any]) -> str:
     # "body.text: …" reads better than "body: …" for the field, and the body itself is "body".
     loc = [str(part) for part in error["loc"]]
@@ -191,6 +207,8 @@ def _field_error(error: Any) -> dict[str, Any]:
     }
     if "input" in error:
         shown = error["input"]
+        if isinstance(shown, bytes):  # never the raw bytes: they are not JSON
+            shown = shown.decode("utf-8", "replace")
         text = shown if isinstance(shown, str) else json.dumps(shown, default=str)
         if len(text) > SNIPPET:
             shown = text[:SNIPPET] + f"… ({len(text)} characters)"

@@ -400,6 +400,14 @@ def test_sendgrid_raw_posts_are_accepted_with_the_secret_as_basic_password(
     assert "arrivée" in message.body  # byte-exact through the form: Latin-1 survives
 
 
+def test_a_sendgrid_envelope_too_deep_to_decode_is_ignored_not_a_500(
+    client: TestClient, db: Engine
+) -> None:
+    files = {"email": (None, mail("hi")), "envelope": (None, b"[" * 30_000)}
+    response = client.post("/webhooks/email", files=files, headers=auth("inbound-secret-for-tests"))
+    assert response.status_code == 200 and response.json()["status"] == "accepted"
+
+
 def mailgun_form(raw: bytes, key: str = "mailgun-key-for-tests", **override: str) -> dict:
     timestamp, token = str(int(time.time())), uuid.uuid4().hex
     signature = hmac.new(key.encode(), (timestamp + token).encode(), hashlib.sha256).hexdigest()

@@ -97,7 +97,7 @@ def envelope_recipients(post: InboundPost) -> list[str]:
     if post.source == "sendgrid":
         try:
             to = json.loads(post.fields.get("envelope") or "{}").get("to") or []
-        except (ValueError, AttributeError):
+        except (ValueError, AttributeError, RecursionError):  # a malformed or too deep field
             to = []
         found = [str(a) for a in (to if isinstance(to, list) else [to])]
     elif post.source == "mailgun":
