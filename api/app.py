@@ -10,12 +10,13 @@ from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 from sqlalchemy import Engine, text
 from sqlalchemy.exc import IntegrityError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.requests import ClientDisconnect
 
 from api import (
     conversation_actions,
@@ -122,6 +123,17 @@ def create_app(
     async def _http(_: Request, exc: StarletteHTTPException) -> JSONResponse:
         # Starlette's own refusals (no such path, method not allowed, unreadable body).
         return problem(exc.status_code, str(exc.detail), headers=exc.headers)
+
+    @app.exception_handler(ClientDisconnect)
+    async def _gone(request: Request, _: ClientDisconnect) -> Response:
+        # The client went away mid-body (an aborted upload): nobody reads an answer, and a
+        # traceback of the ASGI stack (5 KB) says nothing that this line does not.
+        log.info(
+            "client disconnected before sending the whole body: %s %s",
+            request.method,
+            request.url.path,
+        )
+        return Response(status_code=400)
 
     @app.exception_handler(ConcurrentChange)
     async def _conflicting(_: Request, exc: ConcurrentChange) -> JSONResponse:

@@ -3,7 +3,9 @@ Schemathesis: text/plain, or multipart/form-data without a boundary)."""
 
 from __future__ import annotations
 
+import asyncio
 import base64
+import logging
 from collections.abc import Iterator
 
 import pytest
@@ -60,3 +62,59 @@ def test_json_nested_too_deep_for_the_decoder_is_a_4xx(client: TestClient) -> No
     cursor = base64.urlsafe_b64encode(b"[" * 30_000).decode()
     listed = client.get("/v1/conversations", params={"cursor": cursor})
     assert listed.status_code == 422 and "cursor" in listed.json()["detail"]
+
+
+@pytest.mark.parametrize(
+    ("path", "content_type"),
+    [("/webhooks/email", "message/rfc822"), ("/webhooks/chat", "application/json")],
+)
+def test_an_upload_aborted_mid_body_is_one_log_line_not_a_traceback(
+    db: Engine,
+    mail_settings: Settings,
+    waker: CeleryWaker,
+    caplog: pytest.LogCaptureFixture,
+    path: str,
+    content_type: str,
+) -> None:
+    app = create_app(mail_settings, db, waker)
+    scope = {
+        "type": "http",
+        "asgi": {"version": "3.0"},
+        "http_version": "1.1",
+        "method": "POST",
+        "scheme": "http",
+        "path": path,
+        "raw_path": path.encode(),
+        "root_path": "",
+        "query_string": b"",
+        "server": ("testserver", 80),
+        "client": ("127.0.0.1", 5000),
+        "headers": [
+            (b"content-type", content_type.encode()),
+            (b"content-length", b"5000"),
+            (b"authorization", b"Bearer inbound-secret-for-tests"),
+            (b"webhook-id", b"wh_1"),
+            (b"webhook-timestamp", b"1"),
+            (b"webhook-signature", b"v1,x"),
+        ],
+    }
+    arrivals = iter(
+        [
+            {"type": "http.request", "body": b"From: ada@", "more_body": True},
+            {"type": "http.disconnect"},
+        ]
+    )
+    sent: list[dict[str, object]] = []
+
+    async def receive() -> dict[str, object]:
+        return next(arrivals)
+
+    async def send(message: dict[str, object]) -> None:
+        sent.append(message)
+
+    caplog.set_level(logging.INFO)
+    asyncio.run(app(scope, receive, send))  # type: ignore[arg-type]
+
+    said = [r for r in caplog.records if "disconnected" in r.getMessage()]
+    assert len(said) == 1 and path in said[0].getMessage()
+    assert not [r for r in caplog.records if r.exc_info or "Traceback" in r.getMessage()]
