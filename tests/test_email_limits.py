@@ -63,6 +63,21 @@ def test_parts_nested_too_deep_are_refused_naming_the_limit(client: TestClient, 
     assert conversations(db) == []
 
 
+def test_a_bounce_of_forty_thousand_status_blocks_is_refused_unparsed(
+    client: TestClient, db: Engine
+) -> None:
+    # Each blank-line separated block of a message/delivery-status is a part to the parser.
+    blocks = b"".join(b"Final-Recipient: rfc822; a@example.com\r\n\r\n" for _ in range(40_000))
+    bomb = (
+        HEAD + b"Content-Type: multipart/report; report-type=delivery-status; boundary=r\r\n\r\n"
+        b"--r\r\nContent-Type: text/plain\r\n\r\nUndeliverable.\r\n"
+        b"--r\r\nContent-Type: message/delivery-status\r\n\r\n" + blocks + b"--r--\r\n"
+    )
+    response = post(client, bomb)
+    assert response.status_code == 413 and "EMAIL_MAX_PARTS" in response.json()["detail"]
+    assert conversations(db) == []
+
+
 def test_a_mail_within_the_limits_is_accepted(client: TestClient, db: Engine) -> None:
     assert post(client, flat(99)).json()["status"] == "accepted"
     deep = post(client, nested(10).replace(b"ada@", b"grace@"))
