@@ -200,8 +200,12 @@ def _is_attachment(part: Message) -> bool:
     if disposition == "attachment":
         return True
     maintype = part.get_content_maintype()
+    # An inline text/plain part is text the sender put in the message body, named or not
+    # (Apple Mail names the pieces of a message it splits); a named inline HTML file is not.
     return maintype not in ("text", "multipart", "message") or (
-        disposition == "inline" and _filename(part) is not None
+        disposition == "inline"
+        and _filename(part) is not None
+        and part.get_content_type() != "text/plain"
     )
 
 
