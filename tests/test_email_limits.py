@@ -56,6 +56,12 @@ def test_forty_thousand_parts_are_refused_unparsed_naming_the_limit(
     assert conversations(db) == []
 
 
+def test_parts_counted_whatever_the_line_endings(client: TestClient) -> None:
+    for ending in (b"\n", b"\r"):  # the parser splits at bare CR and LF, so the scan does
+        response = post(client, flat(200).replace(b"\r\n", ending))
+        assert response.status_code == 413
+
+
 def test_parts_nested_too_deep_are_refused_naming_the_limit(client: TestClient, db: Engine) -> None:
     response = post(client, nested(11))
     assert response.status_code == 400

@@ -41,7 +41,7 @@ def check_structure(
     raw: bytes, *, max_parts: int = DEFAULT_MAX_PARTS, max_depth: int = DEFAULT_MAX_DEPTH
 ) -> None:
     """``WebhookRejected`` 413 over ``max_parts`` parts, 400 nested deeper than ``max_depth``."""
-    lines = raw.split(b"\n")
+    lines = raw.splitlines()  # at CRLF, LF and a bare CR, as the parser splits
     scan = _Scan(lines, max_parts=max_parts, max_depth=max_depth)
     index = scan.entity(0, depth=0, default="text/plain")
     while index < len(lines):
