@@ -8,7 +8,8 @@ so what it costs is bounded by the size cap and the limit, not by what the sende
 
 It follows the parser's own reading (``email.feedparser``): a part starts at a line
 ``--boundary`` of any enclosing multipart (transport padding allowed) and a multipart ends at
-``--boundary--``; a ``message/*`` part's body is a message with its own header block, as is
+``--boundary--`` (unless it directly follows a ``--boundary``, which the parser skips it
+with); a ``message/*`` part's body is a message with its own header block, as is
 an unlabelled part of a ``multipart/digest``. Depth counts the containers: a multipart or an
 embedded message is one level below the one holding it.
 """
@@ -62,22 +63,42 @@ class _Scan:
         line = self.lines[index]
         if self.status_blocks and not line.rstrip(b"\r"):
             self._count_part()  # each block of a delivery-status is a part of its own
-        if not (self.open and line.startswith(b"--")):
+        found = self._delimiter(line)
+        if found is None:
             return index + 1
+        level, closing = found
+        self.status_blocks = False
+        if closing:
+            del self.open[level:]  # this multipart ends, and any left open inside it
+            return index + 1
+        del self.open[level + 1 :]
+        self._count_part()
+        # Like the parser, delimiter lines of this multipart right after this one (its
+        # closing one too) start no part: they are skipped.
+        index += 1
+        while index < len(self.lines) and self._delimiter(self.lines[index]) in (
+            (level, False),
+            (level, True),
+        ):
+            index += 1
+        default = "message/rfc822" if self.open[level].digest else "text/plain"
+        return self.entity(index, depth=self.open[level].depth, default=default)
+
+    def _delimiter(self, line: bytes) -> tuple[int, bool] | None:
+        """(level, closing) of the open multipart whose delimiter ``line`` is, or None.
+
+        Outermost first: the parser ends a part at any enclosing delimiter before the part's
+        own multipart reads the line, so one string serving two levels is the outer one's.
+        """
+        if not (self.open and line.startswith(b"--")):
+            return None
         line = line.rstrip(_PADDING)
-        for level in range(len(self.open) - 1, -1, -1):
-            found = self.open[level]
-            if line == found.delimiter + b"--":
-                self.status_blocks = False
-                del self.open[level:]  # this multipart ends, and any left open inside it
-                return index + 1
+        for level, found in enumerate(self.open):
             if line == found.delimiter:
-                del self.open[level + 1 :]
-                self.status_blocks = False
-                self._count_part()
-                default = "message/rfc822" if found.digest else "text/plain"
-                return self.entity(index + 1, depth=found.depth, default=default)
-        return index + 1
+                return level, False
+            if line == found.delimiter + b"--":
+                return level, True
+        return None
 
     def entity(self, index: int, *, depth: int, default: str) -> int:
         """Read the header block of an entity at ``depth`` (and of the messages a
@@ -85,7 +106,9 @@ class _Scan:
         while True:
             index, kind = self._header_block(index, default)
             if kind.get_content_type() == "message/delivery-status":
-                self.status_blocks = True
+                self._deeper(depth)  # its blocks are parts one level below it
+                self.status_blocks = True  # a part per block: the first even when empty
+                self._count_part()
                 return index
             if kind.get_content_maintype() == "message":
                 depth = self._deeper(depth)
@@ -118,7 +141,7 @@ class _Scan:
         reading = False
         while index < len(self.lines):
             line = self.lines[index].rstrip(b"\r")
-            if self._delimits(line) or not _HEADER_LINE.match(line):
+            if self._delimiter(line) is not None or not _HEADER_LINE.match(line):
                 break
             index += 1
             if not line:
@@ -137,12 +160,6 @@ class _Scan:
         if content_type is not None:
             kind["Content-Type"] = b" ".join(content_type).decode("utf-8", "surrogateescape")
         return index, kind
-
-    def _delimits(self, line: bytes) -> bool:
-        if not line.startswith(b"--"):
-            return False
-        line = line.rstrip(_PADDING)
-        return any(line in (o.delimiter, o.delimiter + b"--") for o in self.open)
 
     def _count_part(self) -> None:
         self.parts += 1
