@@ -5,17 +5,18 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
 from fastapi import Depends, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 from sqlalchemy import Engine, text
 from sqlalchemy.exc import IntegrityError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.requests import ClientDisconnect
 
 from api import (
     conversation_actions,
@@ -118,7 +119,11 @@ def create_app(
         return problem(409, f"conflicts with an existing record ({_constraint_of(exc)})")
 
     @app.exception_handler(RequestValidationError)
-    async def _invalid(_: Request, exc: RequestValidationError) -> JSONResponse:
+    async def _invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
+        if _not_json(exc.errors()):
+            # FastAPI hands a route the raw bytes of a body that is not declared JSON
+            # (text/plain, a form, a multipart without its boundary): the wrong type of body.
+            return problem(415, f"send the body as application/json, not {_kind(request)}")
         # What is wrong and where, quoting at most a snippet of the input: a 5 MB text must
         # not come back as a 5 MB error.
         errors = [_field_error(e) for e in exc.errors()]
@@ -129,6 +134,17 @@ def create_app(
     async def _http(_: Request, exc: StarletteHTTPException) -> JSONResponse:
         # Starlette's own refusals (no such path, method not allowed, unreadable body).
         return problem(exc.status_code, str(exc.detail), headers=exc.headers)
+
+    @app.exception_handler(ClientDisconnect)
+    async def _gone(request: Request, _: ClientDisconnect) -> Response:
+        # The client went away mid-body (an aborted upload): nobody reads an answer, and a
+        # traceback of the ASGI stack (5 KB) says nothing that this line does not.
+        log.info(
+            "client disconnected before sending the whole body: %s %s",
+            request.method,
+            request.url.path,
+        )
+        return Response(status_code=400)
 
     @app.exception_handler(ConcurrentChange)
     async def _conflicting(_: Request, exc: ConcurrentChange) -> JSONResponse:
@@ -178,6 +194,18 @@ def _constraint_of(exc: IntegrityError) -> str:
 SNIPPET = 80  # characters of a refused input quoted back
 
 
+def _not_json(errors: Sequence[Any]) -> bool:
+    """The body itself was refused as raw bytes: it was sent as something other than JSON."""
+    return any(
+        isinstance(e.get("input"), bytes) and tuple(e.get("loc", ())) == ("body",) for e in errors
+    )
+
+
+def _kind(request: Request) -> str:
+    said = request.headers.get("content-type", "").split(";")[0].strip()[:100]
+    return said if said and said.isprintable() else "a body without a content type"
+
+
 def _where(error: dict[str, Any]) -> str:
     # "body.text: …" reads better than "body: …" for the field, and the body itself is "body".
     loc = [str(part) for part in error["loc"]]
@@ -202,6 +230,8 @@ def _field_error(error: Any) -> dict[str, Any]:
     }
     if "input" in error:
         shown = error["input"]
+        if isinstance(shown, bytes):  # never the raw bytes: they are not JSON
+            shown = shown.decode("utf-8", "replace")
         text = shown if isinstance(shown, str) else json.dumps(shown, default=str)
         if len(text) > SNIPPET:
             shown = text[:SNIPPET] + f"… ({len(text)} characters)"

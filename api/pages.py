@@ -43,7 +43,7 @@ def decode(cursor: str, parts: int) -> list[str]:
     try:
         raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
         key = json.loads(raw)
-    except (binascii.Error, ValueError):
+    except (binascii.Error, ValueError, RecursionError):
         key = None
     if not isinstance(key, list) or len(key) != parts or not all(isinstance(p, str) for p in key):
         raise InvalidInput("cursor: not a cursor this list answered (take X-Next-Cursor as is)")

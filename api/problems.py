@@ -149,7 +149,7 @@ def _document(path: str, method: str, operation: dict[str, Any]) -> None:
         if method != "get":  # any write can meet a unique constraint or a state that refuses it
             inferred |= {409}
     if takes_body:
-        inferred |= {400, 413}
+        inferred |= {400, 413, 415}
     if "{" in path:
         inferred |= {404}
     for status in inferred:

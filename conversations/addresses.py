@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import phonenumbers
+from email_validator import EmailNotValidError, validate_email
 
 from conversations.channel_names import ADDRESS_KINDS
 from conversations.errors import InvalidAddress
@@ -31,6 +32,28 @@ def normalize_phone(raw: str, default_region: str = "US", *, must_be_valid: bool
     return phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164)
 
 
+def normalize_email(raw: str) -> str:
+    """An email address as RFC 5321 lets it be sent to, lower-cased, or ``InvalidAddress``
+    naming what is wrong: a dot-atom or quoted local part of at most 64 octets, a domain of
+    labels with at least one dot, 254 octets in all; printable (UTF-8 allowed, RFC 6531),
+    no CR, LF or other control character. The one rule for API input and inbound ``From``.
+
+    email-validator checks the syntax only: no DNS, and the .test names of tests allowed.
+    """
+    address = raw.strip()
+    try:
+        validate_email(
+            address,
+            check_deliverability=False,
+            allow_quoted_local=True,
+            test_environment=True,
+            strict=True,  # RFC 5321's 64 octets for the local part
+        )
+    except EmailNotValidError as exc:
+        raise InvalidAddress(f"{address[:80]!r} is not an email address: {exc}") from None
+    return address.lower()
+
+
 MAX_CHAT_ID = 255
 
 
@@ -54,11 +77,7 @@ def normalize_address(kind: str, address: str, region: str) -> str:
     if kind == "phone":
         return normalize_phone(address, region)
     if kind == "email":
-        address = address.strip().lower()
-        local, at, domain = address.partition("@")
-        if not at or not local or "." not in domain or " " in address:
-            raise InvalidAddress(f"{address!r} is not an email address")
-        return address
+        return normalize_email(address)
     if kind == "chat":
         return normalize_chat_id(address)
     raise InvalidAddress(f"unknown address kind {kind!r}; known: {', '.join(ADDRESS_KINDS)}")

@@ -205,6 +205,23 @@ def settings(migrated: Backend, fake_twilio: FakeTwilio) -> Settings:
     )
 
 
+SUPPORT = "Acme Support <support@acme.test>"
+
+
+@pytest.fixture
+def mail_settings(settings: Settings, fake_smtp: FakeSmtp) -> Settings:
+    """``settings`` with SMTP to the fake server and the email webhook's secret set."""
+    return settings.model_copy(
+        update={
+            "smtp_url": fake_smtp.url,
+            "smtp_timeout": 1.0,
+            "email_from": SUPPORT,
+            "email_services": "sales@acme.test=sales",
+            "email_inbound_secret": "inbound-secret-for-tests",
+        }
+    )
+
+
 @pytest.fixture
 def waker(settings: Settings) -> CeleryWaker:
     return CeleryWaker(settings=settings)

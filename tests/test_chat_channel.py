@@ -197,6 +197,14 @@ def test_a_signed_post_that_is_not_json_is_400(client: TestClient, db: Engine) -
     assert count(db, Message) == 0
 
 
+def test_a_signed_post_nested_too_deep_for_the_decoder_is_400(
+    client: TestClient, db: Engine
+) -> None:
+    refused = post(client, raw="[" * 30_000)
+    assert refused.status_code == 400 and "nested too deeply" in refused.json()["detail"]
+    assert count(db, Message) == 0
+
+
 @pytest.mark.parametrize(
     ("payload", "field"),
     [

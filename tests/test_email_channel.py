@@ -25,27 +25,13 @@ from conversations.models import Conversation, Customer, Identity, Message, Outb
 from conversations.settings import Settings
 from conversations.types import utcnow
 from conversations.wakeup import TURN_QUEUE, CeleryWaker
-from tests.conftest import API_KEY, queued
+from tests.conftest import API_KEY, SUPPORT, queued
 from tests.fakes.smtp_server import FakeSmtp
 from workers.deliver import deliver, reconcile
 from workers.turn import run_turn
 from workers.turn_store import rehydrate
 
 CORPUS = Path(__file__).parent / "email_corpus"
-SUPPORT = "Acme Support <support@acme.test>"
-
-
-@pytest.fixture
-def mail_settings(settings: Settings, fake_smtp: FakeSmtp) -> Settings:
-    return settings.model_copy(
-        update={
-            "smtp_url": fake_smtp.url,
-            "smtp_timeout": 1.0,
-            "email_from": SUPPORT,
-            "email_services": "sales@acme.test=sales",
-            "email_inbound_secret": "inbound-secret-for-tests",
-        }
-    )
 
 
 @pytest.fixture
@@ -412,6 +398,14 @@ def test_sendgrid_raw_posts_are_accepted_with_the_secret_as_basic_password(
     assert response.status_code == 200, response.text
     [message] = messages(db, response.json()["conversation_id"])
     assert "arrivée" in message.body  # byte-exact through the form: Latin-1 survives
+
+
+def test_a_sendgrid_envelope_too_deep_to_decode_is_ignored_not_a_500(
+    client: TestClient, db: Engine
+) -> None:
+    files = {"email": (None, mail("hi")), "envelope": (None, b"[" * 30_000)}
+    response = client.post("/webhooks/email", files=files, headers=auth("inbound-secret-for-tests"))
+    assert response.status_code == 200 and response.json()["status"] == "accepted"
 
 
 def mailgun_form(raw: bytes, key: str = "mailgun-key-for-tests", **override: str) -> dict:

@@ -60,6 +60,8 @@ def read_post(body: bytes) -> ChatPost:
         data = json.loads(body)
     except ValueError as exc:  # also UnicodeDecodeError
         raise WebhookRejected(400, f"malformed JSON: {exc}") from None
+    except RecursionError:  # 30,000 nested "[": the decoder's own depth guard
+        raise WebhookRejected(400, "malformed JSON: nested too deeply") from None
     if not isinstance(data, dict):
         raise WebhookRejected(400, "the body must be a JSON object")
     try:

@@ -6,6 +6,7 @@ import asyncio
 import logging
 from datetime import datetime
 from email import policy
+from email.errors import MessageError
 from email.message import EmailMessage
 from email.utils import parseaddr
 from urllib.parse import unquote, urlsplit
@@ -83,10 +84,12 @@ class EmailChannel(Channel):
         if self.smtp is None:
             raise PermanentProviderError("SMTP_URL is not set")
         try:
-            mail = self.compose(message)
-        except (ValueError, TypeError) as exc:  # a header the email package refuses to write
+            # Written out before connecting: a header the email package refuses to write
+            # (a control character, an unfoldable address) is never going to be sent.
+            data = self.compose(message).as_bytes(policy=policy.SMTP)
+        except (ValueError, TypeError, MessageError) as exc:  # UnicodeError is a ValueError
             raise PermanentProviderError(f"cannot compose the mail: {exc}") from None
-        asyncio.run(self._transmit(mail, message.to))
+        asyncio.run(self._transmit(data, message.to))
         return SendResult(provider_id=self.assigned_id(message), status="sent")
 
     def find_sent(self, message: OutboundMessage, since: datetime) -> list[SendResult]:
@@ -98,7 +101,7 @@ class EmailChannel(Channel):
     def shape(self, text: str) -> str:
         return tidy(text)[:MAX_EMAIL_TEXT]
 
-    async def _transmit(self, mail: EmailMessage, to: str) -> None:
+    async def _transmit(self, data: bytes, to: str) -> None:
         assert self.smtp is not None
         timeout = self.settings.smtp_timeout
         client = aiosmtplib.SMTP(timeout=timeout, **self.smtp)  # type: ignore[arg-type]
@@ -111,7 +114,7 @@ class EmailChannel(Channel):
         try:
             await _envelope(client, self.sender_address, to)
             try:
-                await client.data(mail.as_bytes(policy=policy.SMTP))
+                await client.data(data)
             except aiosmtplib.SMTPResponseException as exc:
                 raise _refused(exc) from None
             except (TimeoutError, aiosmtplib.SMTPException, OSError) as exc:
@@ -131,6 +134,12 @@ async def _envelope(client: aiosmtplib.SMTP, sender: str, to: str) -> None:
         await client.rcpt(to)
     except aiosmtplib.SMTPResponseException as exc:
         raise _refused(exc) from None
+    except UnicodeError:
+        # aiosmtplib writes the envelope in ASCII unless asked for SMTPUTF8 (RFC 6531),
+        # which we do not: a non-ASCII address cannot be given to this server, ever.
+        raise PermanentProviderError(
+            "SMTP cannot address this recipient: not ASCII (SMTPUTF8 is not used)"
+        ) from None
     except (TimeoutError, aiosmtplib.SMTPException, OSError) as exc:
         raise TransientProviderError(f"SMTP envelope failed: {exc}") from None
 

@@ -16,3 +16,22 @@ def header(message: Message, name: str) -> str:
         return str(value) if value is not None else ""
     except Exception:  # policy.default raises several kinds on malformed values
         return ""
+
+
+def every(message: Message, name: str) -> list[str]:
+    """Every occurrence of the header as text, in order; a copy too mangled to decode is
+    kept as sent, so it still counts.
+
+    A rule that reads only the first (``message.get``) is walked around by a mail that
+    carries the header twice: ``Precedence: normal`` and then ``Precedence: bulk``.
+    """
+    wanted = name.lower()
+    found: list[str] = []
+    for key, raw in message.raw_items():
+        if key.lower() != wanted:
+            continue
+        try:
+            found.append(str(message.policy.header_fetch_parse(key, raw)))
+        except Exception:  # policy.default raises several kinds on malformed values
+            found.append(str(raw))
+    return found

@@ -18,6 +18,7 @@ from email import policy
 from email.parser import BytesParser
 from urllib.parse import parse_qsl
 
+from channels.mail.structure import DEFAULT_MAX_DEPTH, DEFAULT_MAX_PARTS, check_structure
 from conversations.errors import WebhookRejected
 
 RAW_FIELDS = {"email": "sendgrid", "body-mime": "mailgun"}
@@ -56,15 +57,22 @@ def check_secret(headers: Mapping[str, str], secret: str) -> None:
         raise WebhookRejected(403, "wrong email inbound secret")
 
 
-def read_post(content_type: str, body: bytes) -> InboundPost:
-    """The raw MIME message inside a request body of one of the three known shapes."""
+def read_post(
+    content_type: str,
+    body: bytes,
+    *,
+    max_parts: int = DEFAULT_MAX_PARTS,
+    max_depth: int = DEFAULT_MAX_DEPTH,
+) -> InboundPost:
+    """The raw MIME message inside a request body of one of the three known shapes; a form
+    over the limits is refused (413, 400) before it is parsed, like a message."""
     kind = content_type.split(";")[0].strip().lower()
     if kind == "message/rfc822":
         return InboundPost(body, "raw", {})
     if kind in ("multipart/form-data", "application/x-www-form-urlencoded"):
         # Mailgun posts url-encoded when the mail has no attachments, multipart otherwise.
         fields = (
-            _form_fields(content_type, body)
+            _form_fields(content_type, body, max_parts, max_depth)
             if kind == "multipart/form-data"
             else _urlencoded_fields(body)
         )
@@ -89,7 +97,7 @@ def envelope_recipients(post: InboundPost) -> list[str]:
     if post.source == "sendgrid":
         try:
             to = json.loads(post.fields.get("envelope") or "{}").get("to") or []
-        except (ValueError, AttributeError):
+        except (ValueError, AttributeError, RecursionError):  # a malformed or too deep field
             to = []
         found = [str(a) for a in (to if isinstance(to, list) else [to])]
     elif post.source == "mailgun":
@@ -135,10 +143,14 @@ def _urlencoded_fields(body: bytes) -> dict[str, bytes]:
     return fields
 
 
-def _form_fields(content_type: str, body: bytes) -> dict[str, bytes]:
+def _form_fields(
+    content_type: str, body: bytes, max_parts: int, max_depth: int
+) -> dict[str, bytes]:
     # The email package parses multipart/form-data byte for byte: a raw message inside a
     # field keeps its exact bytes, whatever charset its own parts use.
     head = f"Content-Type: {content_type}\r\nMIME-Version: 1.0\r\n\r\n".encode("latin-1", "replace")
+    # Its parser would build whatever structure a field declares, at the same cost a part.
+    check_structure(head + body, max_parts=max_parts, max_depth=max_depth)
     try:
         form = BytesParser(policy=policy.HTTP).parsebytes(head + body)
     except Exception:

@@ -5,8 +5,10 @@ of mailing lists and vacation programs, the X-Autoreply/X-Autorespond headers of
 auto-responders (and iCloud's X-Apple-Action: VACATION, which sends no Auto-Submitted), the
 subject prefixes Exchange and iCloud give their auto-replies, the mailer-daemon and
 postmaster senders of RFC 5321 (with the "post_master" spelling some carriers use, whose
-bounces are plain multipart/mixed), and the multipart/report delivery status notifications
-of RFC 3464.
+bounces are plain multipart/mixed), the multipart/report delivery status notifications
+of RFC 3464, the loop headers helpdesks and list managers set (X-Loop), the header pair an
+Exchange inbox rule's copy carries, and a vendor's notification: List-Unsubscribe (RFC 2369)
+beside an email service provider's own header. Every occurrence of a header is read.
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ from __future__ import annotations
 import re
 from email.message import Message
 
-from channels.mail.headers import header
+from channels.mail.headers import every, header
 
 NO_REPLY_PRECEDENCE = {"bulk", "junk", "list", "auto_reply"}
 # Matched against the local part up to any "+tag", and as prefixes ("noreply-billing").
@@ -31,6 +33,15 @@ NO_REPLY_SENDERS = (
     "do_not_reply",
 )
 _COMMENT = re.compile(r"\([^)]*\)")
+_COMMA = re.compile(r"\s*,\s*")
+# Set by mail software on what it sends or relays so that nothing answers it again: X-Loop
+# (procmail, helpdesks, list managers), Request Tracker's RT-Loop-Prevention.
+LOOP_HEADERS = ("X-Loop", "RT-Loop-Prevention")
+# What an email service provider adds to the notifications it sends for businesses: Gmail's
+# feedback-loop id (every large sender sets it), Amazon SES, SendGrid, Mailchimp/Mandrill.
+# With a List-Unsubscribe beside one, the mail is a vendor's bulk notification even when it
+# says nothing of Auto-Submitted; a person's reply carries neither.
+BULK_SENDER_HEADERS = ("Feedback-ID", "X-SES-Outgoing", "X-SG-EID", "X-MC-User")
 # Vendor headers that mark an auto-reply, and the value that does (None: any value).
 AUTO_REPLY_HEADERS: dict[str, str | None] = {
     "X-Autoreply": None,
@@ -46,19 +57,32 @@ _AUTO_REPLY_SUBJECT = re.compile(
 
 
 def automatic_reason(message: Message, sender: str) -> str | None:
-    """Why this mail is automatic (and must not be answered), or None for a person's mail."""
+    """Why this mail is automatic (and must not be answered), or None for a person's mail.
+
+    Every occurrence of a header counts, not the first only: a second ``Precedence: bulk``
+    below a first ``Precedence: normal`` is still bulk mail.
+    """
     # RFC 3834 allows comments and parameters: "no (a person wrote this)", "auto-replied; x=y".
-    auto_submitted = _token(header(message, "Auto-Submitted"))
-    if auto_submitted and auto_submitted != "no":
-        return f"Auto-Submitted: {auto_submitted}"
-    precedence = _token(header(message, "Precedence"))
-    if precedence in NO_REPLY_PRECEDENCE:
-        return f"Precedence: {precedence}"
+    for auto_submitted in _tokens(message, "Auto-Submitted"):
+        if auto_submitted and auto_submitted != "no":
+            return f"Auto-Submitted: {auto_submitted}"
+    for precedence in _tokens(message, "Precedence"):
+        if precedence in NO_REPLY_PRECEDENCE:
+            return f"Precedence: {precedence}"
     for name, value in AUTO_REPLY_HEADERS.items():
-        found = message.get(name)
-        if found is not None and (value is None or _token(str(found)) == value):
+        if any(value is None or _token(found) == value for found in every(message, name)):
             return f"{name} header"
-    if _AUTO_REPLY_SUBJECT.match(header(message, "Subject")):
+    loop = _present(message, LOOP_HEADERS)
+    if loop:
+        return f"{loop} header"
+    if _present(message, ("X-MS-Exchange-Inbox-Rules-Loop",)) and any(
+        "all" in _COMMA.split(v.lower()) for v in every(message, "X-Auto-Response-Suppress")
+    ):
+        return "Exchange inbox rule (X-Auto-Response-Suppress: All)"
+    bulk_sender = _present(message, BULK_SENDER_HEADERS)
+    if bulk_sender and _present(message, ("List-Unsubscribe",)):
+        return f"bulk mail (List-Unsubscribe, {bulk_sender})"
+    if any(_AUTO_REPLY_SUBJECT.match(subject) for subject in every(message, "Subject")):
         return "auto-reply subject"
     if message.get_content_type() == "multipart/report":
         return "delivery status report"
@@ -67,9 +91,18 @@ def automatic_reason(message: Message, sender: str) -> str | None:
         return f"sent by {local_part}"
     # An empty envelope sender (RFC 5321 §4.5.5) is what bounces and auto-replies use so
     # that nothing answers them.
-    if header(message, "Return-Path").strip() == "<>":
+    if any(path.strip() == "<>" for path in every(message, "Return-Path")):
         return "null Return-Path"
     return None
+
+
+def _present(message: Message, names: tuple[str, ...]) -> str | None:
+    """The first of ``names`` the message carries (with any value), or None."""
+    return next((name for name in names if every(message, name)), None)
+
+
+def _tokens(message: Message, name: str) -> list[str]:
+    return [_token(value) for value in every(message, name)]
 
 
 def _token(value: str) -> str:

@@ -11,8 +11,10 @@ from email.utils import getaddresses, parseaddr
 
 from channels.mail import loops, text
 from channels.mail.headers import MAX_REFERENCES, header
+from channels.mail.structure import DEFAULT_MAX_DEPTH, DEFAULT_MAX_PARTS, check_structure
+from conversations.addresses import normalize_email
 from conversations.envelope import InboundMessage
-from conversations.errors import WebhookRejected
+from conversations.errors import InvalidAddress, WebhookRejected
 
 MAX_PROVIDER_ID = 128  # the width of messages.provider_id
 # A Message-ID is printable and has no spaces; anything else in brackets is not one.
@@ -27,9 +29,13 @@ def message_key(message_id: str) -> str:
     return key
 
 
-def parse_email(raw: bytes) -> InboundMessage:
+def parse_email(
+    raw: bytes, *, max_parts: int = DEFAULT_MAX_PARTS, max_depth: int = DEFAULT_MAX_DEPTH
+) -> InboundMessage:
     if not raw.strip():
         raise WebhookRejected(400, "not an email: the message is empty")
+    # Before the parser: it costs CPU by the part, and the sender chooses how many.
+    check_structure(raw.lstrip(b"\r\n"), max_parts=max_parts, max_depth=max_depth)
     try:
         # Blank lines before the header fields (a saved file, a relay's prefix) would make the
         # parser read an empty header block and the whole message as body.
@@ -119,17 +125,10 @@ def _from_a_mail_system(message: Message) -> bool:
 def _sender(message: Message) -> str | None:
     for name in ("From", "Sender", "Return-Path"):
         _, address = parseaddr(header(message, name))
-        address = address.strip().lower()
-        local, at, domain = address.rpartition("@")
-        if (
-            at
-            and local
-            and "." in domain
-            and len(address) <= 320
-            and address.isprintable()
-            and " " not in address
-        ):
-            return address
+        try:
+            return normalize_email(address)
+        except InvalidAddress:
+            continue
     return None
 
 

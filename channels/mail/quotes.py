@@ -31,6 +31,8 @@ MAX_ATTRIBUTION = 300  # characters: an attribution names a date and a sender, n
 
 _HEADER_FIELD = re.compile(r"^\s*(?:>\s*)*\*?[^\W\d][\w .'-]{0,30}\s?:\S?")
 _QUOTED = re.compile(r"^\s*>")
+# A line of dashes or underscores only: Outlook's divider above the header block it quotes.
+_DIVIDER_LINE = re.compile(r"^\s*(?:-{3,}|_{3,})\s*$")
 _ENDS_WITH_COLON = re.compile("[:\uff1a]\\s*$")  # an ASCII or a full-width colon
 _ADDRESS = re.compile(r"\S@\S+\.\w")
 _DATE_OR_TIME = re.compile(r"\b(?:19|20)\d\d\b|\b\d{1,2}[:.]\d{2}\b|\d{4}年")
@@ -75,7 +77,20 @@ def find_quote_header(lines: list[str]) -> QuoteHeader | None:
         for h in (_library_header(lines), _quotequail_header(lines), _our_header(lines))
         if h is not None
     ]
-    return min(found, key=lambda h: h.first) if found else None
+    if not found:
+        return None
+    first = min(found, key=lambda h: h.first)
+    return _with_divider_above(lines, first)
+
+
+def _with_divider_above(lines: list[str], header: QuoteHeader) -> QuoteHeader:
+    """The header with the divider line above it (blank lines between), if there is one."""
+    above = header.first - 1
+    while above >= 0 and not lines[above].strip():
+        above -= 1
+    if above >= 0 and _DIVIDER_LINE.match(lines[above]):
+        return QuoteHeader(above, header.last)
+    return header
 
 
 def quoted_after(lines: list[str], index: int) -> bool:

@@ -11,7 +11,7 @@ import logging
 import re
 from email.message import Message
 
-from email_reply_parser import EmailReplyParser
+from email_reply_parser import EmailMessage as ReplyFragments
 from inscriptis import get_text
 
 from channels.mail.quotes import find_quote_header, is_forward, quoted_after
@@ -32,6 +32,16 @@ _TAGLINE = re.compile(
     r"|verzonden (?:vanaf|met) |skickat från |sendt fra |wysłano z ).{0,100}$",
     re.IGNORECASE,
 )
+
+
+class _Fragments(ReplyFragments):  # type: ignore[misc]  # the library is untyped
+    """GitHub's fragment scanner with RFC 3676's signature delimiter: "-- " (or "--", as
+    clients that trim trailing spaces send it), the "__" rule of Outlook and the "-Ada"
+    sign-off it already drops. Its own rule took any line starting "--" for one: a "---"
+    divider, "----- Original" or "--Ada" and all below it were lost.
+    """
+
+    SIG_REGEX = re.compile(r"(--(?:\s|$)|__|-\w)|(^Sent from my (\w+\s*){1,3})")
 
 
 def decode_part(part: Message) -> str:
@@ -66,21 +76,37 @@ def html_to_text(html: str) -> str:
 
 
 def body_text(message: Message) -> str:
-    """The message's readable text (text/plain preferred), before reply stripping."""
-    plain, html = None, None
-    for part in message.walk():
-        if part.is_multipart() or _is_attachment(part):
-            continue
-        kind = part.get_content_type()
-        if kind == "text/plain" and plain is None:
-            plain = decode_part(part)
-        elif kind == "text/html" and html is None:
-            html = decode_part(part)
-    if plain is not None and plain.strip():
+    """The message's readable text (text/plain preferred), before reply stripping.
+
+    Every inline text part counts, in order: Apple Mail splits a message around an inline
+    picture into text, image, text, and the second text is as much the customer's as the
+    first. Of a multipart/alternative only one rendering counts.
+    """
+    plain = "\n".join(_texts(message, "text/plain"))
+    if plain.strip():
         return tidy(plain[: MAX_TEXT * 2])
-    if html is not None:
-        return tidy(html_to_text(html[: MAX_TEXT * 10])[: MAX_TEXT * 2])
+    html = _texts(message, "text/html")
+    if html:
+        return tidy(html_to_text("\n".join(html)[: MAX_TEXT * 10])[: MAX_TEXT * 2])
     return ""
+
+
+def _texts(part: Message, kind: str) -> list[str]:
+    """The decoded ``kind`` parts of ``part`` that are not attachments, in order."""
+    if part.is_multipart():
+        if _is_attachment(part):  # an attached message/rfc822 is not the customer's text
+            return []
+        children = [c for c in part.get_payload() if isinstance(c, Message)]
+        if part.get_content_type() == "multipart/report":
+            children = children[:1]  # RFC 6522: the human-readable part, not the returned mail
+        found = [_texts(child, kind) for child in children]
+        if part.get_content_type() == "multipart/alternative":
+            # Alternatives say one thing: the first rendering of this kind.
+            return next((texts for texts in found if texts), [])
+        return [text for texts in found for text in texts]
+    if part.get_content_type() == kind and not _is_attachment(part):
+        return [decode_part(part)]
+    return []
 
 
 def one_line(value: str, limit: int = 998) -> str:
@@ -121,7 +147,7 @@ def _strip_reply(text: str) -> str:
     lines = _lazy_continuations_quoted(lines)
     # GitHub's fragment scanner: drops "> " quoted blocks and "-- " signatures, keeps text
     # written below or between quotes.
-    visible = EmailReplyParser.parse_reply("\n".join(lines))
+    visible = _Fragments("\n".join(lines)).read().reply
     return _without_tagline(visible)
 
 
@@ -174,8 +200,12 @@ def _is_attachment(part: Message) -> bool:
     if disposition == "attachment":
         return True
     maintype = part.get_content_maintype()
+    # An inline text/plain part is text the sender put in the message body, named or not
+    # (Apple Mail names the pieces of a message it splits); a named inline HTML file is not.
     return maintype not in ("text", "multipart", "message") or (
-        disposition == "inline" and _filename(part) is not None
+        disposition == "inline"
+        and _filename(part) is not None
+        and part.get_content_type() != "text/plain"
     )
 
 

@@ -27,10 +27,13 @@ router = APIRouter(prefix="/webhooks", tags=["webhooks"])
 
 
 REFUSALS: dict[int | str, dict[str, Any]] = {
-    400: {"description": "Not a readable email (no From, no header fields, broken MIME)."},
     401: {"description": "No credentials: EMAIL_INBOUND_SECRET as basic password or bearer."},
     403: {"description": "Wrong credentials, a bad Mailgun signature or a replayed token."},
-    413: {"description": "Over EMAIL_MAX_BYTES."},
+    400: {
+        "description": "Not a readable email (no From, no header fields, broken MIME), or "
+        "MIME parts nested deeper than EMAIL_MAX_DEPTH."
+    },
+    413: {"description": "Over EMAIL_MAX_BYTES, or more than EMAIL_MAX_PARTS MIME parts."},
     415: {"description": "A content type other than message/rfc822 or a provider's form."},
 }
 
@@ -43,8 +46,9 @@ async def inbound_email(request: Request) -> JSONResponse:
     settings = app.settings
     check_secret(request.headers, settings.email_secret())
     body = await read_body(request, settings.email_max_bytes)
-    post = read_post(request.headers.get("content-type", ""), body)
-    message = await run_in_threadpool(parse_email, post.raw)
+    limits = {"max_parts": settings.email_max_parts, "max_depth": settings.email_max_depth}
+    post = read_post(request.headers.get("content-type", ""), body, **limits)
+    message = await run_in_threadpool(partial(parse_email, post.raw, **limits))
     message = hold_unless_authenticated(message, post, settings)
     before = None
     if settings.mailgun_signing_key:
