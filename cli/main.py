@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import sys
 import time
 import uuid
@@ -291,10 +292,15 @@ def run_celery(argv: list[str]) -> int:
     """
     from celery.bin.celery import celery
 
+    from conversations.broker import READY_FILE_ENV
+
     options = ["--app=workers.app:app"]
     if log_format() == "json":
         keep_celery_off_logging()
         # Its start-up banners are printed, not logged: a log shipper would get non-JSON.
+        options.append("--quiet")
+    elif os.environ.get(READY_FILE_ENV):
+        # Under `dormouse up`, whose own banner says what runs: Celery's would bury it.
         options.append("--quiet")
     status = celery.main(args=[*options, *argv], standalone_mode=False)
     return status if isinstance(status, int) else 0
@@ -584,6 +590,11 @@ def simulate_sms(sender: str, recipient: str, url: str | None, wait: float, text
     from cli.supervisor import _read_state, api_base
 
     settings = get_settings()
+    try:
+        # A number typed here must be one a customer could text from, as on `dormouse send`.
+        sender = normalize_address("phone", sender, settings.default_region)
+    except InvalidAddress as exc:
+        raise click.BadParameter(str(exc), param_hint="'--from'") from None
     running = _read_state(settings) or {}
     base = url.rstrip("/") if url else api_base(settings)
     path = "/webhooks/twilio/sms"
@@ -616,11 +627,7 @@ def simulate_sms(sender: str, recipient: str, url: str | None, wait: float, text
             f"(`dormouse conversations release {conversation}`)"
         )
         return
-    try:
-        to = normalize_address("phone", sender, settings.default_region)
-    except InvalidAddress:
-        to = sender
-    watch.print_replies(to=to, wait=wait)
+    watch.print_replies(to=sender, wait=wait)
 
 
 @simulate.command("email")

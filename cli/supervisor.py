@@ -27,7 +27,8 @@ from cli.embedded import EmbeddedBroker
 from cli.lifeline import die_with_parent, holders
 from cli.logs import effective_log_level, log_format
 from cli.restarts import RestartPolicy
-from conversations.data_dir import make_private
+from conversations.broker import READY_FILE_ENV
+from conversations.data_dir import make_dir, make_private
 from conversations.metrics_serving import MULTIPROC_ENV, use_fresh_dir
 from conversations.migrate import migrate
 from conversations.settings import Settings
@@ -174,14 +175,22 @@ def run_up(
             ],
             "beat": [*me, "beat"],
         }
+        ready_dir = settings.data_dir / "ready"
+        make_dir(ready_dir)
         for name, argv in commands.items():
-            children.append(Child(name, argv, env, tie))
+            own = dict(env)
+            if name != "api":  # the API is ready when it listens
+                ready = ready_dir / name.replace(" ", "-")
+                ready.unlink(missing_ok=True)
+                own[READY_FILE_ENV] = str(ready)
+            children.append(Child(name, argv, own, tie))
             children[-1].start()
         # `dormouse simulate` reads where this instance listens and what URL it verifies.
         state_file(settings).write_text(
             json.dumps({"api": f"http://{host}:{port}", "public_url": env["PUBLIC_URL"]})
         )
         _wait_for_api(host, port, children[0])
+        _wait_until_ready(children[1:])
         _banner(settings, host, port, env["PUBLIC_URL"], broker, agents)
         restartable: list[Restartable] = [*children, *([broker] if broker else [])]
         return _supervise(restartable, RestartPolicy(), signals)
@@ -293,6 +302,20 @@ def _wait_for_api(host: str, port: int, api: Child, timeout: float = 30.0) -> No
         except OSError:
             time.sleep(0.1)
     # An API that exited or never listened: the supervisor below reports and restarts it.
+
+
+def _wait_until_ready(children: Sequence[Child], timeout: float = 60.0) -> None:
+    """Until each worker and the beat said it is ready (or exited: the supervisor reports it),
+    so that the banner comes after their start-up lines."""
+    deadline = time.monotonic() + timeout
+    waiting = [c for c in children if READY_FILE_ENV in c.env]
+    while waiting and time.monotonic() < deadline:
+        waiting = [
+            c
+            for c in waiting
+            if c.exit_status() is None and not Path(c.env[READY_FILE_ENV]).exists()
+        ]
+        time.sleep(0.1)
 
 
 def describe_exit(status: int) -> str:

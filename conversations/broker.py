@@ -11,6 +11,10 @@ import redis
 
 from conversations.settings import Settings
 
+# Set by `dormouse up` for each worker and the beat, which touch the file once ready: `up`
+# prints its banner (key and links) after their start-up lines, not buried under them.
+READY_FILE_ENV = "DORMOUSE_READY_FILE"
+
 
 def celery_config(settings: Settings) -> dict[str, Any]:
     visibility = settings.broker_visibility_timeout

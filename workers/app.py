@@ -3,13 +3,22 @@
 from __future__ import annotations
 
 import logging
+import os
+from pathlib import Path
 from typing import Any
 
 from celery import Celery
-from celery.signals import after_setup_logger, after_setup_task_logger, task_postrun, task_prerun
+from celery.signals import (
+    after_setup_logger,
+    after_setup_task_logger,
+    beat_init,
+    task_postrun,
+    task_prerun,
+    worker_ready,
+)
 
 from conversations import log_context
-from conversations.broker import celery_config
+from conversations.broker import READY_FILE_ENV, celery_config
 from conversations.settings import Settings, get_settings
 from conversations.wakeup import (
     DELIVER_QUEUE,
@@ -92,7 +101,16 @@ def _redacting(logger: logging.Logger | None = None, **_: Any) -> None:
             handler.addFilter(log_context.RedactFilter())
 
 
+def _ready(**_: Any) -> None:
+    # `dormouse up` waits for this before its banner (READY_FILE_ENV).
+    path = os.environ.get(READY_FILE_ENV)
+    if path:
+        Path(path).touch()
+
+
 task_prerun.connect(_bind_task_id)
+worker_ready.connect(_ready)
+beat_init.connect(_ready)
 task_postrun.connect(_unbind_task_id)
 after_setup_logger.connect(_redacting)
 after_setup_task_logger.connect(_redacting)

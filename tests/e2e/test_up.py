@@ -179,6 +179,12 @@ def test_a_killed_worker_and_a_killed_broker_come_back_and_ctrl_c_stops_everythi
     said = up.cli("simulate", "sms", "--wait", "25", "--from", "+14155550100", "first")
     assert 'reply: Hi! You\'re talking to the default assistant. You said "first".' in said
     wait_until(lambda: up.replied('"first"'), 30, "the first reply")
+    # The banner (key, links) is the last thing `up` printed: every worker and the beat said
+    # they were ready before it, and Celery's own banners are not printed at all.
+    lines = list(up.output)
+    end = max(i for i, line in enumerate(lines) if "Ctrl-C stops everything" in line)
+    assert not [line for line in lines[end:] if " ready." in line or "is starting" in line]
+    assert not [line for line in lines if "[queues]" in line or "-------------- " in line]
     assert re.search(r"^conversation [0-9a-f-]{36}$", said, re.M)
     stopped = up.cli("simulate", "sms", "--from", "+14155550100", "STOP")
     assert "no reply is coming" in stopped and "no reply within" not in stopped  # no wait
