@@ -13,12 +13,12 @@ import httpx
 from sqlalchemy import select
 
 from cli.supervisor import api_base
-from conversations import outbound_http
+from conversations import outbound_http, webhook_outbox
 from conversations import webhook_endpoints as store
 from conversations.db import session_factory, transaction
 from conversations.errors import DormouseError
 from conversations.events import WEBHOOK_TYPES
-from conversations.models import WebhookDelivery, WebhookEndpoint
+from conversations.models import Event, WebhookDelivery, WebhookEndpoint
 from conversations.settings import Settings, get_settings
 from conversations.types import utcnow
 from conversations.wakeup import CeleryWaker
@@ -130,19 +130,41 @@ def enable(endpoint_id: str) -> None:
 @click.argument("endpoint_id", metavar="ID")
 @click.option("--limit", type=click.IntRange(1, 500), default=20, show_default=True)
 def deliveries(endpoint_id: str, limit: int) -> None:
-    """The endpoint's latest deliveries: status, attempts, last answer, next retry."""
+    """The endpoint's latest deliveries: event, status, attempts, last answer, next retry; one
+    that waits behind an unsettled earlier one of its conversation (order is kept) says so."""
     found = _resolve(endpoint_id)
     d = WebhookDelivery
     with session_factory()() as session:
-        rows = session.scalars(
-            select(d).where(d.endpoint_id == found).order_by(d.id.desc()).limit(limit)
+        rows = session.execute(
+            select(d, Event.type)
+            .join(Event, Event.id == d.event_id)
+            .where(d.endpoint_id == found)
+            .order_by(d.id.desc())
+            .limit(limit)
         ).all()
-    for r in rows:
+        unsettled = {
+            (r.conversation_id, r.id)
+            for r in session.scalars(
+                select(d).where(d.endpoint_id == found, d.status.in_(webhook_outbox.UNSETTLED))
+            )
+        }
+    if not rows:
+        click.echo("no deliveries yet")
+        return
+    click.echo(f"{'id':>8}  {'event':12} {'type':24} {'status':9} tries  answer  latency  next")
+    for r, event_type in rows:
         answer = r.last_status_code or (r.last_error or "-")
-        retry = f"  next {r.next_attempt_at:%H:%M:%S}Z" if r.status == "pending" else ""
+        ahead = [i for c, i in unsettled if c == r.conversation_id and i < r.id]
+        if r.status == "pending" and ahead:
+            retry = f"  waits behind #{min(ahead)}"
+        elif r.status == "pending":
+            retry = f"  next {r.next_attempt_at:%H:%M:%S}Z"
+        else:
+            retry = ""
+        latency = f"{r.last_latency_ms} ms" if r.last_latency_ms is not None else "-"
         click.echo(
-            f"{r.id:>8}  evt_{r.event_id:<8} {r.status:9} x{r.attempts}  {answer}"
-            f"  {r.last_latency_ms if r.last_latency_ms is not None else '-'} ms{retry}"
+            f"{r.id:>8}  evt_{r.event_id:<8} {event_type:24} {r.status:9} x{r.attempts:<4} "
+            f"{answer}  {latency}{retry}"
         )
 
 

@@ -6,7 +6,9 @@ from collections.abc import Callable, Iterator
 
 import pytest
 from click.testing import Result
+from sqlalchemy import Engine
 
+from tests.factories import ingest_sms
 from tests.fakes.event_receiver import EventReceiver
 
 
@@ -52,3 +54,20 @@ def test_add_list_test_rotate_remove(
 def test_bad_urls_are_refused_in_one_line(dormouse_cli: Callable[..., Result]) -> None:
     refused = dormouse_cli("webhooks", "add", "ftp://example.com/x")
     assert refused.exit_code == 1 and "not an http(s) URL" in refused.output
+
+
+def test_deliveries_name_the_event_and_say_which_wait_behind_an_earlier_one(
+    dormouse_cli: Callable[..., Result], receiver: EventReceiver, db: Engine
+) -> None:
+    added = dormouse_cli("webhooks", "add", receiver.url, "--event", "message.received")
+    endpoint_id = dict(line.split(None, 1) for line in added.output.splitlines())["id"]
+    for text in ("first", "second"):  # one conversation: its events go out in order
+        ingest_sms(db, text, sender="+14155550240")
+
+    said = dormouse_cli("webhooks", "deliveries", endpoint_id[:8]).output.splitlines()
+    assert said[0].split()[:4] == ["id", "event", "type", "status"]  # a header row
+    newest, oldest = said[1], said[2]
+    assert "message.received" in newest and "message.received" in oldest
+    first_id = oldest.split()[0]
+    assert f"waits behind #{first_id}" in newest and "next" not in newest
+    assert "next " in oldest

@@ -76,10 +76,10 @@ async def inbound_email(request: Request) -> JSONResponse:
         outcome = "recorded" if message.control == "no_reply" else "accepted"
         if message.hold is not None or result.held:
             outcome = "held"
-    return JSONResponse(
-        {
-            "status": outcome,
-            "conversation_id": str(result.conversation_id) if result.conversation_id else None,
-            "automatic": message.metadata.get("automatic"),
-        }
-    )
+    answer = {
+        "status": outcome,
+        "conversation_id": str(result.conversation_id) if result.conversation_id else None,
+    }
+    if message.metadata.get("automatic"):  # why it was taken for automatic mail
+        answer["automatic"] = message.metadata["automatic"]
+    return JSONResponse(answer)
