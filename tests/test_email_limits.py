@@ -112,3 +112,16 @@ def test_the_limits_are_settings(db: Engine, mail_settings: Settings, waker: Cel
         assert post(c, flat(6)).status_code == 413
         assert post(c, nested(3)).status_code == 400
         assert post(c, flat(5)).status_code == 200
+
+
+def test_a_content_type_with_non_ascii_bytes_is_read_as_the_parser_reads_it(
+    client: TestClient,
+) -> None:
+    # Found by the fuzzer: C2 80 (UTF-8 for U+0080) in a Content-Type made the part count a 500.
+    raw = (
+        b"From: ada@example.com\r\nTo: support@localhost\r\nSubject: hi\r\n"
+        b'Content-Type: multipart/mixed; boundary="\xc2\x80b"\r\n\r\n'
+        b"--\xc2\x80b\r\nContent-Type: text/plain\r\n\r\nhello\r\n--\xc2\x80b--\r\n"
+    )
+    answer = post(client, raw)
+    assert answer.status_code == 200, answer.text

@@ -119,7 +119,7 @@ class _Scan:
             if boundary:
                 self.open.append(
                     _Open(
-                        b"--" + boundary.encode("utf-8", "surrogateescape"),
+                        b"--" + _boundary_bytes(boundary),
                         self._deeper(depth),
                         kind.get_content_subtype() == "digest",
                     )
@@ -158,10 +158,22 @@ class _Scan:
         if default != "text/plain":
             kind.set_default_type(default)
         if content_type is not None:
-            kind["Content-Type"] = b" ".join(content_type).decode("utf-8", "surrogateescape")
+            # As the email package reads header bytes (ascii, surrogateescape): a UTF-8 reading
+            # made U+0080 of C2 80, which its parameter parsing cannot encode (a 500).
+            kind["Content-Type"] = b" ".join(content_type).decode("ascii", "surrogateescape")
         return index, kind
 
     def _count_part(self) -> None:
         self.parts += 1
         if self.parts > self.max_parts:
             raise WebhookRejected(413, f"more than {self.max_parts} MIME parts (EMAIL_MAX_PARTS)")
+
+
+def _boundary_bytes(boundary: str) -> bytes:
+    """The delimiter's bytes. ``get_boundary`` may turn escaped bytes into characters
+    (C2 80 comes back as U+0080), which ascii cannot encode: then the UTF-8 spelling, which
+    counts the delimiters as written (at least as many parts as the parser makes)."""
+    try:
+        return boundary.encode("ascii", "surrogateescape")
+    except UnicodeEncodeError:
+        return boundary.encode("utf-8", "surrogateescape")
