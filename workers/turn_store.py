@@ -16,6 +16,7 @@ from typing import Any
 from sqlalchemy import Row, update
 from sqlalchemy.orm import Session
 
+from agent import journal_store
 from conversations import events
 from conversations.db import rowcount
 from conversations.errors import LeaseLost
@@ -82,6 +83,7 @@ class TurnRecordData:
     output_tokens: int = 0
     model_requests: int = 0
     tool_calls: list[dict[str, Any]] = field(default_factory=list)
+    steps: list[dict[str, Any]] = field(default_factory=list)  # the step journal, folded in
 
 
 @dataclass(frozen=True, slots=True)
@@ -234,9 +236,12 @@ def commit_turn(
                 output_tokens=record.output_tokens,
                 model_requests=record.model_requests,
                 tool_calls=record.tool_calls,
+                steps=record.steps,
                 created_at=now,
             )
         )
+    # The journal is folded into the record: nothing of it outlives the commit.
+    journal_store.prune(session, snapshot.conversation_id)
 
     for fact in outcome.facts:
         remember(
@@ -346,6 +351,7 @@ def quarantine(
     )
     if rowcount(result) != 1:
         return None
+    journal_store.prune(session, conversation_id)  # no retry will replay it
     settle_pending(session, conversation_id, InboundState.QUARANTINED)
     events.record(
         session,
