@@ -8,6 +8,7 @@ import dataclasses
 import time
 import uuid
 from collections.abc import Callable, Iterator
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +34,7 @@ from api.app import create_app
 from conversations.db import session_factory
 from conversations.models import MemoryEntry, OutboxRow
 from conversations.settings import Settings
+from conversations.types import utcnow
 from conversations.wakeup import CeleryWaker
 from tests.conftest import API_KEY
 from tests.factories import ingest_sms
@@ -73,9 +75,10 @@ def turn(
     cid: uuid.UUID,
     agent: Any,
     service: str = "default",
+    clock: Callable[[], datetime] = utcnow,
 ) -> int:
     catalog = AgentCatalog({service: agent})
-    return run_turn(cid, engine=db, agents=catalog, settings=settings, waker=waker)
+    return run_turn(cid, engine=db, agents=catalog, settings=settings, waker=waker, clock=clock)
 
 
 def replies(db: Engine, cid: uuid.UUID) -> list[str]:

@@ -2,7 +2,10 @@
 
 It answers "ack: <the customer's last message>", or, when it is offered a ``lookup_order``
 tool and the customer names an order ("A-1001"), calls that tool first (a real tool call)
-and answers "ack: <what the tool returned>".
+and answers "ack: <what the tool returned>". Given a ``tool_plan``, it calls those tools one
+per request (the n-th after n tool results), then answers "ack: <the last tool's result>".
+``drop`` names requests (1-based) whose connection it closes without an answer, as a model
+server that goes away mid-call; ``answered`` counts the completions it sent (what is billed).
 """
 
 from __future__ import annotations
@@ -24,6 +27,9 @@ class FakeModel:
     max_in_flight: int = 0
     lock: threading.Lock = field(default_factory=threading.Lock)
     server: ThreadingHTTPServer | None = None
+    tool_plan: list[tuple[str, dict[str, Any]]] = field(default_factory=list)
+    drop: set[int] = field(default_factory=set)
+    answered: int = 0
 
     @property
     def url(self) -> str:
@@ -67,16 +73,20 @@ class FakeModel:
         body = json.loads(req.rfile.read(int(req.headers.get("Content-Length") or 0)))
         with self.lock:
             self.requests.append(body)
+            dropped = len(self.requests) in self.drop
             self.in_flight += 1
             self.max_in_flight = max(self.max_in_flight, self.in_flight)
             delay = self.delay
         try:
             time.sleep(delay)
+            if dropped:
+                req.close_connection = True  # no answer: the client sees the server go away
+                return
             reply = {
                 "id": "chatcmpl-fake",
                 "object": "chat.completion",
                 "model": body.get("model", "fake"),
-                "choices": [{"index": 0, **_answer(body)}],
+                "choices": [{"index": 0, **_answer(body, self.tool_plan)}],
                 "usage": {"prompt_tokens": 11, "completion_tokens": 7, "total_tokens": 18},
             }
             data = json.dumps(reply).encode()
@@ -85,6 +95,8 @@ class FakeModel:
             req.send_header("Content-Length", str(len(data)))
             req.end_headers()
             req.wfile.write(data)
+            with self.lock:
+                self.answered += 1
         except (BrokenPipeError, ConnectionResetError):
             pass
         finally:
@@ -95,9 +107,21 @@ class FakeModel:
 ORDER = re.compile(r"\b([A-Z]-\d{4})\b", re.IGNORECASE)
 
 
-def _answer(body: dict[str, Any]) -> dict[str, Any]:
+def _answer(body: dict[str, Any], plan: list[tuple[str, dict[str, Any]]]) -> dict[str, Any]:
     messages = body["messages"]
     last = messages[-1]
+    done = len([m for m in messages if m["role"] == "tool"])
+    if done < len(plan):
+        name, arguments = plan[done]
+        call = {
+            "id": f"call_{done}",
+            "type": "function",
+            "function": {"name": name, "arguments": json.dumps(arguments)},
+        }
+        return {
+            "finish_reason": "tool_calls",
+            "message": {"role": "assistant", "content": None, "tool_calls": [call]},
+        }
     if last["role"] == "tool":
         text = f"ack: {last['content']}"
         return {"finish_reason": "stop", "message": {"role": "assistant", "content": text}}
