@@ -21,7 +21,7 @@ from sqlalchemy import Engine, select
 
 import dormouse
 from conversations.db import session_factory, transaction
-from conversations.models import Conversation, TurnStep
+from conversations.models import Conversation, MemoryEntry, TurnStep
 from conversations.settings import Settings
 from conversations.types import utcnow
 from conversations.wakeup import CeleryWaker
@@ -240,3 +240,29 @@ def test_an_agent_changed_between_crash_and_retry_starts_the_turn_fresh(
     assert [s["replayed"] for s in record["steps"]] == [False] * 5
     assert record["model_requests"] == 3
     assert journal(db, cid) == []
+
+
+def test_a_replayed_built_in_still_decides_what_the_commit_applies(
+    db: Engine,
+    settings: Settings,
+    waker: CeleryWaker,
+    api_client: TestClient,
+    billing_model: FakeModel,
+) -> None:
+    billing_model.tool_plan = [("remember", {"fact": "pays by card"}), PLAN[1]]
+    billing = Billing(die_in="send_receipt")
+    cid = ingest_sms(db, "please send my receipt").conversation_id
+    with pytest.raises(WorkerDied):
+        turn(db, settings, waker, cid, billing.agent(billing_model))
+    assert turn(
+        db, settings, waker, cid, billing.agent(billing_model), clock=after_the_lease(settings)
+    )
+
+    with session_factory(db)() as s:
+        assert s.scalars(select(MemoryEntry.text)).all() == ["pays by card"]  # remembered once
+    [record] = api_client.get(f"/v1/conversations/{cid}").json()["turns"]
+    assert [(c["name"], c["replayed"]) for c in record["tool_calls"]] == [
+        ("remember", True),
+        ("send_receipt", False),
+    ]
+    assert billing_model.answered == 3
