@@ -5,7 +5,8 @@ tool and the customer names an order ("A-1001"), calls that tool first (a real t
 and answers "ack: <what the tool returned>". Given a ``tool_plan``, it calls those tools one
 per request (the n-th after n tool results), then answers "ack: <the last tool's result>".
 ``drop`` names requests (1-based) whose connection it closes without an answer, as a model
-server that goes away mid-call; ``answered`` counts the completions it sent (what is billed).
+server that goes away mid-call; ``delays`` gives some requests a delay of their own;
+``answered`` counts the completions it sent (what is billed).
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ class FakeModel:
     server: ThreadingHTTPServer | None = None
     tool_plan: list[tuple[str, dict[str, Any]]] = field(default_factory=list)
     drop: set[int] = field(default_factory=set)
+    delays: dict[int, float] = field(default_factory=dict)  # seconds, by request (1-based)
     answered: int = 0
 
     @property
@@ -76,7 +78,7 @@ class FakeModel:
             dropped = len(self.requests) in self.drop
             self.in_flight += 1
             self.max_in_flight = max(self.max_in_flight, self.in_flight)
-            delay = self.delay
+            delay = self.delays.get(len(self.requests), self.delay)
         try:
             time.sleep(delay)
             if dropped:
