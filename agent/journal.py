@@ -32,7 +32,7 @@ from pydantic_ai.messages import (
 )
 from pydantic_core import PydanticSerializationError
 
-from agent.deps import TurnDeps
+from agent.deps import ToolCall, TurnDeps
 from agent.journal_store import RecordedStep
 from conversations.metrics import JOURNAL_REPLAYED
 
@@ -62,7 +62,9 @@ class Journal:
     writer: JournalWriter | None = None
     step: int = -1  # the model step the run is at
     steps: list[dict[str, Any]] = field(default_factory=list)  # folded into the turn record
-    _by_position: dict[tuple[int, int], RecordedStep] = field(default_factory=dict)
+    _by_position: dict[tuple[int, int], RecordedStep] = field(
+        default_factory=dict, init=False, repr=False
+    )
 
     def __post_init__(self) -> None:
         self._by_position = {(s.step, s.call): s for s in self.recorded}
@@ -115,7 +117,7 @@ class Journal:
         """The journaled result of this tool call, or None: it runs."""
         position = _position(messages, call)
         recorded = self._by_position.get((self.step, position))
-        if position == 0 or recorded is None:
+        if position == 0 or recorded is None or recorded.record is None:
             return None
         if recorded.kind != TOOL or recorded.digest != tool_digest(call):
             raise JournalMismatch(
@@ -170,6 +172,11 @@ class Journal:
                 "replayed": replayed,
             }
         )
+
+
+def replayed_call(recorded: RecordedStep) -> ToolCall:
+    """The tool call as the turn record shows it, marked as taken from the journal."""
+    return ToolCall(**{**(recorded.record or {}), "replayed": True})
 
 
 def tool_result(recorded: RecordedStep) -> Any:

@@ -43,7 +43,7 @@ from pydantic_core import ValidationError
 
 from agent.base import AnyAgent, TurnContext
 from agent.deps import ToolCall, TurnDeps, TurnEffects
-from agent.journal import Journal, JournalMismatch, StepJournal, tool_result
+from agent.journal import Journal, JournalMismatch, StepJournal, replayed_call, tool_result
 from agent.loop import run_on_agent_loop
 from agent.model_meter import ModelMeter
 from agent.summary import extractive_summary
@@ -283,12 +283,12 @@ class ToolRecorder(AbstractCapability[TurnDeps]):
     ) -> Any:
         deps: TurnDeps = ctx.deps
         recorded = self.journal.replay_tool(ctx.messages, call)
-        if recorded is not None and recorded.record is not None:
+        if recorded is not None:
             if call.tool_name in BUILTIN_NAMES:
                 # A built-in only decides what the commit applies (on deps.effects): deciding
                 # it again rebuilds what the crashed attempt decided, and touches nothing.
                 await handler(args)
-            deps.effects.tool_calls.append(ToolCall(**{**recorded.record, "replayed": True}))
+            deps.effects.tool_calls.append(replayed_call(recorded))
             return tool_result(recorded)
         returned, record = await self._execute(deps, call, tool_def, args, handler)
         await self.journal.record_tool(ctx.messages, call, returned, record.as_json())

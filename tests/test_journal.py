@@ -11,6 +11,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 import pytest
+from click.testing import Result
 from fastapi.testclient import TestClient
 from openai import AsyncOpenAI
 from prometheus_client import REGISTRY
@@ -248,6 +249,7 @@ def test_a_replayed_built_in_still_decides_what_the_commit_applies(
     waker: CeleryWaker,
     api_client: TestClient,
     billing_model: FakeModel,
+    dormouse_cli: Callable[..., Result],
 ) -> None:
     billing_model.tool_plan = [("remember", {"fact": "pays by card"}), PLAN[1]]
     billing = Billing(die_in="send_receipt")
@@ -266,3 +268,6 @@ def test_a_replayed_built_in_still_decides_what_the_commit_applies(
         ("send_receipt", False),
     ]
     assert billing_model.answered == 3
+    shown = dormouse_cli("conversations", "show", str(cid)).output
+    assert 'remember({"fact": "pays by card"}) → remembered  [' in shown
+    assert "replayed from the journal]" in shown
