@@ -21,6 +21,7 @@ from pydantic_ai.providers.openai import OpenAIProvider
 from sqlalchemy import Engine, select
 
 import dormouse
+from agent.catalog import AgentCatalog
 from conversations.db import session_factory, transaction
 from conversations.models import Conversation, MemoryEntry, TurnStep
 from conversations.settings import Settings
@@ -30,6 +31,7 @@ from tests.factories import ingest_sms
 from tests.fakes.model_api import FakeModel
 from tests.test_agents import replies, turn
 from workers import turn_store
+from workers.wrapup import wrap_up
 
 PLAN = [("charge_card", {"amount_cents": 500}), ("send_receipt", {"email": "ann@example.com"})]
 REPLY = "ack: receipt sent to ann@example.com"
@@ -211,6 +213,18 @@ def test_a_zombie_whose_lease_was_taken_writes_nothing_to_the_journal(
         assert (conversation.lease_token, conversation.turn_count) == (successor, 0)
 
 
+def died_at_the_receipt(
+    db: Engine, settings: Settings, waker: CeleryWaker, fake: FakeModel
+) -> tuple[Billing, uuid.UUID]:
+    """A turn whose worker died as send_receipt started: three steps journaled."""
+    billing = Billing(die_in="send_receipt")
+    cid = ingest_sms(db, "please charge my card").conversation_id
+    with pytest.raises(WorkerDied):
+        turn(db, settings, waker, cid, billing.agent(fake))
+    assert len(journal(db, cid)) == 3
+    return billing, cid
+
+
 def test_an_agent_changed_between_crash_and_retry_starts_the_turn_fresh(
     db: Engine,
     settings: Settings,
@@ -219,11 +233,7 @@ def test_an_agent_changed_between_crash_and_retry_starts_the_turn_fresh(
     billing_model: FakeModel,
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    billing = Billing(die_in="send_receipt")
-    cid = ingest_sms(db, "please charge my card").conversation_id
-    with pytest.raises(WorkerDied):
-        turn(db, settings, waker, cid, billing.agent(billing_model))
-    assert len(journal(db, cid)) == 3
+    billing, cid = died_at_the_receipt(db, settings, waker, billing_model)
 
     deployed = billing.agent(billing_model, instructions="You bill customers, politely.")
     with caplog.at_level("WARNING", logger="agent.runtime"):
@@ -271,3 +281,18 @@ def test_a_replayed_built_in_still_decides_what_the_commit_applies(
     shown = dormouse_cli("conversations", "show", str(cid)).output
     assert 'remember({"fact": "pays by card"}) → remembered  [' in shown
     assert "replayed from the journal]" in shown
+
+
+def test_the_journal_of_a_crashed_turn_goes_when_the_conversation_is_finished_and_wrapped_up(
+    db: Engine,
+    settings: Settings,
+    waker: CeleryWaker,
+    api_client: TestClient,
+    billing_model: FakeModel,
+) -> None:
+    _, cid = died_at_the_receipt(db, settings, waker, billing_model)
+
+    # An operator ends it before any retry: that turn will never commit.
+    assert api_client.post(f"/v1/conversations/{cid}/finish", json={}).status_code == 200
+    assert wrap_up(cid, engine=db, agents=AgentCatalog(default=None))
+    assert journal(db, cid) == []
