@@ -6,7 +6,8 @@ number: the idempotency key) finds its earlier attempt's steps and replays them:
 not asked again and the tool not run again; the run goes on live from the first step without
 a record. Each model step records a digest of what was asked (messages, instructions, tool
 definitions; not timestamps or run ids): a retry asking something else (a deploy changed the
-agent, another message arrived) raises ``JournalMismatch`` and the turn starts fresh.
+agent) raises ``JournalMismatch`` and the turn starts fresh. The retry answers the messages
+the journaled attempt answered (``through``), so one that arrived meanwhile does not.
 
 Writes go through a thread (``asyncio.to_thread``): the agent loop carries every turn of the
 process, and a database write on it would stall them all.
@@ -60,6 +61,9 @@ class Journal:
 
     recorded: Sequence[RecordedStep] = ()
     writer: JournalWriter | None = None
+    # The newest message this turn answers, kept with its first step: a retry answers the
+    # same messages (one that arrived meanwhile waits for the next turn, as during any turn).
+    through: int | None = None
     step: int = -1  # the model step the run is at
     steps: list[dict[str, Any]] = field(default_factory=list)  # folded into the turn record
     _by_position: dict[tuple[int, int], RecordedStep] = field(
@@ -104,6 +108,7 @@ class Journal:
                 name=response.model_name or "",
                 digest=digest,
                 message=_dump([response]),
+                record={"messages_through": self.through} if self.step == 0 else None,
                 input_tokens=usage.input_tokens,
                 output_tokens=usage.output_tokens,
             )
@@ -172,6 +177,15 @@ class Journal:
                 "replayed": replayed,
             }
         )
+
+
+def answered_through(recorded: Sequence[RecordedStep]) -> int | None:
+    """The newest message the journaled attempt answered, if it recorded a first step."""
+    for step in recorded:
+        if (step.step, step.call) == (0, 0) and step.record:
+            through = step.record.get("messages_through")
+            return through if isinstance(through, int) else None
+    return None
 
 
 def replayed_call(recorded: RecordedStep) -> ToolCall:

@@ -4,6 +4,10 @@ Every write is fenced like the turn's commit: an update of the conversation row 
 turn's lease token comes first, in the same transaction. It takes the row lock (PostgreSQL)
 or the write lock (SQLite), so a successor's claim either waits for this step and then reads
 it, or has already taken the lease and this write changes nothing (``LeaseLost``).
+
+Cost, measured on the 2-core dev box (300 appends of a 300-character response): PostgreSQL
+p50 0.8 ms wall, 0.5 ms CPU (p95 6 ms while CI ran beside it); SQLite p50 0.2 ms. The wait
+is a thread's, never the agent loop's.
 """
 
 from __future__ import annotations

@@ -23,7 +23,7 @@ from sqlalchemy import Engine, select
 import dormouse
 from agent.catalog import AgentCatalog
 from conversations.db import session_factory, transaction
-from conversations.models import Conversation, MemoryEntry, TurnStep
+from conversations.models import Conversation, MemoryEntry, Message, TurnStep
 from conversations.settings import Settings
 from conversations.types import utcnow
 from conversations.wakeup import CeleryWaker
@@ -296,3 +296,22 @@ def test_the_journal_of_a_crashed_turn_goes_when_the_conversation_is_finished_an
     assert api_client.post(f"/v1/conversations/{cid}/finish", json={}).status_code == 200
     assert wrap_up(cid, engine=db, agents=AgentCatalog(default=None))
     assert journal(db, cid) == []
+
+
+def test_a_message_arriving_between_crash_and_retry_waits_for_the_next_turn(
+    db: Engine, settings: Settings, waker: CeleryWaker, billing_model: FakeModel
+) -> None:
+    billing, cid = died_at_the_receipt(db, settings, waker, billing_model)
+    later = ingest_sms(db, "are you still there?")
+    assert later.conversation_id == cid
+
+    agent = billing.agent(billing_model)
+    assert turn(db, settings, waker, cid, agent, clock=after_the_lease(settings)) == 1
+
+    # The retry answered what the crashed attempt answered, from its journal: charged once.
+    assert replies(db, cid) == [REPLY]
+    assert billing.charged == billing.sent == [f"{cid}:1"]
+    assert billing_model.answered == 3
+    with session_factory(db)() as s:
+        waiting = s.get_one(Message, later.message_id)
+        assert (waiting.inbound_state, waiting.turn) == ("pending", None)

@@ -19,7 +19,7 @@ from agent import journal_store
 from agent.base import TurnContext
 from agent.catalog import AgentCatalog, kind_of
 from agent.deps import TurnDeps
-from agent.journal import Journal
+from agent.journal import Journal, answered_through
 from agent.runtime import TurnLimits, model_name, run_agent_turn
 from channels.registry import get_channel
 from conversations import log_context
@@ -127,9 +127,11 @@ def _one_turn(
             )
             # What an earlier attempt of this turn (a crashed worker) finished: replayed.
             recorded = journal_store.load(session, conversation_id, snapshot.turn_number)
+    snapshot = turn_store.answering_through(snapshot, answered_through(recorded))
     journal = Journal(
         recorded,
         journal_store.FencedJournal(engine, conversation_id, snapshot.turn_number, token),
+        through=snapshot.new_messages[-1].id if snapshot.new_messages else None,
     )
 
     # No transaction is open from here to the commit: the model may take seconds. Each

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -161,6 +161,15 @@ def rehydrate(session: Session, conversation_id: uuid.UUID, *, window: int) -> T
         timeout_override_set=conv.timeout_override_set,
         timeout_override_seconds=conv.timeout_override_seconds,
     )
+
+
+def answering_through(snapshot: TurnSnapshot, through: int | None) -> TurnSnapshot:
+    """The snapshot with only the new messages up to ``through``: a retried turn answers what
+    its journaled attempt answered; a message that arrived since waits for the next turn."""
+    if through is None:
+        return snapshot
+    kept = tuple(m for m in snapshot.new_messages if m.id <= through)
+    return replace(snapshot, new_messages=kept) if kept else snapshot
 
 
 def commit_turn(
