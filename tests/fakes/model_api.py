@@ -92,13 +92,13 @@ class FakeModel:
                 "usage": {"prompt_tokens": 11, "completion_tokens": 7, "total_tokens": 18},
             }
             data = json.dumps(reply).encode()
+            with self.lock:  # counted before it is sent: a test reading it after the turn sees it
+                self.answered += 1
             req.send_response(200)
             req.send_header("Content-Type", "application/json")
             req.send_header("Content-Length", str(len(data)))
             req.end_headers()
             req.wfile.write(data)
-            with self.lock:
-                self.answered += 1
         except (BrokenPipeError, ConnectionResetError):
             pass
         finally:
