@@ -1,7 +1,8 @@
 """What one turn gives its agent (``TurnDeps``) and what the turn decided (``TurnEffects``).
 
 Agent authors see ``TurnDeps`` as ``ctx.deps`` in their Pydantic AI tools. A crashed turn is
-retried, so a tool may run twice for one turn: ``idempotency_key`` is stable across those
+retried; the step journal replays every tool result it recorded, but a tool that was running
+when its worker died has none and runs again: ``idempotency_key`` is stable across those
 retries (and different for every turn), for tools with side effects outside Dormouse.
 Effects on the conversation itself are recorded on ``effects`` and applied by the turn's
 fenced commit, so a turn that loses its lease changes nothing.
@@ -25,6 +26,7 @@ class ToolCall:
     result: str | None
     error: str | None
     duration_ms: int
+    replayed: bool = False  # taken from the step journal by a retry, not run again
 
     def as_json(self) -> dict[str, Any]:
         return {
@@ -33,6 +35,7 @@ class ToolCall:
             "result": self.result,
             "error": self.error,
             "duration_ms": self.duration_ms,
+            "replayed": self.replayed,
         }
 
 

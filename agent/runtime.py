@@ -3,7 +3,8 @@
 A Pydantic AI agent gets what Dormouse knows as message history (the customer profile, the
 memory window and the business's context first, then the conversation's bounded history),
 the built-in tools beside its own, a request limit and a deadline. Every tool call is
-recorded on ``deps.effects`` with its result or error and duration.
+recorded on ``deps.effects`` with its result or error and duration, and every model response
+and tool result is journaled as it happens (``agent/journal.py``), so a retry replays them.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ import json
 import logging
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from pydantic_ai import Agent as PydanticAgent
@@ -41,11 +42,12 @@ from pydantic_ai.usage import UsageLimits
 from pydantic_core import ValidationError
 
 from agent.base import AnyAgent, TurnContext
-from agent.deps import ToolCall, TurnDeps
+from agent.deps import ToolCall, TurnDeps, TurnEffects
+from agent.journal import Journal, JournalMismatch, StepJournal, replayed_call, tool_result
 from agent.loop import run_on_agent_loop
 from agent.model_meter import ModelMeter
 from agent.summary import extractive_summary
-from agent.tools import DEFAULT_TOOL_TIMEOUT, Toolbox, builtin_toolset
+from agent.tools import BUILTIN_NAMES, DEFAULT_TOOL_TIMEOUT, Toolbox, builtin_toolset
 from conversations.errors import TurnOverLimit
 from conversations.metrics import TOOL_CALLS
 from conversations.states import Direction
@@ -90,25 +92,62 @@ class AgentTurn:
     input_tokens: int = 0
     output_tokens: int = 0
     model_requests: int = 0
+    steps: list[dict[str, Any]] = field(default_factory=list)  # the journal's, in order
 
 
-def run_agent_turn(agent: AnyAgent, context: TurnContext, limits: TurnLimits) -> AgentTurn:
-    """Run one turn. Raises ``TurnOverLimit`` when the agent passes ``limits.model_requests``."""
+def run_agent_turn(
+    agent: AnyAgent, context: TurnContext, limits: TurnLimits, journal: Journal | None = None
+) -> AgentTurn:
+    """Run one turn, replaying what ``journal`` recorded of an earlier attempt.
+
+    Raises ``TurnOverLimit`` when the agent passes ``limits.model_requests``, ``LeaseLost``
+    when the journal refuses a step (another worker took the turn over).
+    """
     if not isinstance(agent, PydanticAgent):
         return AgentTurn(agent.run_turn(context, Toolbox(context.deps)))
+    journal = journal if journal is not None else Journal()
+    started = time.monotonic()
+    try:
+        return _run(agent, context, limits, journal, limits.deadline)
+    except JournalMismatch as exc:
+        deps = context.deps
+        log.warning(
+            "turn %d of conversation %s starts fresh: its journal does not match: %s",
+            deps.turn_number,
+            deps.conversation_id,
+            exc,
+        )
+        journal.restart()
+        deps.effects = TurnEffects()  # what the replayed built-ins decided goes too
+        left = None if limits.deadline is None else limits.deadline - (time.monotonic() - started)
+        return _run(agent, context, limits, journal, left)
+
+
+def _run(
+    agent: PydanticAgent[TurnDeps, Any],
+    context: TurnContext,
+    limits: TurnLimits,
+    journal: Journal,
+    deadline: float | None,
+) -> AgentTurn:
     run = agent.run(
         user_prompt(context),
         deps=context.deps,
         message_history=message_history(context),
         instructions=MEDIUM.get(context.deps.channel),
         toolsets=[builtin_toolset()],
-        capabilities=[ToolRecorder(limits.tool_timeout), ModelMeter()],
+        # The journal first (outermost): a replayed response is neither sent nor metered.
+        capabilities=[
+            StepJournal(journal),
+            ToolRecorder(limits.tool_timeout, journal),
+            ModelMeter(),
+        ],
         usage_limits=UsageLimits(request_limit=limits.model_requests),
     )
     try:
         # The run waits on the model on the process's agent loop, beside every other turn in
         # flight; this thread waits for it, never past the deadline (then it is cancelled).
-        result = run_on_agent_loop(run, limits.deadline)
+        result = run_on_agent_loop(run, deadline)
     except UsageLimitExceeded as exc:
         raise TurnOverLimit(
             f"the agent made more than {limits.model_requests} model requests in one turn "
@@ -123,6 +162,7 @@ def run_agent_turn(agent: AnyAgent, context: TurnContext, limits: TurnLimits) ->
         input_tokens=usage.input_tokens,
         output_tokens=usage.output_tokens,
         model_requests=usage.requests,
+        steps=list(journal.steps),
     )
 
 
@@ -224,11 +264,13 @@ def _what_dormouse_knows(context: TurnContext) -> str:
 
 
 class ToolRecorder(AbstractCapability[TurnDeps]):
-    """Records every tool call of a run; bounds the ones that name no time limit; tells the
-    model of a tool's exception instead of failing the turn."""
+    """Records every tool call of a run and journals its result (or replays the journaled
+    one); bounds the ones that name no time limit; tells the model of a tool's exception
+    instead of failing the turn."""
 
-    def __init__(self, default_timeout: float) -> None:
+    def __init__(self, default_timeout: float, journal: Journal | None = None) -> None:
         self.default_timeout = default_timeout
+        self.journal = journal if journal is not None else Journal()
 
     async def wrap_tool_execute(
         self,
@@ -240,6 +282,21 @@ class ToolRecorder(AbstractCapability[TurnDeps]):
         handler: Any,
     ) -> Any:
         deps: TurnDeps = ctx.deps
+        recorded = self.journal.replay_tool(ctx.messages, call)
+        if recorded is not None:
+            if call.tool_name in BUILTIN_NAMES:
+                # A built-in only decides what the commit applies (on deps.effects): deciding
+                # it again rebuilds what the crashed attempt decided, and touches nothing.
+                await handler(args)
+            deps.effects.tool_calls.append(replayed_call(recorded))
+            return tool_result(recorded)
+        returned, record = await self._execute(deps, call, tool_def, args, handler)
+        await self.journal.record_tool(ctx.messages, call, returned, record.as_json())
+        return returned
+
+    async def _execute(
+        self, deps: TurnDeps, call: ToolCallPart, tool_def: ToolDefinition, args: Any, handler: Any
+    ) -> tuple[Any, ToolCall]:
         limit = tool_def.timeout or self.default_timeout
         started = time.perf_counter()
         try:
@@ -247,8 +304,7 @@ class ToolRecorder(AbstractCapability[TurnDeps]):
             result = await asyncio.wait_for(handler(args), limit)
         except TimeoutError:
             error = f"{call.tool_name} took longer than {limit:g}s and was abandoned"
-            _record(deps, call, started, error=error, outcome="timeout")
-            return f"error: {error}"
+            return f"error: {error}", _record(deps, call, started, error=error, outcome="timeout")
         except (ToolRetryError, ModelRetry) as exc:
             _record(deps, call, started, error=f"retry: {exc}", outcome="retry")
             raise
@@ -262,10 +318,8 @@ class ToolRecorder(AbstractCapability[TurnDeps]):
                 deps.conversation_id,
                 exc_info=True,
             )
-            _record(deps, call, started, error=error, outcome="error")
-            return f"error: {error}"
-        _record(deps, call, started, result=result, outcome="ok")
-        return result
+            return f"error: {error}", _record(deps, call, started, error=error, outcome="error")
+        return result, _record(deps, call, started, result=result, outcome="ok")
 
     async def on_tool_validate_error(
         self,
@@ -295,19 +349,19 @@ def _record(
     outcome: str,
     result: Any = None,
     error: str | None = None,
-) -> None:
+) -> ToolCall:
     TOOL_CALLS.labels(call.tool_name, outcome).inc()
     try:
         arguments = call.args_as_dict()
     except ValueError:  # arguments that are not even JSON: keep them as written
         arguments = {"raw": str(call.args)}
     shown = None if error is not None else (result if isinstance(result, str) else repr(result))
-    deps.effects.tool_calls.append(
-        ToolCall(
-            name=call.tool_name,
-            arguments=arguments,
-            result=shown,
-            error=error,
-            duration_ms=round((time.perf_counter() - started) * 1000),
-        )
+    recorded = ToolCall(
+        name=call.tool_name,
+        arguments=arguments,
+        result=shown,
+        error=error,
+        duration_ms=round((time.perf_counter() - started) * 1000),
     )
+    deps.effects.tool_calls.append(recorded)
+    return recorded

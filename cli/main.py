@@ -422,7 +422,8 @@ def conversations_show(conversation_id: str, as_json: bool) -> None:
             for call in turn.tool_calls:
                 outcome = f"error: {call.error}" if call.error else call.result
                 args = json.dumps(call.arguments)
-                click.echo(f"    {call.name}({args}) → {outcome}  [{call.duration_ms} ms]")
+                again = ", replayed from the journal" if call.replayed else ""
+                click.echo(f"    {call.name}({args}) → {outcome}  [{call.duration_ms} ms{again}]")
 
 
 @conversations.command("release")

@@ -83,6 +83,12 @@ TOOL_CALLS = Counter(
     "invalid_arguments).",
     ["tool", "outcome"],
 )
+JOURNAL_REPLAYED = Counter(
+    "dormouse_journal_replayed",
+    "Steps a retried turn took from its step journal instead of doing them again, by kind "
+    "(model: a model request not sent; tool: a tool call not run).",
+    ["kind"],
+)
 
 DELIVERIES = Counter(
     "dormouse_deliveries",

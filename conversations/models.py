@@ -272,6 +272,49 @@ class TurnRecord(Base):
     output_tokens: Mapped[int] = mapped_column(Integer, default=0)
     model_requests: Mapped[int] = mapped_column(Integer, default=0)
     tool_calls: Mapped[list[dict[str, Any]]] = mapped_column(JSON, default=list)
+    # The turn's journal folded in: each model response and tool result, and whether a
+    # retry took it from the journal (``replayed``) instead of asking again.
+    steps: Mapped[list[dict[str, Any]]] = mapped_column(
+        JSON, default=list, server_default=text("'[]'")
+    )
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class TurnStep(Base):
+    """One finished step of a turn in flight: a model response or a tool result.
+
+    Written as it happens, fenced on the turn's lease, so a retry of the turn (same
+    conversation and turn number: its idempotency key) replays it instead of asking the model
+    or running the tool again. ``call`` is 0 for the model response of ``step`` and k + 1 for
+    the tool call in its part k. The commit folds them into ``turn_records.steps`` and
+    deletes them: only turns in flight (or crashed) have rows here.
+    """
+
+    __tablename__ = "turn_steps"
+    __table_args__ = (
+        UniqueConstraint(
+            "conversation_id", "turn_number", "step", "call", name="uq_turn_steps_position"
+        ),
+    )
+
+    id: Mapped[int] = mapped_column(BigIntPK, primary_key=True, autoincrement=True)
+    conversation_id: Mapped[uuid.UUID] = mapped_column(
+        ForeignKey("conversations.id", ondelete="CASCADE")
+    )
+    turn_number: Mapped[int] = mapped_column(Integer)
+    step: Mapped[int] = mapped_column(Integer)
+    call: Mapped[int] = mapped_column(Integer)
+    kind: Mapped[str] = mapped_column(String(8))  # model | tool
+    name: Mapped[str] = mapped_column(String(200))  # the model that answered, or the tool
+    # Of what was asked: the model request, or the tool's name and arguments. A retry asking
+    # for something else (a deploy changed the agent) starts the turn fresh.
+    digest: Mapped[str] = mapped_column(String(64))
+    # Pydantic AI's own message (ModelMessagesTypeAdapter): the ModelResponse, or a
+    # ModelRequest holding the ToolReturnPart.
+    message: Mapped[list[dict[str, Any]]] = mapped_column(JSON)
+    record: Mapped[dict[str, Any] | None] = mapped_column(JSON)  # the tool call as recorded
+    input_tokens: Mapped[int] = mapped_column(Integer, default=0)
+    output_tokens: Mapped[int] = mapped_column(Integer, default=0)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
 
 

@@ -18,6 +18,7 @@ from sqlalchemy import (
     Insert,
     Select,
     Table,
+    and_,
     bindparam,
     delete,
     insert,
@@ -40,6 +41,7 @@ from conversations.models import (
     OutboxRow,
     TimeoutPolicy,
 )
+from conversations.states import ConversationStatus
 
 customers = Customer.__table__
 identities = Identity.__table__
@@ -48,6 +50,13 @@ messages = Message.__table__
 policies = TimeoutPolicy.__table__
 outbox = OutboxRow.__table__
 erased = ErasedProviderId.__table__
+
+# A turn's lease is still held by its token: every write of a turn is conditional on it.
+LEASE_HELD = and_(
+    conversations.c.id == bindparam("conversation_id"),
+    conversations.c.lease_token == bindparam("token"),
+    conversations.c.status == ConversationStatus.RUNNING,
+)
 
 # Rendered into the SQL, as in models.OPEN_CONVERSATION: the partial index must stay usable.
 _open = conversations.c.status != literal("finished", literal_execute=True)

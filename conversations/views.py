@@ -72,10 +72,25 @@ class ToolCallView(BaseModel):
     result: str | None
     error: str | None
     duration_ms: int
+    replayed: bool = False  # a retry took the result from the step journal: not run again
+
+
+class StepView(BaseModel):
+    """One step of a turn's journal: a model response (``call`` 0) or the result of the tool
+    call in part ``call`` - 1 of the response of model step ``step``."""
+
+    step: int
+    call: int
+    kind: str  # model | tool
+    name: str  # the model that answered, or the tool
+    input_tokens: int = 0
+    output_tokens: int = 0
+    # A retry took it from the journal: the model was not asked again, the tool not run again.
+    replayed: bool = False
 
 
 class TurnView(BaseModel):
-    """One committed turn: what ran it, what it cost, which tools it called."""
+    """One committed turn: what ran it, what it cost, which tools it called, its steps."""
 
     model_config = ConfigDict(from_attributes=True)
 
@@ -86,6 +101,7 @@ class TurnView(BaseModel):
     output_tokens: int
     model_requests: int
     tool_calls: list[ToolCallView]
+    steps: list[StepView] = Field(default_factory=list)
     created_at: datetime
 
 

@@ -12,6 +12,7 @@ import secrets
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 import redis
@@ -30,6 +31,9 @@ from conversations.wakeup import CeleryWaker
 from tests.fakes.model_api import FakeModel
 from tests.fakes.smtp_server import FakeSmtp
 from tests.fakes.twilio_api import FakeTwilio
+
+if TYPE_CHECKING:
+    from fastapi.testclient import TestClient
 
 BACKEND = os.environ.get("DORMOUSE_TEST_BACKEND", "postgres")
 POSTGRES_URL = os.environ.get(
@@ -225,6 +229,18 @@ def mail_settings(settings: Settings, fake_smtp: FakeSmtp) -> Settings:
 @pytest.fixture
 def waker(settings: Settings) -> CeleryWaker:
     return CeleryWaker(settings=settings)
+
+
+@pytest.fixture
+def api_client(db: Engine, settings: Settings, waker: CeleryWaker) -> Iterator[TestClient]:
+    """The API in this process on the test database, with the tests' API key."""
+    from fastapi.testclient import TestClient
+
+    from api.app import create_app
+
+    with TestClient(create_app(settings, db, waker), raise_server_exceptions=False) as c:
+        c.headers["Authorization"] = f"Bearer {API_KEY}"
+        yield c
 
 
 API_KEY = "test-key-" + secrets.token_hex(8)

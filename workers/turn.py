@@ -15,9 +15,11 @@ from datetime import datetime
 from pydantic_ai.exceptions import ModelAPIError
 from sqlalchemy import Engine
 
+from agent import journal_store
 from agent.base import TurnContext
 from agent.catalog import AgentCatalog, kind_of
 from agent.deps import TurnDeps
+from agent.journal import Journal, answered_through
 from agent.runtime import TurnLimits, model_name, run_agent_turn
 from channels.registry import get_channel
 from conversations import log_context
@@ -123,10 +125,23 @@ def _one_turn(
                 now=clock(),
                 retention=settings.memory_retention_delta,
             )
+            # What an earlier attempt of this turn (a crashed worker) finished: replayed.
+            recorded = journal_store.load(session, conversation_id, snapshot.turn_number)
+    snapshot = turn_store.answering_through(snapshot, answered_through(recorded))
+    journal = Journal(
+        recorded,
+        journal_store.FencedJournal(engine, conversation_id, snapshot.turn_number, token),
+        through=snapshot.new_messages[-1].id if snapshot.new_messages else None,
+    )
 
-    # No transaction is open from here to the commit: the model may take seconds.
+    # No transaction is open from here to the commit: the model may take seconds. Each
+    # journal write is a short transaction of its own, fenced on the lease like the commit.
     try:
-        outcome = _decide(snapshot, memory, agents, settings)
+        outcome = _decide(snapshot, memory, agents, settings, journal)
+    except LeaseLost:
+        LEASES_LOST.inc()
+        log.warning("turn of conversation %s lost its lease mid-run; stopped", conversation_id)
+        return "lease_lost"
     except Exception as exc:
         with transaction(engine) as session:
             turn_store.release(session, conversation_id, token=token, now=clock(), error=repr(exc))
@@ -219,6 +234,7 @@ def _decide(
     memory: list[Memory],
     agents: AgentCatalog,
     settings: Settings,
+    journal: Journal,
 ) -> turn_store.TurnOutcome:
     deps = TurnDeps(
         conversation_id=snapshot.conversation_id,
@@ -249,7 +265,7 @@ def _decide(
         deadline=settings.turn_deadline,
     )
     try:
-        turn = run_agent_turn(agent, context, limits)
+        turn = run_agent_turn(agent, context, limits, journal)
     except TurnOverLimit as exc:
         # Retrying would loop the same way: a person takes it from here, and says so.
         QUARANTINES.labels("model_requests").inc()
@@ -258,7 +274,9 @@ def _decide(
         return turn_store.TurnOutcome(
             replies=[channel.shape(told)] if told.strip() else [],
             handoff_reason=str(exc),
-            record=turn_store.TurnRecordData(agent=kind_of(agent), tool_calls=_calls(deps)),
+            record=turn_store.TurnRecordData(
+                agent=kind_of(agent), tool_calls=_calls(deps), steps=list(journal.steps)
+            ),
         )
     effects = deps.effects
     return turn_store.TurnOutcome(
@@ -273,6 +291,7 @@ def _decide(
             output_tokens=turn.output_tokens,
             model_requests=turn.model_requests,
             tool_calls=_calls(deps),
+            steps=turn.steps,
         ),
     )
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 from sqlalchemy import and_, bindparam, exists, or_, select, update
 
 from conversations.models import PENDING_MESSAGE as _pending
-from conversations.statements import conversations, customers, messages
+from conversations.statements import LEASE_HELD, conversations, customers, messages
 from conversations.states import ConversationStatus, InboundState, Role
 
 HAS_WORK = or_(
@@ -105,11 +105,7 @@ OPENING_BEFORE = (
 # The deadline columns and the outcome's come as parameters.
 COMMIT_TURN = (
     update(conversations)
-    .where(
-        conversations.c.id == bindparam("conversation_id"),
-        conversations.c.lease_token == bindparam("token"),
-        conversations.c.status == ConversationStatus.RUNNING,
-    )
+    .where(LEASE_HELD)
     .values(
         lease_token=None,
         lease_expires_at=None,

@@ -9,13 +9,14 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import Row, update
 from sqlalchemy.orm import Session
 
+from agent import journal_store
 from conversations import events
 from conversations.db import rowcount
 from conversations.errors import LeaseLost
@@ -82,6 +83,7 @@ class TurnRecordData:
     output_tokens: int = 0
     model_requests: int = 0
     tool_calls: list[dict[str, Any]] = field(default_factory=list)
+    steps: list[dict[str, Any]] = field(default_factory=list)  # the step journal, folded in
 
 
 @dataclass(frozen=True, slots=True)
@@ -161,6 +163,15 @@ def rehydrate(session: Session, conversation_id: uuid.UUID, *, window: int) -> T
     )
 
 
+def answering_through(snapshot: TurnSnapshot, through: int | None) -> TurnSnapshot:
+    """The snapshot with only the new messages up to ``through``: a retried turn answers what
+    its journaled attempt answered; a message that arrived since waits for the next turn."""
+    if through is None:
+        return snapshot
+    kept = tuple(m for m in snapshot.new_messages if m.id <= through)
+    return replace(snapshot, new_messages=kept) if kept else snapshot
+
+
 def commit_turn(
     session: Session,
     snapshot: TurnSnapshot,
@@ -234,9 +245,12 @@ def commit_turn(
                 output_tokens=record.output_tokens,
                 model_requests=record.model_requests,
                 tool_calls=record.tool_calls,
+                steps=record.steps,
                 created_at=now,
             )
         )
+    # The journal is folded into the record: nothing of it outlives the commit.
+    journal_store.prune(session, snapshot.conversation_id)
 
     for fact in outcome.facts:
         remember(
@@ -346,6 +360,7 @@ def quarantine(
     )
     if rowcount(result) != 1:
         return None
+    journal_store.prune(session, conversation_id)  # no retry will replay it
     settle_pending(session, conversation_id, InboundState.QUARANTINED)
     events.record(
         session,

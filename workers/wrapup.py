@@ -16,6 +16,7 @@ from datetime import datetime
 
 from sqlalchemy import Engine, func, select, update
 
+from agent import journal_store
 from agent.catalog import AgentCatalog
 from agent.runtime import summarize
 from conversations import events
@@ -120,4 +121,7 @@ def wrap_up(
             text=summary,
             now=now,
         )
+        # A turn that crashed and will never be retried (an operator, the inactivity sweep
+        # or STOP finished the conversation) leaves its step journal: it goes with the rest.
+        journal_store.prune(session, conversation_id)
     return True

@@ -63,3 +63,49 @@ def test_a_turn_retried_after_its_worker_died_past_a_tool_gives_the_tool_the_sam
     [conv] = stack.conversations(CUSTOMER)
     assert ledger.read_text().splitlines() == [f"{conv['id']}:1", f"{conv['id']}:1"]
     assert len(fake_twilio.sent_to(CUSTOMER)) == 1
+
+
+@pytest.mark.parametrize(
+    ("killed_in", "replayed"),
+    [
+        (2, [True, True, False, False, False]),  # the second model request: after the charge
+        (3, [True, True, True, True, False]),  # the final one: after the receipt
+    ],
+)
+def test_kill_9_of_the_turn_worker_mid_turn_replays_its_journal_one_charge_one_paid_call(
+    make_stack: Callable[..., Stack],
+    fake_twilio: FakeTwilio,
+    fake_model: FakeModel,
+    tmp_path: Path,
+    killed_in: int,
+    replayed: list[bool],
+) -> None:
+    fake_model.tool_plan = [
+        ("charge_card", {"amount_cents": 500}),
+        ("send_receipt", {"email": "ann@example.com"}),
+    ]
+    fake_model.delays = {killed_in: 30}  # hangs there until its worker is killed
+    ledger = tmp_path / "ledger.txt"
+    stack = make_stack(
+        DORMOUSE_AGENTS="tests.e2e.journal_agents",
+        MODEL_BASE_URL=fake_model.url,
+        CHARGE_LEDGER=str(ledger),
+    ).start(workers=0)
+    stack.start_worker("doomed", pool="solo")
+    stack.text("please charge my card", CUSTOMER)
+    fake_model.wait_for_requests(killed_in)
+    stack.kill9("doomed")
+    assert fake_twilio.sent_to(CUSTOMER) == []
+
+    stack.start_worker("survivor")
+    [reply] = fake_twilio.wait_for(1, to=CUSTOMER, timeout=40)
+    assert reply.body == "ack: receipt sent to ann@example.com"
+    [conv] = stack.conversations(CUSTOMER)
+    key = f"{conv['id']}:1"
+    assert ledger.read_text().splitlines() == [f"charge {key}", f"receipt {key}"]
+    assert fake_model.answered == 3  # each model step answered (and paid for) once
+    detail = wait_until(lambda: (d := stack.conversation(conv["id"]))["turns"] and d)
+    [turn] = detail["turns"]
+    assert [s["replayed"] for s in turn["steps"]] == replayed
+    assert detail["usage"] == {"input_tokens": 33, "output_tokens": 21, "model_requests": 3}
+    assert len(fake_twilio.sent_to(CUSTOMER)) == 1

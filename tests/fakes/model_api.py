@@ -2,7 +2,11 @@
 
 It answers "ack: <the customer's last message>", or, when it is offered a ``lookup_order``
 tool and the customer names an order ("A-1001"), calls that tool first (a real tool call)
-and answers "ack: <what the tool returned>".
+and answers "ack: <what the tool returned>". Given a ``tool_plan``, it calls those tools one
+per request (the n-th after n tool results), then answers "ack: <the last tool's result>".
+``drop`` names requests (1-based) whose connection it closes without an answer, as a model
+server that goes away mid-call; ``delays`` gives some requests a delay of their own;
+``answered`` counts the completions it sent (what is billed).
 """
 
 from __future__ import annotations
@@ -24,6 +28,10 @@ class FakeModel:
     max_in_flight: int = 0
     lock: threading.Lock = field(default_factory=threading.Lock)
     server: ThreadingHTTPServer | None = None
+    tool_plan: list[tuple[str, dict[str, Any]]] = field(default_factory=list)
+    drop: set[int] = field(default_factory=set)
+    delays: dict[int, float] = field(default_factory=dict)  # seconds, by request (1-based)
+    answered: int = 0
 
     @property
     def url(self) -> str:
@@ -67,19 +75,25 @@ class FakeModel:
         body = json.loads(req.rfile.read(int(req.headers.get("Content-Length") or 0)))
         with self.lock:
             self.requests.append(body)
+            dropped = len(self.requests) in self.drop
             self.in_flight += 1
             self.max_in_flight = max(self.max_in_flight, self.in_flight)
-            delay = self.delay
+            delay = self.delays.get(len(self.requests), self.delay)
         try:
             time.sleep(delay)
+            if dropped:
+                req.close_connection = True  # no answer: the client sees the server go away
+                return
             reply = {
                 "id": "chatcmpl-fake",
                 "object": "chat.completion",
                 "model": body.get("model", "fake"),
-                "choices": [{"index": 0, **_answer(body)}],
+                "choices": [{"index": 0, **_answer(body, self.tool_plan)}],
                 "usage": {"prompt_tokens": 11, "completion_tokens": 7, "total_tokens": 18},
             }
             data = json.dumps(reply).encode()
+            with self.lock:  # counted before it is sent: a test reading it after the turn sees it
+                self.answered += 1
             req.send_response(200)
             req.send_header("Content-Type", "application/json")
             req.send_header("Content-Length", str(len(data)))
@@ -95,9 +109,21 @@ class FakeModel:
 ORDER = re.compile(r"\b([A-Z]-\d{4})\b", re.IGNORECASE)
 
 
-def _answer(body: dict[str, Any]) -> dict[str, Any]:
+def _answer(body: dict[str, Any], plan: list[tuple[str, dict[str, Any]]]) -> dict[str, Any]:
     messages = body["messages"]
     last = messages[-1]
+    done = len([m for m in messages if m["role"] == "tool"])
+    if done < len(plan):
+        name, arguments = plan[done]
+        call = {
+            "id": f"call_{done}",
+            "type": "function",
+            "function": {"name": name, "arguments": json.dumps(arguments)},
+        }
+        return {
+            "finish_reason": "tool_calls",
+            "message": {"role": "assistant", "content": None, "tool_calls": [call]},
+        }
     if last["role"] == "tool":
         text = f"ack: {last['content']}"
         return {"finish_reason": "stop", "message": {"role": "assistant", "content": text}}

@@ -1,0 +1,269 @@
+"""The step journal: each model response and tool result of a turn, committed as it happens.
+
+A capability around the model request (and ``ToolRecorder`` around tool calls) adds it to
+whichever Pydantic AI agent the business wrote. A retried turn (same conversation and turn
+number: the idempotency key) finds its earlier attempt's steps and replays them: the model is
+not asked again and the tool not run again; the run goes on live from the first step without
+a record. Each model step records a digest of what was asked (messages, instructions, tool
+definitions; not timestamps or run ids): a retry asking something else (a deploy changed the
+agent) raises ``JournalMismatch`` and the turn starts fresh. The retry answers the messages
+the journaled attempt answered (``through``), so one that arrived meanwhile does not.
+
+Writes go through a thread (``asyncio.to_thread``): the agent loop carries every turn of the
+process, and a database write on it would stall them all.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from pydantic_ai.capabilities import AbstractCapability
+from pydantic_ai.messages import (
+    ModelMessage,
+    ModelMessagesTypeAdapter,
+    ModelRequest,
+    ModelResponse,
+    ToolCallPart,
+    ToolReturnPart,
+)
+from pydantic_core import PydanticSerializationError
+
+from agent.deps import ToolCall, TurnDeps
+from agent.journal_store import RecordedStep
+from conversations.metrics import JOURNAL_REPLAYED
+
+MODEL = "model"
+TOOL = "tool"
+
+# Set by Pydantic AI for each run or attempt: never a difference in what was asked.
+_VOLATILE = frozenset(
+    {"timestamp", "run_id", "conversation_id", "model_id", "history_digest", "workspace_ref"}
+)
+
+
+class JournalMismatch(Exception):
+    """The journal answers a question the agent no longer asks: the turn starts fresh."""
+
+
+class JournalWriter(Protocol):
+    def append(self, step: RecordedStep) -> None: ...
+    def discard(self) -> None: ...
+
+
+@dataclass(slots=True)
+class Journal:
+    """One turn's journal: what a retry may replay, and the steps of this run in order."""
+
+    recorded: Sequence[RecordedStep] = ()
+    writer: JournalWriter | None = None
+    # The newest message this turn answers, kept with its first step: a retry answers the
+    # same messages (one that arrived meanwhile waits for the next turn, as during any turn).
+    through: int | None = None
+    step: int = -1  # the model step the run is at
+    steps: list[dict[str, Any]] = field(default_factory=list)  # folded into the turn record
+    _by_position: dict[tuple[int, int], RecordedStep] = field(
+        default_factory=dict, init=False, repr=False
+    )
+
+    def __post_init__(self) -> None:
+        self._by_position = {(s.step, s.call): s for s in self.recorded}
+
+    def restart(self) -> None:
+        """Forget what was recorded (fenced: ``LeaseLost`` if the lease is gone) and start over."""
+        if self.writer is not None and self._by_position:
+            self.writer.discard()
+        self.recorded, self._by_position, self.step, self.steps = (), {}, -1, []
+
+    # --- model steps
+
+    def replay_model(self, digest: str) -> ModelResponse | None:
+        """Enter the next model step; its journaled response, if it has one."""
+        self.step += 1
+        recorded = self._by_position.get((self.step, 0))
+        if recorded is None:
+            return None
+        if recorded.kind != MODEL or recorded.digest != digest:
+            raise JournalMismatch(
+                f"model request {self.step + 1} differs from the journaled one "
+                "(the agent's instructions, tools or the conversation changed)"
+            )
+        [response] = ModelMessagesTypeAdapter.validate_python(recorded.message)
+        assert isinstance(response, ModelResponse)
+        JOURNAL_REPLAYED.labels(MODEL).inc()
+        self._note(recorded, replayed=True)
+        return response
+
+    async def record_model(self, digest: str, response: ModelResponse) -> None:
+        usage = response.usage
+        await self._append(
+            RecordedStep(
+                step=self.step,
+                call=0,
+                kind=MODEL,
+                name=response.model_name or "",
+                digest=digest,
+                message=_dump([response]),
+                record={"messages_through": self.through} if self.step == 0 else None,
+                input_tokens=usage.input_tokens,
+                output_tokens=usage.output_tokens,
+            )
+        )
+
+    # --- tool results
+
+    def replay_tool(
+        self, messages: Sequence[ModelMessage], call: ToolCallPart
+    ) -> RecordedStep | None:
+        """The journaled result of this tool call, or None: it runs."""
+        position = _position(messages, call)
+        recorded = self._by_position.get((self.step, position))
+        if position == 0 or recorded is None or recorded.record is None:
+            return None
+        if recorded.kind != TOOL or recorded.digest != tool_digest(call):
+            raise JournalMismatch(
+                f"tool call {call.tool_name} of model step {self.step + 1} differs from the "
+                f"journaled {recorded.name} (another tool or other arguments)"
+            )
+        JOURNAL_REPLAYED.labels(TOOL).inc()
+        self._note(recorded, replayed=True)
+        return recorded
+
+    async def record_tool(
+        self,
+        messages: Sequence[ModelMessage],
+        call: ToolCallPart,
+        result: Any,
+        record: dict[str, Any],
+    ) -> None:
+        position = _position(messages, call)
+        if position == 0:  # not a call of the run's last response: nothing to key it by
+            return
+        part = ToolReturnPart(call.tool_name, result, tool_call_id=call.tool_call_id)
+        try:
+            message = _dump([ModelRequest(parts=[part])])
+        except PydanticSerializationError:  # a result Pydantic cannot write: it runs again
+            return
+        await self._append(
+            RecordedStep(
+                step=self.step,
+                call=position,
+                kind=TOOL,
+                name=call.tool_name,
+                digest=tool_digest(call),
+                message=message,
+                record=record,
+            )
+        )
+
+    async def _append(self, step: RecordedStep) -> None:
+        if self.writer is not None:
+            await asyncio.to_thread(self.writer.append, step)
+        self._note(step, replayed=False)
+
+    def _note(self, step: RecordedStep, *, replayed: bool) -> None:
+        self.steps.append(
+            {
+                "step": step.step,
+                "call": step.call,
+                "kind": step.kind,
+                "name": step.name,
+                "input_tokens": step.input_tokens,
+                "output_tokens": step.output_tokens,
+                "replayed": replayed,
+            }
+        )
+
+
+def answered_through(recorded: Sequence[RecordedStep]) -> int | None:
+    """The newest message the journaled attempt answered, if it recorded a first step."""
+    for step in recorded:
+        if (step.step, step.call) == (0, 0) and step.record:
+            through = step.record.get("messages_through")
+            return through if isinstance(through, int) else None
+    return None
+
+
+def replayed_call(recorded: RecordedStep) -> ToolCall:
+    """The tool call as the turn record shows it, marked as taken from the journal."""
+    return ToolCall(**{**(recorded.record or {}), "replayed": True})
+
+
+def tool_result(recorded: RecordedStep) -> Any:
+    """What the tool returned, from the journal."""
+    [request] = ModelMessagesTypeAdapter.validate_python(recorded.message)
+    [part] = request.parts
+    assert isinstance(part, ToolReturnPart)
+    return part.content
+
+
+class StepJournal(AbstractCapability[TurnDeps]):
+    """Journals (or replays) every model response of a run. Outermost of the run's
+    capabilities, so a replayed response is neither metered nor sent."""
+
+    def __init__(self, journal: Journal) -> None:
+        self.journal = journal
+
+    async def wrap_model_request(
+        self, ctx: Any, *, request_context: Any, handler: Any
+    ) -> ModelResponse:
+        digest = request_digest(request_context)
+        replayed = self.journal.replay_model(digest)
+        if replayed is not None:
+            return replayed
+        response: ModelResponse = await handler(request_context)
+        await self.journal.record_model(digest, response)
+        return response
+
+
+def request_digest(request_context: Any) -> str:
+    """What a model request asks, whatever the run or the hour: messages, instructions and
+    tool definitions, without the timestamps and ids Pydantic AI stamps on them."""
+    params = request_context.model_request_parameters
+    asked = [
+        _dump(request_context.messages),
+        [p.content for p in params.instruction_parts or ()],
+        [(t.name, t.description, t.parameters_json_schema) for t in params.function_tools],
+    ]
+    return _digest(_stable(asked))
+
+
+def tool_digest(call: ToolCallPart) -> str:
+    try:
+        arguments: Any = call.args_as_dict()
+    except ValueError:
+        arguments = str(call.args)
+    return _digest([call.tool_name, arguments])
+
+
+def _dump(messages: Sequence[ModelMessage]) -> list[dict[str, Any]]:
+    dumped: list[dict[str, Any]] = ModelMessagesTypeAdapter.dump_python(list(messages), mode="json")
+    return dumped
+
+
+def _digest(value: Any) -> str:
+    text = json.dumps(value, sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def _stable(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _stable(v) for k, v in value.items() if k not in _VOLATILE}
+    if isinstance(value, list | tuple):
+        return [_stable(v) for v in value]
+    return value
+
+
+def _position(messages: Sequence[ModelMessage], call: ToolCallPart) -> int:
+    """1 + the index of ``call`` among the parts of the run's last response; 0 if not there."""
+    for message in reversed(messages):
+        if isinstance(message, ModelResponse):
+            for index, part in enumerate(message.parts):
+                if isinstance(part, ToolCallPart) and part.tool_call_id == call.tool_call_id:
+                    return index + 1
+            return 0
+    return 0
