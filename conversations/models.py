@@ -240,6 +240,8 @@ class WebhookDelivery(Base):
     conversation_id: Mapped[uuid.UUID | None] = mapped_column(Uuid)
     status: Mapped[str] = mapped_column(String(16))  # pending, sending, delivered, failed
     attempts: Mapped[int] = mapped_column(Integer, default=0)
+    # Times an operator sent it again by hand: each allows one claim past the schedule.
+    replays: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
     next_attempt_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     claim_token: Mapped[uuid.UUID | None] = mapped_column(Uuid)
     claimed_at: Mapped[datetime | None] = mapped_column(UTCDateTime)

@@ -147,6 +147,7 @@ class Claimed:
     conversation_id: uuid.UUID | None
     attempts: int
     claim_token: uuid.UUID
+    replays: int = 0
 
 
 def _head_and_due(now: datetime, stale_before: datetime) -> list[object]:
@@ -185,12 +186,14 @@ def claim(
             claimed_at=now,
             updated_at=now,
         )
-        .returning(d.id, d.endpoint_id, d.event_id, d.conversation_id, d.attempts)
+        .returning(d.id, d.endpoint_id, d.event_id, d.conversation_id, d.attempts, d.replays)
         .execution_options(synchronize_session=False)
     ).first()
     if row is None:
         return None
-    return Claimed(row.id, row.endpoint_id, row.event_id, row.conversation_id, row.attempts, token)
+    return Claimed(
+        row.id, row.endpoint_id, row.event_id, row.conversation_id, row.attempts, token, row.replays
+    )
 
 
 def due_heads(
@@ -334,12 +337,13 @@ def disable(session: Session, endpoint_id: uuid.UUID, reason: str, now: datetime
 
 
 def replay(session: Session, endpoint_id: uuid.UUID, delivery_id: int, now: datetime) -> bool:
-    """Send a delivery again (a settled one; an unsettled one is made due now)."""
+    """Send a delivery again (a settled one; an unsettled one is made due now). Its
+    attempts stay what they were: the history of what the receiver answered."""
     d = WebhookDelivery
     moved = session.execute(
         update(d)
         .where(d.id == delivery_id, d.endpoint_id == endpoint_id, d.status != SENDING)
-        .values(status=PENDING, next_attempt_at=now, attempts=0, updated_at=now)
+        .values(status=PENDING, next_attempt_at=now, replays=d.replays + 1, updated_at=now)
         .execution_options(synchronize_session=False)
     )
     return rowcount(moved) == 1

@@ -351,8 +351,11 @@ def test_a_delivery_is_replayed_with_its_webhook_id(
     path = f"/v1/webhooks/{endpoint['id']}/deliveries/{shown['id']}/retry"
     answer = client.post(path, headers=AUTH)
     assert answer.status_code == 202 and answer.json()["status"] == "pending"
+    assert answer.json()["attempts"] == shown["attempts"] == 1  # the history stays
     pump(db, hook_settings)
     assert [p.webhook_id for p in receiver.posts] == [shown["event_id"]] * 2
+    [again] = client.get(f"/v1/webhooks/{endpoint['id']}/deliveries", headers=AUTH).json()
+    assert (again["status"], again["attempts"]) == ("delivered", 2)
     missing = f"/v1/webhooks/{endpoint['id']}/deliveries/999999/retry"
     assert client.post(missing, headers=AUTH).status_code == 404
 

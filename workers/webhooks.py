@@ -166,9 +166,10 @@ def _send_one(
     if body is None:  # the message it names was erased since: nothing left to tell
         attempt = webhook_outbox.Attempt(None, 0, "the event's message no longer exists")
         status = _settle(engine, claimed, attempt, settings, clock, give_up=True)
-    elif claimed.attempts > len(settings.webhook_schedule):
-        # Only stale re-claims get here (a settle fails it when the schedule is spent): each
-        # worker posting it stopped before it settled. Taken no more, or it is taken forever.
+    elif claimed.attempts > len(settings.webhook_schedule) + claimed.replays:
+        # Only stale re-claims get here (a settle fails it when the schedule is spent, and
+        # each retry by hand allows one claim more): each worker posting it stopped before it
+        # settled. Taken no more, or it is taken forever.
         said = f"claimed {claimed.attempts} times, never settled (its workers stopped): given up"
         attempt = webhook_outbox.Attempt(None, 0, said)
         status = _settle(engine, claimed, attempt, settings, clock, give_up=True)
