@@ -35,6 +35,7 @@ from pydantic_core import PydanticSerializationError
 
 from agent.deps import ToolCall, TurnDeps
 from agent.journal_store import RecordedStep
+from conversations.errors import DormouseError
 from conversations.metrics import JOURNAL_REPLAYED
 
 MODEL = "model"
@@ -46,7 +47,7 @@ _VOLATILE = frozenset(
 )
 
 
-class JournalMismatch(Exception):
+class JournalMismatch(DormouseError):
     """The journal answers a question the agent no longer asks: the turn starts fresh."""
 
 
