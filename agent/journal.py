@@ -7,7 +7,9 @@ not asked again and the tool not run again; the run goes on live from the first 
 a record. Each model step records a digest of what was asked (messages, instructions, tool
 definitions; not timestamps or run ids): a retry asking something else (a deploy changed the
 agent) raises ``JournalMismatch`` and the turn starts fresh. The retry answers the messages
-the journaled attempt answered (``through``), so one that arrived meanwhile does not.
+the journaled attempt answered (``through``), so one that arrived meanwhile does not; a
+message that interrupted a model request (``agent/interrupts.py``) is added again at the step
+it was added at, since each model step records the newest message it was asked with.
 
 Writes go through a thread (``asyncio.to_thread``): the agent loop carries every turn of the
 process, and a database write on it would stall them all.
@@ -16,8 +18,10 @@ process, and a database write on it would stall them all.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import json
+import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -34,9 +38,12 @@ from pydantic_ai.messages import (
 from pydantic_core import PydanticSerializationError
 
 from agent.deps import ToolCall, TurnDeps
+from agent.interrupts import MAX_INTERRUPTIONS, Arrivals, Interrupted, add_messages
 from agent.journal_store import RecordedStep
 from conversations.errors import DormouseError
 from conversations.metrics import JOURNAL_REPLAYED
+
+log = logging.getLogger(__name__)
 
 MODEL = "model"
 TOOL = "tool"
@@ -62,29 +69,103 @@ class Journal:
 
     recorded: Sequence[RecordedStep] = ()
     writer: JournalWriter | None = None
-    # The newest message this turn answers, kept with its first step: a retry answers the
+    # The newest message this turn answers, kept with each model step: a retry answers the
     # same messages (one that arrived meanwhile waits for the next turn, as during any turn).
     through: int | None = None
+    # The customer's messages that no turn answered yet; None: nothing is added mid-turn.
+    arrivals: Arrivals | None = None
     step: int = -1  # the model step the run is at
     steps: list[dict[str, Any]] = field(default_factory=list)  # folded into the turn record
+    interruptions: int = 0
     _by_position: dict[tuple[int, int], RecordedStep] = field(
         default_factory=dict, init=False, repr=False
     )
+    _start_through: int | None = field(default=None, init=False, repr=False)
+    _pending_through: int | None = field(default=None, init=False, repr=False)
+    _noted: set[tuple[int, int]] = field(default_factory=set, init=False, repr=False)
 
     def __post_init__(self) -> None:
         self._by_position = {(s.step, s.call): s for s in self.recorded}
+        self._start_through = self.through
 
     def restart(self) -> None:
         """Forget what was recorded (fenced: ``LeaseLost`` if the lease is gone) and start over."""
         if self.writer is not None and self._by_position:
             self.writer.discard()
         self.recorded, self._by_position, self.step, self.steps = (), {}, -1, []
+        # Messages added mid-turn are asked with from the first step of the fresh start.
+        if self.through != self._start_through:
+            self._pending_through = self.through
+        self._noted, self.through = set(), self._start_through
+
+    def resume(self, interrupted: Interrupted) -> None:
+        """Run again after an interruption: what this attempt journaled is replayed (and was
+        noted already), and the cancelled step is asked with the messages through
+        ``interrupted.through`` added."""
+        self.step, self.through = -1, self._start_through
+        self._pending_through = interrupted.through
+        self.interruptions += 1
 
     # --- model steps
 
-    def replay_model(self, digest: str) -> ModelResponse | None:
-        """Enter the next model step; its journaled response, if it has one."""
+    async def catch_up(self, ctx: Any, request_context: Any) -> None:
+        """Enter the next model step, adding the customer's messages it is to be asked with:
+        those a journaled step was asked with, those that interrupted it, or those that
+        arrived since the last step (during a tool call) when the channel interrupts."""
         self.step += 1
+        if self.arrivals is None:
+            return
+        after = self.through or 0
+        recorded = self._by_position.get((self.step, 0))
+        if recorded is not None:
+            target = _through(recorded)
+        elif self._pending_through is not None:
+            target, self._pending_through = self._pending_through, None
+        elif self._may_interrupt():
+            target = await self.arrivals.newer(after)
+        else:
+            return
+        if target is not None and target > after:
+            add_messages(ctx, request_context, await self.arrivals.take(after, target))
+            self.through = target
+
+    async def ask(self, handler: Any, request_context: Any) -> ModelResponse:
+        """The model's response, unless a customer's message arrives first: then the request
+        is cancelled and ``Interrupted`` raised (its messages are added when it is asked
+        again)."""
+        arrivals = self.arrivals
+        if arrivals is None or not self._may_interrupt():
+            response: ModelResponse = await handler(request_context)
+            return response
+        request = asyncio.ensure_future(handler(request_context))
+        arrived = asyncio.ensure_future(arrivals.wait(self.through or 0))
+        try:
+            await asyncio.wait({request, arrived}, return_when=asyncio.FIRST_COMPLETED)
+            if not request.done() and arrived.exception() is not None:
+                # Listening failed (the database, a moment): the message waits for the next
+                # turn, as with coalesce; the request goes on.
+                log.warning("listening for new messages failed: %r", arrived.exception())
+                await asyncio.wait({request})
+        finally:
+            await _cancel(arrived)
+            if not request.done():  # a response that came with the message is kept
+                await _cancel(request)
+        if not request.cancelled():
+            answered: ModelResponse = request.result()
+            return answered
+        through = arrived.result()
+        await arrivals.interrupted(self.through or 0, through)
+        raise Interrupted(through)
+
+    def _may_interrupt(self) -> bool:
+        return (
+            self.arrivals is not None
+            and self.arrivals.interrupting
+            and self.interruptions < MAX_INTERRUPTIONS
+        )
+
+    def replay_model(self, digest: str) -> ModelResponse | None:
+        """The journaled response of the step ``catch_up`` entered, if it has one."""
         recorded = self._by_position.get((self.step, 0))
         if recorded is None:
             return None
@@ -95,7 +176,6 @@ class Journal:
             )
         [response] = ModelMessagesTypeAdapter.validate_python(recorded.message)
         assert isinstance(response, ModelResponse)
-        JOURNAL_REPLAYED.labels(MODEL).inc()
         self._note(recorded, replayed=True)
         return response
 
@@ -109,7 +189,7 @@ class Journal:
                 name=response.model_name or "",
                 digest=digest,
                 message=_dump([response]),
-                record={"messages_through": self.through} if self.step == 0 else None,
+                record={"messages_through": self.through},
                 input_tokens=usage.input_tokens,
                 output_tokens=usage.output_tokens,
             )
@@ -130,7 +210,6 @@ class Journal:
                 f"tool call {call.tool_name} of model step {self.step + 1} differs from the "
                 f"journaled {recorded.name} (another tool or other arguments)"
             )
-        JOURNAL_REPLAYED.labels(TOOL).inc()
         self._note(recorded, replayed=True)
         return recorded
 
@@ -164,9 +243,15 @@ class Journal:
     async def _append(self, step: RecordedStep) -> None:
         if self.writer is not None:
             await asyncio.to_thread(self.writer.append, step)
+        self._by_position[(step.step, step.call)] = step  # replayed if the run is resumed
         self._note(step, replayed=False)
 
     def _note(self, step: RecordedStep, *, replayed: bool) -> None:
+        if (step.step, step.call) in self._noted:  # resumed after an interruption: shown once
+            return
+        self._noted.add((step.step, step.call))
+        if replayed:
+            JOURNAL_REPLAYED.labels(step.kind).inc()
         self.steps.append(
             {
                 "step": step.step,
@@ -180,13 +265,25 @@ class Journal:
         )
 
 
+async def _cancel(task: asyncio.Future[Any]) -> None:
+    if not task.done():
+        task.cancel()
+    # Its outcome, if it had one, is read by the caller (or was logged): not raised here.
+    with contextlib.suppress(asyncio.CancelledError, Exception):
+        await task
+
+
 def answered_through(recorded: Sequence[RecordedStep]) -> int | None:
-    """The newest message the journaled attempt answered, if it recorded a first step."""
+    """The newest message the journaled attempt began with, if it recorded a first step."""
     for step in recorded:
-        if (step.step, step.call) == (0, 0) and step.record:
-            through = step.record.get("messages_through")
-            return through if isinstance(through, int) else None
+        if (step.step, step.call) == (0, 0):
+            return _through(step)
     return None
+
+
+def _through(step: RecordedStep) -> int | None:
+    through = (step.record or {}).get("messages_through")
+    return through if isinstance(through, int) else None
 
 
 def replayed_call(recorded: RecordedStep) -> ToolCall:
@@ -209,14 +306,22 @@ class StepJournal(AbstractCapability[TurnDeps]):
     def __init__(self, journal: Journal) -> None:
         self.journal = journal
 
+    async def wrap_run(self, ctx: Any, *, handler: Any) -> Any:
+        arrivals = self.journal.arrivals
+        if arrivals is None or not arrivals.interrupting:
+            return await handler()
+        async with arrivals.watching():  # hints of this conversation, for the whole run
+            return await handler()
+
     async def wrap_model_request(
         self, ctx: Any, *, request_context: Any, handler: Any
     ) -> ModelResponse:
+        await self.journal.catch_up(ctx, request_context)
         digest = request_digest(request_context)
         replayed = self.journal.replay_model(digest)
         if replayed is not None:
             return replayed
-        response: ModelResponse = await handler(request_context)
+        response = await self.journal.ask(handler, request_context)
         await self.journal.record_model(digest, response)
         return response
 

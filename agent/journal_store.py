@@ -93,12 +93,13 @@ class FencedJournal:
         self, engine: Engine, conversation_id: uuid.UUID, turn_number: int, token: uuid.UUID
     ) -> None:
         self.engine = engine
+        self.conversation_id = conversation_id
         self.turn = {"conversation_id": conversation_id, "turn_number": turn_number}
         self.token = token
 
     def append(self, step: RecordedStep, now: datetime | None = None) -> None:
         with transaction(self.engine) as session:
-            self._fence(session)
+            self.fence(session)
             session.execute(
                 _APPEND,
                 {
@@ -119,10 +120,12 @@ class FencedJournal:
     def discard(self) -> None:
         """Forget this turn's steps: the agent no longer asks what they answered."""
         with transaction(self.engine) as session:
-            self._fence(session)
+            self.fence(session)
             session.execute(_DISCARD, self.turn)
 
-    def _fence(self, session: Session) -> None:
+    def fence(self, session: Session) -> None:
+        """Lock the conversation row under this turn's lease, or raise ``LeaseLost``: what
+        the same transaction writes next is this turn's only while it holds the lease."""
         fenced = session.execute(
             _FENCE, {"conversation_id": self.turn["conversation_id"], "token": self.token}
         )

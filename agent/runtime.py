@@ -43,6 +43,7 @@ from pydantic_core import ValidationError
 
 from agent.base import AnyAgent, TurnContext
 from agent.deps import ToolCall, TurnDeps, TurnEffects
+from agent.interrupts import Interrupted
 from agent.journal import Journal, JournalMismatch, StepJournal, replayed_call, tool_result
 from agent.loop import run_on_agent_loop
 from agent.model_meter import ModelMeter
@@ -107,20 +108,30 @@ def run_agent_turn(
         return AgentTurn(agent.run_turn(context, Toolbox(context.deps)))
     journal = journal if journal is not None else Journal()
     started = time.monotonic()
-    try:
-        return _run(agent, context, limits, journal, limits.deadline)
-    except JournalMismatch as exc:
-        deps = context.deps
-        log.warning(
-            "turn %d of conversation %s starts fresh: its journal does not match: %s",
-            deps.turn_number,
-            deps.conversation_id,
-            exc,
-        )
-        journal.restart()
-        deps.effects = TurnEffects()  # what the replayed built-ins decided goes too
-        left = None if limits.deadline is None else limits.deadline - (time.monotonic() - started)
-        return _run(agent, context, limits, journal, left)
+    deps = context.deps
+
+    deadline = limits.deadline
+    while True:
+        try:
+            return _run(agent, context, limits, journal, deadline)
+        except JournalMismatch as exc:
+            log.warning(
+                "turn %d of conversation %s starts fresh: its journal does not match: %s",
+                deps.turn_number,
+                deps.conversation_id,
+                exc,
+            )
+            journal.restart()
+        except Interrupted as exc:
+            log.info(
+                "turn %d of conversation %s interrupted by a new message; asking again with it",
+                deps.turn_number,
+                deps.conversation_id,
+            )
+            journal.resume(exc)
+        deps.effects = TurnEffects()  # what the replayed built-ins decided is decided again
+        if limits.deadline is not None:  # one deadline for the turn, however many runs
+            deadline = limits.deadline - (time.monotonic() - started)
 
 
 def _run(

@@ -33,7 +33,6 @@ from api.console import mount_console
 from api.deps import AppState, known_query_only, state
 from api.docs import mount_docs
 from api.gate import ApiGate
-from api.live import EventHub
 from api.page_routes import mount_chat_page
 from api.problems import document_refusals, problem
 from api.webhook_meter import WebhookMeter
@@ -41,6 +40,7 @@ from channels.registry import webhook_channels, webhook_routers
 from conversations.broker import ping_broker
 from conversations.db import get_engine
 from conversations.errors import ConcurrentChange, DormouseError
+from conversations.hints import EventHub
 from conversations.log_context import redact
 from conversations.settings import Settings, get_settings
 from conversations.wakeup import CeleryWaker, Waker

@@ -10,8 +10,8 @@ from fastapi.routing import APIRoute
 from pydantic import BaseModel, ConfigDict
 from sqlalchemy import Engine
 
-from api.live import EventHub
 from conversations.errors import InvalidInput, Unauthorized
+from conversations.hints import EventHub
 from conversations.settings import Settings
 from conversations.wakeup import Waker
 

@@ -14,17 +14,16 @@ import json
 import logging
 import random
 import uuid
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
-import redis.asyncio as aioredis
 from sqlalchemy import Engine
 from starlette.concurrency import run_in_threadpool
 
 from conversations import events
 from conversations.db import session_factory
 from conversations.events import StoredEvent
-from conversations.hints import CHANNEL, redis_url
+from conversations.hints import EventHub
 from conversations.types import iso
 
 log = logging.getLogger(__name__)
@@ -39,83 +38,11 @@ LIVE_TYPES = {
     events.RECEIVED: "new-message",
     events.CREATED: "new-message",
     events.TURN_COMPLETED: "interaction-complete",
+    events.INTERRUPTED: "interrupted",
     events.HANDOFF: "handoff",
     events.HANDBACK: "handback",
     events.ENDED: "end-session",
 }
-
-
-class EventHub:
-    """One subscription to the hints per process, fanned out to the streams waiting on each
-    conversation. Started on first use; reconnects after a broker outage (streams poll
-    meanwhile)."""
-
-    def __init__(self, broker_url: str) -> None:
-        self._url = redis_url(broker_url)
-        self._waiting: dict[str, set[asyncio.Event]] = {}
-        self._task: asyncio.Task[None] | None = None
-
-    @contextlib.contextmanager
-    def watch(self, conversation_id: uuid.UUID) -> Iterator[asyncio.Event]:
-        """An event set when ``conversation_id`` may have new events. Watch before reading,
-        so a hint that arrives during the read is not missed."""
-        self._start()
-        woken = asyncio.Event()
-        key = str(conversation_id)
-        self._waiting.setdefault(key, set()).add(woken)
-        try:
-            yield woken
-        finally:
-            waiting = self._waiting.get(key)
-            if waiting is not None:
-                waiting.discard(woken)
-                if not waiting:
-                    del self._waiting[key]
-
-    async def close(self) -> None:
-        """Stop listening (the app is shutting down): the subscription ends cleanly."""
-        task, self._task = self._task, None
-        if task is not None and not task.done():
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
-
-    @property
-    def streams(self) -> int:
-        return sum(len(w) for w in self._waiting.values())
-
-    def _start(self) -> None:
-        if self._url is not None and (self._task is None or self._task.done()):
-            self._task = asyncio.get_running_loop().create_task(self._listen(self._url))
-
-    async def _listen(self, url: str) -> None:
-        while True:
-            client = aioredis.Redis.from_url(url, socket_connect_timeout=2)
-            try:
-                async with client.pubsub() as pubsub:
-                    await pubsub.subscribe(CHANNEL)
-                    # Hints sent before this subscription (at start, or during an outage) were
-                    # missed: every stream reads once now instead of at its next poll.
-                    self._wake_all()
-                    async for message in pubsub.listen():
-                        if message.get("type") == "message":
-                            self._wake(message["data"].decode())
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:  # the broker went away: streams poll until it is back
-                log.info("event hints unavailable, streams poll: %s", exc)
-            finally:
-                await client.aclose()
-            await asyncio.sleep(1.0)
-
-    def _wake_all(self) -> None:
-        for waiting in self._waiting.values():
-            for woken in waiting:
-                woken.set()
-
-    def _wake(self, conversation_id: str) -> None:
-        for woken in self._waiting.get(conversation_id, ()):
-            woken.set()
 
 
 def read_after(engine: Engine, conversation_id: uuid.UUID, after: int) -> list[StoredEvent]:

@@ -25,6 +25,9 @@ CREATED = "message.created"  # a reply was written (agent, operator, system): se
 SENT = "message.sent"  # the outbox handed a reply to its provider (or the dev sink)
 DELIVERY_UPDATED = "message.delivery_updated"  # a provider's status callback moved a reply on
 TURN_COMPLETED = "turn.completed"  # data.handled: the customer messages the turn answered
+# A customer's message cancelled the model request a turn waited on; the turn asks again with
+# it added (DOUBLE_TEXTING_<CHANNEL>=interrupt). data.message_ids: the messages it added.
+INTERRUPTED = "turn.interrupted"
 HANDOFF = "conversation.handoff"
 HANDBACK = "conversation.handback"
 # Stored, not answered: data.reason; LIMITED also data.limit (the LIMIT_* setting it hit).

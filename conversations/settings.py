@@ -15,6 +15,7 @@ from collections.abc import Callable
 from datetime import timedelta
 from functools import lru_cache
 from pathlib import Path
+from typing import Literal
 from urllib.parse import urlsplit
 
 import phonenumbers
@@ -26,6 +27,8 @@ from conversations.data_dir import create_secret_file, make_dir
 from conversations.outbound_http import bad_character
 from conversations.spending import parse_limit
 from conversations.timeouts import Policy, parse_duration
+
+DoubleTexting = Literal["coalesce", "interrupt"]
 
 EMAIL_AUTH_RULES = ("dmarc", "off")
 # Durations that may not be "never", and why.
@@ -119,6 +122,13 @@ class Settings(BaseSettings):
     quarantine_message: str = (
         "Sorry, something went wrong on our side. A person from our team will reply shortly."
     )
+
+    # A customer's message that arrives while a turn waits on the model: "coalesce" answers
+    # it in the next turn; "interrupt" cancels that model request and asks again with it
+    # added, so a chat user who sends two lines quickly gets one answer to both.
+    double_texting_sms: DoubleTexting = "coalesce"
+    double_texting_email: DoubleTexting = "coalesce"
+    double_texting_chat: DoubleTexting = "interrupt"
 
     lease_seconds: int = Field(120, gt=0)
     turn_time_limit: int = Field(90, gt=0)
@@ -309,6 +319,11 @@ class Settings(BaseSettings):
     def _duration(cls, value: str) -> str:
         parse_duration(value)
         return value
+
+    def double_texting(self, channel: str) -> DoubleTexting:
+        """DOUBLE_TEXTING_<CHANNEL>: what a message arriving mid-turn does on ``channel``."""
+        policy: DoubleTexting = getattr(self, f"double_texting_{channel}", "coalesce")
+        return policy
 
     def default_policies(self) -> dict[str, Policy]:
         """Channel ('' for any other) → shipped policy: TIMEOUT_<CHANNEL> of each channel

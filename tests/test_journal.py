@@ -4,6 +4,7 @@ interrupted at each step boundary and retried; the retry replays what was done."
 
 from __future__ import annotations
 
+import threading
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -23,7 +24,7 @@ from sqlalchemy import Engine, select
 import dormouse
 from agent.catalog import AgentCatalog
 from conversations.db import session_factory, transaction
-from conversations.models import Conversation, MemoryEntry, Message, TurnStep
+from conversations.models import Conversation, Event, MemoryEntry, Message, TurnStep
 from conversations.settings import Settings
 from conversations.types import utcnow
 from conversations.wakeup import CeleryWaker
@@ -315,3 +316,51 @@ def test_a_message_arriving_between_crash_and_retry_waits_for_the_next_turn(
     with session_factory(db)() as s:
         waiting = s.get_one(Message, later.message_id)
         assert (waiting.inbound_state, waiting.turn) == ("pending", None)
+
+
+def test_a_turn_interrupted_by_a_second_message_then_killed_replays_it_at_the_same_step(
+    db: Engine,
+    settings: Settings,
+    waker: CeleryWaker,
+    api_client: TestClient,
+    billing_model: FakeModel,
+) -> None:
+    """The second model request (after the charge) is interrupted by the customer's second
+    message; the run resumes from the journal and asks again with it; the worker then dies as
+    send_receipt starts. The retry adds that message at the same step, so its replay matches:
+    nothing is asked or charged twice, and the one reply answers both messages."""
+    settings = settings.model_copy(update={"double_texting_sms": "interrupt"})
+    billing_model.delays = {2: 3.0}  # the request the second message interrupts
+    billing = Billing(die_in="send_receipt")
+    cid = ingest_sms(db, "please charge my card").conversation_id
+
+    def second_message() -> None:
+        billing_model.wait_for_requests(2)
+        ingest_sms(db, "and send the receipt to ann@example.com")
+        waker.changed([cid])  # the hint the API sends after an ingest
+
+    texting = threading.Thread(target=second_message)
+    texting.start()
+    with pytest.raises(WorkerDied):
+        turn(db, settings, waker, cid, billing.agent(billing_model))
+    texting.join()
+    assert billing_model.cancelled == 1 and billing.charged == [f"{cid}:1"]
+    with session_factory(db)() as s:
+        kinds = s.scalars(select(Event.type).where(Event.conversation_id == cid)).all()
+    assert "turn.interrupted" in kinds
+
+    retry = billing.agent(billing_model)
+    assert turn(db, settings, waker, cid, retry, clock=after_the_lease(settings)) == 1
+
+    assert replies(db, cid) == [REPLY]
+    assert billing.charged == billing.sent == [f"{cid}:1"]
+    # The first, the one asked again with the second message, the final: each answered once.
+    assert billing_model.answered == 3 and len(billing_model.requests) == 4
+    asked_again = billing_model.requests[2]["messages"]
+    assert [m["content"] for m in asked_again if m["role"] == "user"][-1] == (
+        "and send the receipt to ann@example.com"
+    )
+    with session_factory(db)() as s:
+        assert not turn_store.has_pending(s, cid)  # both messages answered by this turn
+    [record] = api_client.get(f"/v1/conversations/{cid}").json()["turns"]
+    assert [s["replayed"] for s in record["steps"]] == [True, True, True, False, False]

@@ -12,9 +12,9 @@ from fastapi.testclient import TestClient
 from sqlalchemy import Engine, func, select
 
 from api.app import create_app
-from api.live import EventHub, follow
+from api.live import follow
 from conversations.db import session_factory
-from conversations.hints import Hints
+from conversations.hints import EventHub, Hints
 from conversations.models import Event
 from conversations.settings import Settings
 from conversations.wakeup import CeleryWaker

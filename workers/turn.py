@@ -33,6 +33,7 @@ from conversations.types import utcnow
 from conversations.wakeup import Produced, Waker, publish
 from memory.store import Memory, recall
 from workers import turn_store
+from workers.arrivals import MessageArrivals
 
 log = logging.getLogger(__name__)
 
@@ -128,10 +129,20 @@ def _one_turn(
             # What an earlier attempt of this turn (a crashed worker) finished: replayed.
             recorded = journal_store.load(session, conversation_id, snapshot.turn_number)
     snapshot = turn_store.answering_through(snapshot, answered_through(recorded))
+    writer = journal_store.FencedJournal(engine, conversation_id, snapshot.turn_number, token)
+    arrivals = MessageArrivals(
+        engine,
+        writer,
+        interrupting=settings.double_texting(snapshot.channel) == "interrupt",
+        broker_url=settings.effective_broker_url,
+        poll=settings.events_poll_seconds,
+        notify=lambda: waker.changed([conversation_id]),
+    )
     journal = Journal(
         recorded,
-        journal_store.FencedJournal(engine, conversation_id, snapshot.turn_number, token),
+        writer,
         through=snapshot.new_messages[-1].id if snapshot.new_messages else None,
+        arrivals=arrivals,
     )
 
     # No transaction is open from here to the commit: the model may take seconds. Each
@@ -148,6 +159,8 @@ def _one_turn(
         _log_failure(exc, snapshot, agents, attempts=attempts, settings=settings)
         return "failed"
 
+    # Messages the run added mid-turn (double texting) are answered by this turn too.
+    snapshot = turn_store.also_answering(snapshot, arrivals.taken.values())
     try:
         with transaction(engine) as session:
             result = turn_store.commit_turn(

@@ -9,7 +9,7 @@ a caller that added mapped objects must flush before running one of these.
 
 from __future__ import annotations
 
-from sqlalchemy import and_, bindparam, exists, or_, select, update
+from sqlalchemy import and_, bindparam, exists, func, or_, select, update
 
 from conversations.models import PENDING_MESSAGE as _pending
 from conversations.statements import LEASE_HELD, conversations, customers, messages
@@ -87,13 +87,19 @@ PENDING_BATCH = (
     .order_by(messages.c.id)
     .limit(bindparam("limit"))
 )
+# Messages that arrived while a turn ran (double texting, agent/interrupts.py).
+_after = messages.c.id > bindparam("after")
+NEWEST_PENDING_AFTER = select(func.max(messages.c.id)).where(_of_conversation, _pending, _after)
+PENDING_THROUGH = PENDING_BATCH.where(_after, messages.c.id <= bindparam("through"))
 HISTORY = (
     select(*_view)
     .where(_of_conversation, _shown)
     .order_by(messages.c.id.desc())
     .limit(bindparam("limit"))
 )
-HISTORY_BEFORE = HISTORY.where(messages.c.id < bindparam("before"))
+# Everything but the messages waiting for a turn: a reply committed after the customer's next
+# message arrived (double texting, coalesced) is still history, before that message.
+HISTORY_SETTLED = HISTORY.where(or_(messages.c.inbound_state.is_(None), ~_pending))
 OPENING_BEFORE = (
     select(*_view)
     .where(_of_conversation, _shown, messages.c.id < bindparam("before"))

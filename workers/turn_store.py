@@ -8,7 +8,7 @@ No transaction is held between claim and commit: the agent runs with none open.
 from __future__ import annotations
 
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import Any
@@ -130,13 +130,7 @@ def rehydrate(session: Session, conversation_id: uuid.UUID, *, window: int) -> T
     conv = session.execute(sql.CONVERSATION_FOR_TURN, {"conversation_id": conversation_id}).one()
     of_this = {"conversation_id": conversation_id}
     new = session.execute(sql.PENDING_BATCH, {**of_this, "limit": MAX_MESSAGES_PER_TURN}).all()
-    history = session.execute(
-        *(
-            (sql.HISTORY_BEFORE, {**of_this, "limit": window, "before": new[0].id})
-            if new
-            else (sql.HISTORY, {**of_this, "limit": window})
-        )
-    ).all()
+    history = session.execute(sql.HISTORY_SETTLED, {**of_this, "limit": window}).all()
     earlier: Sequence[Row[*tuple[Any, ...]]] = ()
     if len(history) == window:
         # A long conversation: its opening stands in for the part outside the window.
@@ -170,6 +164,16 @@ def answering_through(snapshot: TurnSnapshot, through: int | None) -> TurnSnapsh
         return snapshot
     kept = tuple(m for m in snapshot.new_messages if m.id <= through)
     return replace(snapshot, new_messages=kept) if kept else snapshot
+
+
+def also_answering(snapshot: TurnSnapshot, added: Iterable[MessageView]) -> TurnSnapshot:
+    """The snapshot with the messages a run added mid-turn among those it answers."""
+    known = {m.id for m in snapshot.new_messages}
+    more = tuple(m for m in added if m.id not in known)
+    if not more:
+        return snapshot
+    ordered = sorted((*snapshot.new_messages, *more), key=lambda m: m.id)
+    return replace(snapshot, new_messages=tuple(ordered))
 
 
 def commit_turn(

@@ -1,10 +1,13 @@
 """A billing agent on the OpenAI-compatible server at MODEL_BASE_URL: it charges a card,
 sends a receipt, then answers. Each tool appends its idempotency key to a ledger file (the
-payment provider and the mail server), so a test sees how often each really ran."""
+payment provider and the mail server), so a test sees how often each really ran. While the
+file CHARGE_HOLD names exists, charge_card waits before it charges (a worker to be killed
+there has journaled the first model response and charged nothing)."""
 
 from __future__ import annotations
 
 import os
+import time
 from pathlib import Path
 
 from openai import AsyncOpenAI
@@ -23,6 +26,11 @@ def _ledger(line: str) -> None:
 @dormouse.tool
 def charge_card(ctx: RunContext[dormouse.TurnDeps], amount_cents: int) -> str:
     """Charge the customer's card."""
+    hold = os.environ.get("CHARGE_HOLD")
+    if hold:
+        Path(f"{hold}.reached").touch()
+        while Path(hold).exists():
+            time.sleep(0.05)
     _ledger(f"charge {ctx.deps.idempotency_key}")
     return f"charged {amount_cents}"
 

@@ -68,34 +68,44 @@ def test_a_turn_retried_after_its_worker_died_past_a_tool_gives_the_tool_the_sam
 @pytest.mark.parametrize(
     ("killed_in", "replayed"),
     [
+        ("charge_card", [True, False, False, False, False]),  # after the first response
         (2, [True, True, False, False, False]),  # the second model request: after the charge
         (3, [True, True, True, True, False]),  # the final one: after the receipt
     ],
 )
 def test_kill_9_of_the_turn_worker_mid_turn_replays_its_journal_one_charge_one_paid_call(
     make_stack: Callable[..., Stack],
-    fake_twilio: FakeTwilio,
     fake_model: FakeModel,
+    fake_twilio: FakeTwilio,
     tmp_path: Path,
-    killed_in: int,
+    killed_in: int | str,
     replayed: list[bool],
 ) -> None:
     fake_model.tool_plan = [
         ("charge_card", {"amount_cents": 500}),
         ("send_receipt", {"email": "ann@example.com"}),
     ]
-    fake_model.delays = {killed_in: 30}  # hangs there until its worker is killed
+    hold = tmp_path / "hold"
+    if isinstance(killed_in, int):
+        fake_model.delays = {killed_in: 30}  # hangs there until its worker is killed
+    else:
+        hold.touch()  # charge_card waits there until its worker is killed
     ledger = tmp_path / "ledger.txt"
     stack = make_stack(
         DORMOUSE_AGENTS="tests.e2e.journal_agents",
         MODEL_BASE_URL=fake_model.url,
         CHARGE_LEDGER=str(ledger),
+        CHARGE_HOLD=str(hold),
     ).start(workers=0)
     stack.start_worker("doomed", pool="solo")
     stack.text("please charge my card", CUSTOMER)
-    fake_model.wait_for_requests(killed_in)
+    if isinstance(killed_in, int):
+        fake_model.wait_for_requests(killed_in)
+    else:
+        wait_until(lambda: hold.with_suffix(".reached").exists())
     stack.kill9("doomed")
     assert fake_twilio.sent_to(CUSTOMER) == []
+    hold.unlink(missing_ok=True)
 
     stack.start_worker("survivor")
     [reply] = fake_twilio.wait_for(1, to=CUSTOMER, timeout=40)

@@ -6,13 +6,18 @@ and answers "ack: <what the tool returned>". Given a ``tool_plan``, it calls tho
 per request (the n-th after n tool results), then answers "ack: <the last tool's result>".
 ``drop`` names requests (1-based) whose connection it closes without an answer, as a model
 server that goes away mid-call; ``delays`` gives some requests a delay of their own;
-``answered`` counts the completions it sent (what is billed).
+``answered`` counts the completions it sent (what is billed); ``cancelled`` the requests
+whose client hung up while it was still working on them. With ``answer_all`` its answer
+names every customer message after its last answer ("ack: one / two"), so a test sees which
+messages one answer addressed.
 """
 
 from __future__ import annotations
 
 import json
 import re
+import select
+import socket
 import threading
 import time
 from dataclasses import dataclass, field
@@ -32,6 +37,8 @@ class FakeModel:
     drop: set[int] = field(default_factory=set)
     delays: dict[int, float] = field(default_factory=dict)  # seconds, by request (1-based)
     answered: int = 0
+    cancelled: int = 0
+    answer_all: bool = False
 
     @property
     def url(self) -> str:
@@ -80,7 +87,10 @@ class FakeModel:
             self.max_in_flight = max(self.max_in_flight, self.in_flight)
             delay = self.delays.get(len(self.requests), self.delay)
         try:
-            time.sleep(delay)
+            if self._hung_up_within(req, delay):
+                with self.lock:
+                    self.cancelled += 1
+                return
             if dropped:
                 req.close_connection = True  # no answer: the client sees the server go away
                 return
@@ -88,7 +98,7 @@ class FakeModel:
                 "id": "chatcmpl-fake",
                 "object": "chat.completion",
                 "model": body.get("model", "fake"),
-                "choices": [{"index": 0, **_answer(body, self.tool_plan)}],
+                "choices": [{"index": 0, **_answer(body, self.tool_plan, self.answer_all)}],
                 "usage": {"prompt_tokens": 11, "completion_tokens": 7, "total_tokens": 18},
             }
             data = json.dumps(reply).encode()
@@ -105,11 +115,24 @@ class FakeModel:
             with self.lock:
                 self.in_flight -= 1
 
+    @staticmethod
+    def _hung_up_within(req: BaseHTTPRequestHandler, seconds: float) -> bool:
+        """Wait ``seconds``; True as soon as the client closes its connection (a cancelled
+        request: the socket reads as end of file)."""
+        deadline = time.monotonic() + seconds
+        while (left := deadline - time.monotonic()) > 0:
+            readable, _, _ = select.select([req.connection], [], [], min(left, 0.05))
+            if readable and req.connection.recv(1, socket.MSG_PEEK) == b"":
+                return True
+        return False
+
 
 ORDER = re.compile(r"\b([A-Z]-\d{4})\b", re.IGNORECASE)
 
 
-def _answer(body: dict[str, Any], plan: list[tuple[str, dict[str, Any]]]) -> dict[str, Any]:
+def _answer(
+    body: dict[str, Any], plan: list[tuple[str, dict[str, Any]]], answer_all: bool = False
+) -> dict[str, Any]:
     messages = body["messages"]
     last = messages[-1]
     done = len([m for m in messages if m["role"] == "tool"])
@@ -143,7 +166,9 @@ def _answer(body: dict[str, Any], plan: list[tuple[str, dict[str, Any]]]) -> dic
             "finish_reason": "tool_calls",
             "message": {"role": "assistant", "content": None, "tool_calls": [call]},
         }
-    return {
-        "finish_reason": "stop",
-        "message": {"role": "assistant", "content": f"ack: {users[-1]}"},
-    }
+    text = f"ack: {users[-1]}"
+    if answer_all:
+        answered = max((i for i, m in enumerate(messages) if m["role"] == "assistant"), default=-1)
+        unanswered = [m["content"] for m in messages[answered + 1 :] if m["role"] == "user"]
+        text = "ack: " + " / ".join(str(u) for u in unanswered)
+    return {"finish_reason": "stop", "message": {"role": "assistant", "content": text}}
