@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: up test test-postgres test-sqlite lint install lock clean bench bench-quick bench-timeouts bench-turns bench-agents bench-live bench-live-quick bench-webhooks bench-tools faults faults-quick email-corpus
+.PHONY: up test test-postgres test-sqlite lint install lock clean bench bench-quick bench-timeouts bench-turns bench-agents bench-live bench-live-quick bench-webhooks bench-tools bench-journal bench-compare faults faults-quick email-corpus
 
 $(STAMP): pyproject.toml constraints.txt
 	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' \
@@ -88,6 +88,17 @@ bench-quick: $(STAMP) bench-tools
 	$(BIN)/python -m benchmarks.timeout_sweep --quick
 	$(BIN)/python -m benchmarks.slow_model --quick
 	$(BIN)/python -m benchmarks.turn_cost --quick
+	$(BIN)/python -m benchmarks.journal_cost --quick
+
+## The journal's cost: one step's write (PostgreSQL, SQLite) and its share of a turn's CPU.
+bench-journal: $(STAMP)
+	$(BIN)/python -m benchmarks.journal_cost
+
+## A change against its base, back to back on this machine (quick platform and slow model):
+## run it before landing a change to ingest, turns, delivery or events. BASE=<commit>.
+bench-compare: $(STAMP) bench-tools
+	@[ -n "$(BASE)" ] || { echo "usage: make bench-compare BASE=<commit>"; exit 2; }
+	$(BIN)/python -m benchmarks.compare --base $(BASE)
 
 ## How the mail parser reads 200 real emails from other projects' test suites (visible text
 ## against their expectations, auto-replies and bounces never answered). EMAIL_CORPUS moves it.

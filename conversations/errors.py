@@ -105,10 +105,6 @@ class ExternalIdTaken(Taken):
         super().__init__(f"external_id {external_id!r} belongs to customer {owner}", owner)
 
 
-class ModelError(DormouseError):
-    """The model call failed or answered something unusable; the turn is retried."""
-
-
 class TurnOverLimit(DormouseError):
     """The agent passed the turn's model request limit (``TURN_MAX_MODEL_REQUESTS``)."""
 

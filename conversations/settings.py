@@ -26,7 +26,7 @@ from conversations.channel_names import CHANNEL_NAMES
 from conversations.data_dir import create_secret_file, make_dir
 from conversations.outbound_http import bad_character
 from conversations.spending import parse_limit
-from conversations.timeouts import Policy, parse_duration
+from conversations.timeouts import Policy, parse_duration, parse_schedule
 
 DoubleTexting = Literal["coalesce", "interrupt"]
 
@@ -283,15 +283,11 @@ class Settings(BaseSettings):
     @field_validator("webhook_retry_schedule")
     @classmethod
     def _schedule(cls, value: str) -> str:
-        from conversations.webhook_outbox import parse_schedule
-
         parse_schedule(value)
         return value
 
     @property
     def webhook_schedule(self) -> list[float]:
-        from conversations.webhook_outbox import parse_schedule
-
         return parse_schedule(self.webhook_retry_schedule)
 
     @field_validator("webhook_disable_after", "memory_retention", "idempotency_key_ttl")

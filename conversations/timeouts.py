@@ -82,6 +82,22 @@ def parse_duration(value: str | int | float | None) -> timedelta | None:
     return timedelta(seconds=seconds)
 
 
+def parse_schedule(text: str) -> list[float]:
+    """``0,5s,5m,…``: the delay before each attempt, in seconds (the first is usually 0)."""
+    delays = []
+    for part in filter(None, (p.strip() for p in text.split(","))):
+        if part in ("0", "0s"):
+            delays.append(0.0)
+            continue
+        delay = parse_duration(part)
+        if delay is None:
+            raise ValueError(f"{part!r}: a retry delay cannot be never")
+        delays.append(delay.total_seconds())
+    if not delays:
+        raise ValueError("the retry schedule needs at least one attempt")
+    return delays
+
+
 def format_duration(value: timedelta | None) -> str:
     if value is None:
         return NEVER

@@ -20,6 +20,7 @@ from sqlalchemy.orm import Session
 
 from conversations import outbound_http
 from conversations.errors import InvalidInput, NotFound
+from conversations.events import WEBHOOK_TYPES
 from conversations.models import WebhookEndpoint
 from conversations.settings import Settings, new_whsec
 
@@ -105,8 +106,6 @@ def _this_machine(address: outbound_http.IPAddress) -> bool:
 
 
 def check_types(event_types: list[str]) -> list[str]:
-    from conversations.events import WEBHOOK_TYPES
-
     unknown = [t for t in event_types if t not in WEBHOOK_TYPES]
     if unknown:
         raise InvalidInput(

@@ -110,24 +110,6 @@ def fan_out_event(session: Session, event_id: int, now: datetime) -> list[int]:
 # --- the schedule --------------------------------------------------------------------------
 
 
-def parse_schedule(text: str) -> list[float]:
-    """``0,5s,5m,…``: the delay before each attempt, in seconds (the first is usually 0)."""
-    from conversations.timeouts import parse_duration
-
-    delays = []
-    for part in filter(None, (p.strip() for p in text.split(","))):
-        if part in ("0", "0s"):
-            delays.append(0.0)
-            continue
-        delay = parse_duration(part)
-        if delay is None:
-            raise ValueError(f"{part!r}: a retry delay cannot be never")
-        delays.append(delay.total_seconds())
-    if not delays:
-        raise ValueError("the retry schedule needs at least one attempt")
-    return delays
-
-
 def next_attempt(schedule: Sequence[float], attempts: int, now: datetime) -> datetime | None:
     """When to try again after ``attempts`` attempts; None when the schedule is spent."""
     if attempts >= len(schedule):

@@ -108,6 +108,9 @@
       view.human = false;
       note("The agent is back.", "note", cursor);
     }
+    else if (event.type === "interrupted") {
+      note("Your new message was added: one answer to both.", "note", cursor);
+    }
     else if (event.type === "error") note(event.reason || "Something went wrong.", "problem");
     else if (event.type === "end-session") end();
   }
