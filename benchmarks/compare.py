@@ -2,7 +2,8 @@
 each cost a little and together make the platform twice as slow.
 
 Runs the quick platform and slow-model benchmarks for ``BASE`` (a git worktree of it, with
-this venv) and then for the work tree, and prints each table's rows side by side with the
+this venv, driven by the work tree's ``benchmarks/`` and ``tests/``: one harness measures
+both) and then for the work tree, and prints each table's rows side by side with the
 ratio work / base of every figure (above 1: the work tree's figure is larger; for times,
 slower). Neither run rewrites the README of record (``BENCH_README`` points elsewhere).
 
@@ -15,6 +16,7 @@ from __future__ import annotations
 import argparse
 import os
 import re
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -103,6 +105,9 @@ def main() -> None:
             check=True,
         )
         try:
+            for harness in ("benchmarks", "tests"):
+                shutil.rmtree(base_tree / harness)
+                shutil.copytree(ROOT / harness, base_tree / harness)
             readme = Path(tmp) / "README.md"
             reports = []
             for bench in benches:
