@@ -1,4 +1,5 @@
-"""The step journal: each model response and tool result of a turn, committed as it happens.
+"""The step journal: each model response and tool result of a turn, committed as it happens
+(all but the final answer, which calls nothing and is committed with the turn).
 
 A capability around the model request (and ``ToolRecorder`` around tool calls) adds it to
 whichever Pydantic AI agent the business wrote. A retried turn (same conversation and turn
@@ -164,6 +165,29 @@ class Journal:
             and self.interruptions < MAX_INTERRUPTIONS
         )
 
+    def has_record(self) -> bool:
+        """Whether the step ``catch_up`` entered was journaled by an earlier attempt."""
+        return (self.step, 0) in self._by_position
+
+    @property
+    def has_rows(self) -> bool:
+        """Whether the database holds steps of this turn (loaded, or written by this run)."""
+        return bool(self._by_position)
+
+    def note_final(self, response: ModelResponse) -> None:
+        usage = response.usage
+        final = RecordedStep(
+            step=self.step,
+            call=0,
+            kind=MODEL,
+            name=response.model_name or "",
+            digest="",
+            message=[],
+            input_tokens=usage.input_tokens,
+            output_tokens=usage.output_tokens,
+        )
+        self._note(final, replayed=False)
+
     def replay_model(self, digest: str) -> ModelResponse | None:
         """The journaled response of the step ``catch_up`` entered, if it has one."""
         recorded = self._by_position.get((self.step, 0))
@@ -316,22 +340,44 @@ class StepJournal(AbstractCapability[TurnDeps]):
     async def wrap_model_request(
         self, ctx: Any, *, request_context: Any, handler: Any
     ) -> ModelResponse:
-        await self.journal.catch_up(ctx, request_context)
-        digest = request_digest(request_context)
-        replayed = self.journal.replay_model(digest)
-        if replayed is not None:
-            return replayed
-        response = await self.journal.ask(handler, request_context)
-        await self.journal.record_model(digest, response)
+        journal = self.journal
+        await journal.catch_up(ctx, request_context)
+        if journal.has_record():
+            replayed = journal.replay_model(request_digest(request_context))
+            if replayed is not None:
+                return replayed
+        # What is asked, as it is before the request's own hooks add to it: a retry's digest
+        # is taken at this point too.
+        asked = Asked(list(request_context.messages), request_context.model_request_parameters)
+        response = await journal.ask(handler, request_context)
+        if not any(isinstance(part, ToolCallPart) for part in response.parts):
+            # The final answer: it calls nothing, so nothing repeats if it is asked again,
+            # and it is committed with the turn a moment later. Not journaled on its own (a
+            # write per turn, and its prune at the commit, for a window of milliseconds).
+            journal.note_final(response)
+        else:
+            await journal.record_model(asked.digest(), response)
         return response
+
+
+@dataclass(frozen=True, slots=True)
+class Asked:
+    messages: list[ModelMessage]
+    params: Any
+
+    def digest(self) -> str:
+        return _request_digest(self.messages, self.params)
 
 
 def request_digest(request_context: Any) -> str:
     """What a model request asks, whatever the run or the hour: messages, instructions and
     tool definitions, without the timestamps and ids Pydantic AI stamps on them."""
-    params = request_context.model_request_parameters
+    return _request_digest(request_context.messages, request_context.model_request_parameters)
+
+
+def _request_digest(messages: Sequence[ModelMessage], params: Any) -> str:
     asked = [
-        _dump(request_context.messages),
+        _dump(messages),
         [p.content for p in params.instruction_parts or ()],
         [(t.name, t.description, t.parameters_json_schema) for t in params.function_tools],
     ]

@@ -297,6 +297,7 @@ def _decide(
         finish_reason=effects.finish_reason,
         handoff_reason=effects.handoff_reason,
         facts=list(effects.facts),
+        journaled=journal.has_rows,
         record=turn_store.TurnRecordData(
             agent=kind_of(agent),
             model=turn.model,

@@ -71,6 +71,7 @@ class TurnOutcome:
     handoff_reason: str | None = None
     facts: list[str] = field(default_factory=list)
     record: TurnRecordData | None = None
+    journaled: bool = True  # whether the step journal holds rows of this turn to prune
 
 
 @dataclass(frozen=True, slots=True)
@@ -254,7 +255,8 @@ def commit_turn(
             )
         )
     # The journal is folded into the record: nothing of it outlives the commit.
-    journal_store.prune(session, snapshot.conversation_id)
+    if outcome.journaled:
+        journal_store.prune(session, snapshot.conversation_id)
 
     for fact in outcome.facts:
         remember(
