@@ -212,7 +212,7 @@ def main() -> None:
         for name, c in per_step.items()
     )
     body = (
-        f"### Step journal ({today()}, {facts})\n\n"
+        f"## Step journal ({today()}, {facts})\n\n"
         f"`python -m benchmarks.journal_cost{' --quick' if args.quick else ''}`: {appends:,} "
         "writes per backend (a model step with a tool call, then a tool result), each the "
         "fence and the insert in one transaction.\n\n"
