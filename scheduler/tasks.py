@@ -1,4 +1,4 @@
-"""The periodic tasks beat sends, and the tasks they fan out to."""
+"""The periodic tasks beat sends (``scheduler/schedule.py`` says when)."""
 
 from __future__ import annotations
 
@@ -15,28 +15,28 @@ from conversations.metrics import REDRIVEN, SWEEP_CONVERSATIONS, SWEEP_SECONDS
 from conversations.models import IdempotencyKey
 from conversations.nonces import purge_before
 from conversations.settings import Settings, get_settings
-from conversations.timeout_store import recompute_all
-from conversations.timeouts import Policy, Scope
+from conversations.timeouts import Policy
 from conversations.types import utcnow
 from conversations.wakeup import (
     PURGE_TASK,
-    RECOMPUTE_TASK,
     REDRIVE_TASK,
     TIMEOUT_SWEEP_TASK,
-    WRAPUP_TASK,
     Produced,
     publish,
 )
 from memory.store import purge_expired
+from scheduler.schedule import beat_schedule
 from scheduler.sweeps import Window, redrive_once
 from scheduler.timeouts import close_expired, send_due_nudges
 from workers.app import app
 from workers.deliver import reconcile_after
-from workers.tasks import agents, waker
+from workers.tasks import waker
 from workers.webhooks import stale_after
-from workers.wrapup import wrap_up as run_wrap_up
 
 log = logging.getLogger(__name__)
+
+# Beat imports this module (the app's include) before it reads its schedule.
+app.conf.beat_schedule = beat_schedule(get_settings())
 
 REDRIVE_BATCH = 500
 SWEEP_BATCH = 500
@@ -156,21 +156,3 @@ def purge_once(
     if any(totals.values()):
         log.info("purge: %s", totals)
     return totals
-
-
-@app.task(name=WRAPUP_TASK)
-def wrap_up(conversation_id: str) -> bool:
-    import uuid
-
-    cid = uuid.UUID(conversation_id)
-    done = run_wrap_up(cid, engine=get_engine(), agents=agents())
-    if done:  # its conversation.finished may now be owed to webhook endpoints
-        waker().webhooks([cid])
-    return done
-
-
-@app.task(name=RECOMPUTE_TASK)
-def recompute_timeouts(service: str, channel: str) -> int:
-    return recompute_all(
-        get_engine(), Scope(service, channel), defaults=get_settings().default_policies()
-    )

@@ -63,25 +63,6 @@ def create_celery(settings: Settings) -> Celery:
         RECOMPUTE_TASK: {"queue": SWEEP_QUEUE},
         PURGE_TASK: {"queue": SWEEP_QUEUE},
     }
-    interval = settings.redrive_interval
-    app.conf.beat_schedule = {
-        "redrive": {
-            "task": REDRIVE_TASK,
-            "schedule": interval,
-            # A backlog of sweeps is useless: the next one does the same work.
-            "options": {"expires": max(1.0, interval), "queue": SWEEP_QUEUE},
-        },
-        "timeouts": {
-            "task": TIMEOUT_SWEEP_TASK,
-            "schedule": settings.timeout_sweep_interval,
-            "options": {"expires": max(1.0, settings.timeout_sweep_interval), "queue": SWEEP_QUEUE},
-        },
-        "purge": {
-            "task": PURGE_TASK,
-            "schedule": settings.purge_interval,
-            "options": {"expires": max(1.0, settings.purge_interval), "queue": SWEEP_QUEUE},
-        },
-    }
     return app
 
 

@@ -9,13 +9,17 @@ from functools import lru_cache
 from agent.catalog import AgentCatalog, load_agents
 from conversations.db import get_engine
 from conversations.settings import get_settings
+from conversations.timeout_store import recompute_all
+from conversations.timeouts import Scope
 from conversations.types import utcnow
 from conversations.wakeup import (
     DELIVER_TASK,
+    RECOMPUTE_TASK,
     RECONCILE_TASK,
     TURN_TASK,
     WEBHOOK_TASK,
     WEBHOOKS_TASK,
+    WRAPUP_TASK,
     CeleryWaker,
 )
 from workers import deliver as delivery
@@ -23,6 +27,7 @@ from workers import webhooks as event_webhooks
 from workers.app import app
 from workers.deliver import deliver_time_limit
 from workers.turn import run_turn
+from workers.wrapup import wrap_up as run_wrap_up
 
 # Countdown hints for retries stay far below the visibility timeout; the redrive sweep, not
 # this hint, is what guarantees the retry happens.
@@ -111,3 +116,19 @@ def _follow_up(outcome: event_webhooks.Outcome) -> int:
     if outcome.more:
         waker().webhooks(None)
     return outcome.delivered
+
+
+@app.task(name=WRAPUP_TASK)
+def wrap_up(conversation_id: str) -> bool:
+    cid = uuid.UUID(conversation_id)
+    done = run_wrap_up(cid, engine=get_engine(), agents=agents())
+    if done:  # its conversation.finished may now be owed to webhook endpoints
+        waker().webhooks([cid])
+    return done
+
+
+@app.task(name=RECOMPUTE_TASK)
+def recompute_timeouts(service: str, channel: str) -> int:
+    return recompute_all(
+        get_engine(), Scope(service, channel), defaults=get_settings().default_policies()
+    )
