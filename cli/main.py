@@ -719,8 +719,8 @@ def simulate_chat(
     user_id: str, service: str | None, url: str | None, wait: float, text: str
 ) -> None:
     """Post TEXT as a chat message, signed (Standard Webhooks) with CHAT_WEBHOOK_SECRET."""
-    from channels.chat.signing import sign
     from cli.supervisor import api_base
+    from conversations.standard_webhooks import sign
 
     settings = get_settings()
     base = url.rstrip("/") if url else api_base(settings)

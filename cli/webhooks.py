@@ -173,7 +173,7 @@ def deliveries(endpoint_id: str, limit: int) -> None:
 def test(endpoint_id: str) -> None:
     """Post a signed ``webhook.test`` event to the endpoint now and show its answer (not
     through the event outbox: nothing is retried or recorded)."""
-    from workers.webhooks import sign
+    from conversations.standard_webhooks import sign
 
     found = _resolve(endpoint_id)
     now = utcnow()
@@ -200,7 +200,9 @@ def test(endpoint_id: str) -> None:
     try:
         with client:
             answer = client.post(
-                url, content=body.encode(), headers=sign(secrets, webhook_id, body, time.time())
+                url,
+                content=body.encode(),
+                headers={**sign(secrets, webhook_id, body), "content-type": "application/json"},
             )
     except outbound_http.TargetRefused as exc:
         raise click.ClickException(f"{url!r}: {exc}") from None

@@ -7,8 +7,6 @@ embedded Redis-compatible server under ``DATA_DIR``, no outside service needed.
 
 from __future__ import annotations
 
-import base64
-import binascii
 import ipaddress
 import secrets
 from collections.abc import Callable
@@ -26,6 +24,7 @@ from conversations.channel_names import CHANNEL_NAMES
 from conversations.data_dir import create_secret_file, make_dir
 from conversations.outbound_http import bad_character
 from conversations.spending import parse_limit
+from conversations.standard_webhooks import check_whsec, new_whsec
 from conversations.timeouts import Policy, parse_duration, parse_schedule
 
 DoubleTexting = Literal["coalesce", "interrupt"]
@@ -508,31 +507,6 @@ def check_public_url(value: str) -> str:
     except ValueError:
         raise ValueError("the port is not a number") from None
     return url
-
-
-WHSEC_PREFIX = "whsec_"
-# Standard Webhooks asks for secrets of 24 to 64 random bytes.
-WHSEC_BYTES = (24, 64)
-
-
-def new_whsec() -> str:
-    return WHSEC_PREFIX + base64.b64encode(secrets.token_bytes(24)).decode()
-
-
-def check_whsec(value: str) -> None:
-    """Refuse a secret Standard Webhooks would not take. Its library decodes base64 leniently
-    (ignoring stray characters), so a typo would otherwise become a different key quietly."""
-    if not value.startswith(WHSEC_PREFIX):
-        raise ValueError(
-            f"CHAT_WEBHOOK_SECRET must start with {WHSEC_PREFIX!r} (Standard Webhooks)"
-        )
-    try:
-        key = base64.b64decode(value[len(WHSEC_PREFIX) :], validate=True)
-    except (binascii.Error, ValueError):
-        raise ValueError("CHAT_WEBHOOK_SECRET: the part after 'whsec_' is not base64") from None
-    low, high = WHSEC_BYTES
-    if not low <= len(key) <= high:
-        raise ValueError(f"CHAT_WEBHOOK_SECRET: {len(key)} bytes; use {low} to {high} random bytes")
 
 
 def local_secret(

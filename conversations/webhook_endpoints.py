@@ -22,7 +22,8 @@ from conversations import outbound_http
 from conversations.errors import InvalidInput, NotFound
 from conversations.events import WEBHOOK_TYPES
 from conversations.models import WebhookEndpoint
-from conversations.settings import Settings, new_whsec
+from conversations.settings import Settings
+from conversations.standard_webhooks import new_whsec
 
 ROTATION_OVERLAP = timedelta(hours=24)
 

@@ -19,10 +19,10 @@ from sqlalchemy import Engine, func, select, update
 
 from agent.catalog import AgentCatalog
 from api.app import create_app
-from channels.chat.signing import sign
 from conversations.db import session_factory, transaction
 from conversations.models import Conversation, Message, OutboxRow
 from conversations.settings import Settings
+from conversations.standard_webhooks import sign
 from conversations.types import utcnow
 from conversations.wakeup import CeleryWaker
 from tests.conftest import API_KEY

@@ -39,7 +39,8 @@ from conversations.db import session_factory, transaction
 from conversations.envelope import OutboundMessage
 from conversations.errors import PermanentProviderError
 from conversations.models import Event, WebhookDelivery
-from conversations.settings import Settings, new_whsec
+from conversations.settings import Settings
+from conversations.standard_webhooks import new_whsec
 from conversations.types import utcnow
 from conversations.wakeup import CeleryWaker
 from tests.conftest import API_KEY

@@ -14,22 +14,21 @@ from __future__ import annotations
 
 import json
 import logging
-import math
 import time
 import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from functools import lru_cache
 
 import httpx
 from sqlalchemy import Engine
-from standardwebhooks import Webhook
 
 from conversations import outbound_http, webhook_endpoints, webhook_outbox
 from conversations.db import session_factory, transaction
 from conversations.metrics import EVENT_DELIVERIES
 from conversations.settings import Settings
+from conversations.standard_webhooks import sign
 from conversations.types import utcnow
 from conversations.webhook_bodies import bodies, event_id
 
@@ -57,20 +56,6 @@ def http_client(allow_private: bool) -> httpx.Client:
         timeout=15.0,  # each post passes WEBHOOK_TIMEOUT
         headers={"user-agent": "Dormouse-Webhooks/1"},
     )
-
-
-def sign(secrets: Sequence[str], webhook_id: str, body: str, at: float) -> dict[str, str]:
-    """The Standard Webhooks headers; with two secrets (a rotation) both signatures, space
-    separated, so a receiver holding either verifies."""
-    stamp = math.floor(at)
-    when = datetime.fromtimestamp(stamp, tz=UTC)
-    signatures = " ".join(Webhook(s).sign(webhook_id, when, body) for s in secrets)
-    return {
-        "webhook-id": webhook_id,
-        "webhook-timestamp": str(stamp),
-        "webhook-signature": signatures,
-        "content-type": "application/json",
-    }
 
 
 @dataclass(frozen=True, slots=True)
@@ -224,7 +209,7 @@ def _post(
     started = time.perf_counter()
     try:
         text = json.dumps(body, separators=(",", ":"), ensure_ascii=False)
-        headers = sign(secrets, webhook_id, text, time.time())
+        headers = {**sign(secrets, webhook_id, text), "content-type": "application/json"}
         answer = client.post(
             url, content=text.encode(), headers=headers, timeout=settings.webhook_timeout
         )

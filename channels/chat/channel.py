@@ -8,6 +8,7 @@ sent once it is stored: recorded as sent, never as the dev sink's "not really de
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 from datetime import datetime
@@ -17,7 +18,6 @@ import httpx
 
 from channels.base import Channel
 from channels.chat.inbound import ChatPost
-from channels.chat.signing import callback_id, sign
 from conversations import outbound_http
 from conversations.channel_names import MAX_TEXT
 from conversations.envelope import InboundMessage, OutboundMessage, SendResult
@@ -27,6 +27,7 @@ from conversations.errors import (
     TransientProviderError,
 )
 from conversations.settings import Settings
+from conversations.standard_webhooks import sign
 
 # Asked to wait (408) or slow down (429): the receiver says it did not take the message.
 RETRY_LATER = {408, 429}
@@ -128,3 +129,10 @@ class ChatChannel(Channel):
         text = re.sub(r"\n{3,}", "\n\n", text).strip()
         limit = MAX_TEXT["chat"]
         return text if len(text) <= limit else text[: limit - 1].rstrip() + "…"
+
+
+def callback_id(idempotency_key: str) -> str:
+    """The webhook-id of one outbox row's callback: the same on every retry of it, so the
+    receiver can drop a copy (a resend after a timeout). A hash, not the key itself, which
+    is ours to change."""
+    return "msg_" + hashlib.sha256(f"dormouse-chat:{idempotency_key}".encode()).hexdigest()[:32]

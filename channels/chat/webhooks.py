@@ -16,9 +16,9 @@ from starlette.concurrency import run_in_threadpool
 
 from channels.chat.channel import ChatChannel
 from channels.chat.inbound import ChatPost, read_post
-from channels.chat.signing import missing_headers, verify
 from channels.webhook import accept, read_body, webhook_app
 from conversations.errors import WebhookRejected
+from conversations.standard_webhooks import missing_headers, verify
 
 router = APIRouter(prefix="/webhooks", tags=["webhooks"])
 

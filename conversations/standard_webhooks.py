@@ -1,5 +1,6 @@
-"""Standard Webhooks (standardwebhooks.com) both ways: verify what a chat platform posts us,
-sign what we post back. The HMAC itself is the ``standardwebhooks`` package's.
+"""Standard Webhooks (standardwebhooks.com), the one home of its signing: verify what a chat
+platform posts us, sign what we post back to it and every event webhook, make and check the
+``whsec_`` secrets. The HMAC itself is the ``standardwebhooks`` package's.
 
 Its ``verify`` raises one ``WebhookVerificationError`` for every failure, told apart only by
 its message, and lets a malformed signature header escape as a ``ValueError``. So the
@@ -9,10 +10,12 @@ off, or a replay, is told so in words of ours, whatever the library says in a la
 
 from __future__ import annotations
 
-import hashlib
+import base64
+import binascii
 import math
+import secrets as random_bytes
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 
 from standardwebhooks import Webhook, WebhookVerificationError
@@ -70,19 +73,39 @@ def verify(secret: str, body: bytes, headers: Mapping[str, str], now: float | No
     return webhook_id
 
 
-def sign(secret: str, webhook_id: str, body: str, now: float | None = None) -> dict[str, str]:
-    """The three headers that sign ``body`` as sent now."""
+def sign(
+    secrets: str | Sequence[str], webhook_id: str, body: str, now: float | None = None
+) -> dict[str, str]:
+    """The three headers that sign ``body`` as sent now; with two secrets (a rotation) both
+    signatures, space separated, so a receiver holding either verifies."""
     stamp = math.floor(time.time() if now is None else now)
-    signature = Webhook(secret).sign(webhook_id, datetime.fromtimestamp(stamp, UTC), body)
+    when = datetime.fromtimestamp(stamp, UTC)
+    keys = [secrets] if isinstance(secrets, str) else list(secrets)
     return {
         "webhook-id": webhook_id,
         "webhook-timestamp": str(stamp),
-        "webhook-signature": signature,
+        "webhook-signature": " ".join(Webhook(key).sign(webhook_id, when, body) for key in keys),
     }
 
 
-def callback_id(idempotency_key: str) -> str:
-    """The webhook-id of one outbox row's callback: the same on every retry of it, so the
-    receiver can drop a copy (a resend after a timeout). A hash, not the key itself, which
-    is ours to change."""
-    return "msg_" + hashlib.sha256(f"dormouse-chat:{idempotency_key}".encode()).hexdigest()[:32]
+WHSEC_PREFIX = "whsec_"
+# Standard Webhooks asks for secrets of 24 to 64 random bytes.
+WHSEC_BYTES = (24, 64)
+
+
+def new_whsec() -> str:
+    return WHSEC_PREFIX + base64.b64encode(random_bytes.token_bytes(24)).decode()
+
+
+def check_whsec(value: str, name: str = "CHAT_WEBHOOK_SECRET") -> None:
+    """Refuse a secret Standard Webhooks would not take. Its library decodes base64 leniently
+    (ignoring stray characters), so a typo would otherwise become a different key quietly."""
+    if not value.startswith(WHSEC_PREFIX):
+        raise ValueError(f"{name} must start with {WHSEC_PREFIX!r} (Standard Webhooks)")
+    try:
+        key = base64.b64decode(value[len(WHSEC_PREFIX) :], validate=True)
+    except (binascii.Error, ValueError):
+        raise ValueError(f"{name}: the part after 'whsec_' is not base64") from None
+    low, high = WHSEC_BYTES
+    if not low <= len(key) <= high:
+        raise ValueError(f"{name}: {len(key)} bytes; use {low} to {high} random bytes")
