@@ -61,6 +61,18 @@ class OutboxStatus(StrEnum):
     FAILED = "failed"
 
 
+class EventDeliveryStatus(StrEnum):
+    """Of a ``webhook_deliveries`` row: one event owed to one endpoint (the event outbox)."""
+
+    PENDING = "pending"
+    SENDING = "sending"  # claimed by a delivery worker; taken again once stale
+    DELIVERED = "delivered"
+    FAILED = "failed"  # 410 Gone, or the retry schedule ran out
+
+
+UNSETTLED_EVENT_DELIVERIES = (EventDeliveryStatus.PENDING, EventDeliveryStatus.SENDING)
+
+
 # A status never moves backwards: a late "sent" callback does not overwrite "delivered".
 DELIVERY_RANK: dict[str, int] = {
     "pending": 0,

@@ -23,9 +23,14 @@ from sqlalchemy.orm import Session, aliased
 
 from conversations.db import rowcount
 from conversations.models import Conversation, Event, WebhookDelivery, WebhookEndpoint
+from conversations.states import UNSETTLED_EVENT_DELIVERIES, EventDeliveryStatus
 
-PENDING, SENDING, DELIVERED, FAILED = "pending", "sending", "delivered", "failed"
-UNSETTLED = (PENDING, SENDING)
+# The vocabulary is states.py's, beside the other statuses; short names for this module's SQL.
+PENDING = EventDeliveryStatus.PENDING
+SENDING = EventDeliveryStatus.SENDING
+DELIVERED = EventDeliveryStatus.DELIVERED
+FAILED = EventDeliveryStatus.FAILED
+UNSETTLED = UNSETTLED_EVENT_DELIVERIES
 
 # Standard Webhooks' schedule: the delay before each attempt, the first one immediate.
 DEFAULT_SCHEDULE = "0,5s,5m,30m,2h,5h,10h,14h,20h,24h"
