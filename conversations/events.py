@@ -102,6 +102,23 @@ def message_events(
     )
 
 
+def messages_events(
+    session: Session,
+    messages: Iterable[tuple[uuid.UUID, int]],
+    type: str,
+    now: datetime,
+) -> None:
+    """One event per (conversation, message) pair, one INSERT: a sweep's replies."""
+    _write(
+        session,
+        [
+            {"conversation_id": cid, "type": type, "data": {"message_id": mid}}
+            for cid, mid in messages
+        ],
+        now,
+    )
+
+
 def _write(session: Session, rows: list[dict[str, Any]], now: datetime) -> None:
     """Insert events and, in the same transaction, what each webhook endpoint is owed of
     them (the event outbox): an event that rolls back is owed to no one."""

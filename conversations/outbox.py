@@ -20,7 +20,7 @@ from sqlalchemy.orm import Session
 from conversations import events, statements
 from conversations import outbox_statements as sql
 from conversations.db import rowcount
-from conversations.models import Conversation, DeliveryEvent, Event, Message, OutboxRow
+from conversations.models import Conversation, DeliveryEvent, Message, OutboxRow
 from conversations.states import DELIVERY_RANK, Direction, OutboxStatus, Role
 
 # --- enqueue ------------------------------------------------------------------------------
@@ -103,17 +103,11 @@ def enqueue_replies(
             for r in replies
         ],
     ).all()
-    session.execute(
-        insert(Event),
-        [
-            {
-                "conversation_id": r.conversation_id,
-                "type": events.CREATED,
-                "data": {"message_id": mid},
-                "created_at": now,
-            }
-            for mid, r in zip(message_ids, replies, strict=True)
-        ],
+    events.messages_events(
+        session,
+        [(r.conversation_id, mid) for mid, r in zip(message_ids, replies, strict=True)],
+        events.CREATED,
+        now,
     )
     return list(
         session.scalars(
