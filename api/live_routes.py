@@ -13,36 +13,29 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, Header, Query, Request
 from fastapi.responses import StreamingResponse
 from pydantic import Field, StringConstraints
-from sqlalchemy import select
 from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
 
 from api.deps import ApiBody, require_api_key, state
 from api.live import NDJSON, SSE, follow, ndjson, shown, sse
 from api.problems import refusals
+from channels.chat import live as chat
 from conversations import events
-from conversations.channel_names import LONGEST_TEXT, check_text
+from conversations.channel_names import LONGEST_TEXT
 from conversations.db import transaction
-from conversations.envelope import InboundMessage
 from conversations.errors import (
     BadRequest,
-    Conflict,
     ConversationNotFound,
     InvalidInput,
-    TransitionRefused,
-    WebhookRejected,
+    UnsupportedMediaType,
 )
 from conversations.events import StoredEvent
-from conversations.ingest import ingest
-from conversations.models import Conversation, Event
-from conversations.outbound import start_outbound
 from conversations.states import ConversationStatus
 from conversations.types import utcnow
 from conversations.wakeup import Produced, publish
 
 router = APIRouter(prefix="/v1", dependencies=[Depends(require_api_key)], tags=["live"])
 
-CHAT = "chat"
 STREAMS: dict[int | str, dict[str, Any]] = {
     200: {"description": "The events, one JSON object per line.", "content": {NDJSON: {}}}
 }
@@ -75,31 +68,16 @@ async def start_chat(request: Request, body: ChatStart) -> StreamingResponse:
     settings = app.settings
 
     def write(session: Session) -> uuid.UUID:
-        now = utcnow()
-        started = start_outbound(
+        return chat.open_chat(
             session,
+            settings,
             service=body.service,
-            channel=CHAT,
-            to=body.user_id,
+            user_id=body.user_id,
             customer_id=body.customer_id,
             context=body.context,
-            message=None,
-            now=now,
-            defaults=settings.default_policies(),
-            region=settings.default_region,
+            message=body.message,
+            now=utcnow(),
         )
-        if body.message is not None:
-            check_text(CHAT, body.message, "message")
-            conversation = session.get_one(Conversation, started.conversation_id)
-            ingest(
-                session,
-                _said(conversation.address, body.message, None),
-                service=body.service,
-                now=now,
-                defaults=settings.default_policies(),
-                help_text=settings.help_text,
-            )
-        return started.conversation_id
 
     conversation_id = await run_in_threadpool(_in_transaction, app.engine, write)
     produced = Produced.of(turns=[conversation_id], changed=[conversation_id])
@@ -138,34 +116,9 @@ async def interact(
     text = await _interaction_text(request)
 
     def write(session: Session) -> tuple[int, int]:
-        conversation = session.get(Conversation, conversation_id)
-        if conversation is None:
-            raise ConversationNotFound(f"no conversation {conversation_id}")
-        if conversation.channel != CHAT:
-            raise TransitionRefused(
-                conversation.status,
-                f"conversation {conversation_id} is on {conversation.channel}, not chat: "
-                f"an operator writes to it with POST /v1/conversations/{conversation_id}/messages",
-            )
-        if conversation.status == ConversationStatus.FINISHED:
-            raise TransitionRefused(
-                conversation.status, f"conversation {conversation_id} is finished"
-            )
-        check_text(CHAT, text, "text")
-        before = events.last_cursor(session, conversation_id)
-        result = ingest(
-            session,
-            _said(conversation.address, text, idempotency_key),
-            service=conversation.service,
-            now=utcnow(),
-            defaults=settings.default_policies(),
-            help_text=settings.help_text,
+        return chat.say(
+            session, settings, conversation_id, text, idempotency_key=idempotency_key, now=utcnow()
         )
-        if result.message_id is None:  # the key's first message was erased with its customer
-            raise Conflict("Idempotency-Key names a message since erased: use another key")
-        if result.duplicate:  # a retry: replay from the message it stored the first time
-            before = _cursor_before(session, conversation_id, result.message_id)
-        return result.message_id, before
 
     message_id, after = await run_in_threadpool(_in_transaction, app.engine, write)
     produced = Produced.of(turns=[conversation_id], changed=[conversation_id])
@@ -198,11 +151,7 @@ async def conversation_events(
     cursor = last_event_id if last_event_id is not None else after
     start = _cursor(cursor, "Last-Event-ID" if last_event_id is not None else "after")
 
-    def exists() -> bool:
-        with transaction(app.engine) as session:
-            return session.get(Conversation, conversation_id) is not None
-
-    if not await run_in_threadpool(exists):
+    if not await run_in_threadpool(_in_transaction, app.engine, chat.exists, conversation_id):
         raise ConversationNotFound(f"no conversation {conversation_id}")
     as_sse = SSE in request.headers.get("accept", "")
     return _stream(
@@ -285,19 +234,9 @@ def _turn_done(message_id: int | None) -> Callable[[StoredEvent], bool]:
     return done
 
 
-def _said(address: str, text: str, key: str | None) -> InboundMessage:
-    return InboundMessage(
-        channel=CHAT,
-        provider_id=f"live:{key}" if key else f"live:{uuid.uuid4()}",
-        sender=address,
-        text=text,
-        metadata={"via": "live API"},
-    )
-
-
-def _in_transaction(engine: Any, work: Callable[[Session], Any]) -> Any:
+def _in_transaction(engine: Any, work: Callable[..., Any], *args: Any) -> Any:
     with transaction(engine) as session:
-        return work(session)
+        return work(session, *args)
 
 
 def _cursor(value: str | None, name: str) -> int:
@@ -306,15 +245,6 @@ def _cursor(value: str | None, name: str) -> int:
     if not value.isdigit():
         raise InvalidInput(f"{name}: a cursor is the digits of an event's cursor, not {value!r}")
     return int(value)
-
-
-def _cursor_before(session: Session, conversation_id: uuid.UUID, message_id: int) -> int:
-    first = session.scalar(
-        select(Event.id)
-        .where(Event.conversation_id == conversation_id, Event.type == events.RECEIVED)
-        .where(Event.data["message_id"].as_integer() == message_id)
-    )
-    return (first or 1) - 1
 
 
 async def _interaction_text(request: Request) -> str:
@@ -342,8 +272,8 @@ async def _interaction_text(request: Request) -> str:
             raise InvalidInput(f"text: {str(exc).splitlines()[-1].strip()}") from None
         text = payload.text
     else:
-        raise WebhookRejected(
-            415, 'send application/json {"text"} or multipart/form-data with recorded_message'
+        raise UnsupportedMediaType(
+            'send application/json {"text"} or multipart/form-data with recorded_message'
         )
     if not text.strip():
         raise InvalidInput("text: empty")

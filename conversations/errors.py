@@ -35,6 +35,12 @@ class BadRequest(DormouseError):
     http_status = 400
 
 
+class UnsupportedMediaType(DormouseError):
+    """A body of a content type the route does not take."""
+
+    http_status = 415
+
+
 class Unauthorized(DormouseError):
     http_status = 401
     headers = {"WWW-Authenticate": "Bearer"}
