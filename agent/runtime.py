@@ -49,19 +49,13 @@ from agent.loop import run_on_agent_loop
 from agent.model_meter import ModelMeter
 from agent.summary import extractive_summary
 from agent.tools import BUILTIN_NAMES, DEFAULT_TOOL_TIMEOUT, Toolbox, builtin_toolset
+from conversations.channel_names import FACTS
 from conversations.errors import TurnOverLimit
 from conversations.metrics import TOOL_CALLS
 from conversations.states import Direction
 from conversations.transcript import MessageView
 
 log = logging.getLogger(__name__)
-
-# How a reply should read on each medium; the channel shapes it again after the model.
-MEDIUM = {
-    "sms": "You are replying by SMS: keep it short, plain text, no markup.",
-    "email": "You are replying by email: short paragraphs separated by blank lines, plain "
-    "text, no subject line; it may be longer than a text message.",
-}
 
 # Some OpenAI-compatible servers refuse a request with no user message: an outbound opening
 # (nothing from the customer yet) asks for the first message as the user side.
@@ -145,7 +139,7 @@ def _run(
         user_prompt(context),
         deps=context.deps,
         message_history=message_history(context),
-        instructions=MEDIUM.get(context.deps.channel),
+        instructions=_style(context.deps.channel),
         toolsets=[builtin_toolset()],
         # The journal first (outermost): a replayed response is neither sent nor metered.
         capabilities=[
@@ -175,6 +169,12 @@ def _run(
         model_requests=usage.requests,
         steps=list(journal.steps),
     )
+
+
+def _style(channel: str) -> str | None:
+    """How a reply should read on the channel (``FACTS``); the channel shapes it again."""
+    facts = FACTS.get(channel)
+    return facts.style if facts is not None else None
 
 
 def summarize(agent: AnyAgent, messages: Sequence[MessageView], finish_reason: str | None) -> str:

@@ -1,4 +1,5 @@
-"""Which channels exist, and what kind of address each one's customers write from.
+"""Which channels exist, and the facts of each that the rest of Dormouse may know (``FACTS``):
+the kind of address its customers write from, its text limit, its label, how a reply reads.
 
 The one list. API literals, CLI choices, identity kinds, timeout scopes and the shipped
 timeouts derive from it; ``channels/registry.py`` gives each name its implementation and
@@ -8,29 +9,56 @@ in the registry.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Annotated
 
 from pydantic import AfterValidator, WithJsonSchema
 
 from conversations.errors import InvalidInput, UnknownChannel
 
-# Channel name → the kind of identity its sender address is.
-CHANNELS: dict[str, str] = {
-    "sms": "phone",
-    "email": "email",
-    "chat": "chat",
-}
-CHANNEL_NAMES: tuple[str, ...] = tuple(CHANNELS)
-ADDRESS_KINDS: tuple[str, ...] = tuple(dict.fromkeys(CHANNELS.values()))
 
-# The longest text a person (operator, outbound API) may send on each channel: Twilio's
-# limit for one SMS body; for mail, a bound on what a reply written by hand can be; for chat,
-# a long answer in a chat window (a platform with a lower limit splits it on its side).
-MAX_TEXT: dict[str, int] = {
-    "sms": 1_600,
-    "email": 100_000,
-    "chat": 10_000,
+@dataclass(frozen=True, slots=True)
+class ChannelFacts:
+    """What everything outside a channel's package may know of it."""
+
+    address_kind: str  # the kind of identity its sender address is
+    # The longest text a person (operator, outbound API) may send on it.
+    max_text: int
+    label: str  # as people read its name: "SMS", "email"
+    # How a reply should read there, told to the agent's model (the channel shapes it again).
+    style: str | None = None
+
+    @property
+    def title(self) -> str:
+        """The label at the start of a line or an option: "SMS", "Email"."""
+        return self.label[:1].upper() + self.label[1:]
+
+
+FACTS: dict[str, ChannelFacts] = {
+    # Twilio's limit for one SMS body.
+    "sms": ChannelFacts(
+        "phone",
+        1_600,
+        "SMS",
+        "You are replying by SMS: keep it short, plain text, no markup.",
+    ),
+    # A bound on what a reply written by hand can be.
+    "email": ChannelFacts(
+        "email",
+        100_000,
+        "email",
+        "You are replying by email: short paragraphs separated by blank lines, plain "
+        "text, no subject line; it may be longer than a text message.",
+    ),
+    # A long answer in a chat window (a platform with a lower limit splits it on its side).
+    "chat": ChannelFacts("chat", 10_000, "chat"),
 }
+
+# Channel name → the kind of identity its sender address is.
+CHANNELS: dict[str, str] = {name: facts.address_kind for name, facts in FACTS.items()}
+CHANNEL_NAMES: tuple[str, ...] = tuple(FACTS)
+ADDRESS_KINDS: tuple[str, ...] = tuple(dict.fromkeys(CHANNELS.values()))
+MAX_TEXT: dict[str, int] = {name: facts.max_text for name, facts in FACTS.items()}
 LONGEST_TEXT = max(MAX_TEXT.values())  # what a request body may carry before the channel is known
 
 
@@ -41,6 +69,17 @@ def check_text(channel: str, text: str, field: str) -> None:
         raise InvalidInput(
             f"{field}: {channel} messages are at most {limit:,} characters, this is {len(text):,}"
         )
+
+
+def label(channel: str) -> str:
+    """As people read the channel's name ("SMS", "email"); an unknown one as it is stored."""
+    facts = FACTS.get(channel)
+    return facts.label if facts is not None else channel
+
+
+def title(channel: str) -> str:
+    facts = FACTS.get(channel)
+    return facts.title if facts is not None else channel.capitalize()
 
 
 def address_kind(channel: str) -> str:

@@ -12,6 +12,7 @@ from fastapi.templating import Jinja2Templates
 from markupsafe import Markup
 
 from api.console.session import csrf_token, signed_in_name, take_flash
+from conversations import channel_names
 
 HERE = Path(__file__).parent
 STATIC = HERE / "static"
@@ -98,6 +99,8 @@ def _thousands(value: int) -> str:
 
 
 templates.env.filters["ago"] = _ago
+templates.env.filters["channel"] = channel_names.label
+templates.env.filters["channel_title"] = channel_names.title
 templates.env.filters["when"] = _when
 templates.env.filters["thousands"] = _thousands
 templates.env.filters["local"] = _local
