@@ -2,7 +2,7 @@
 generated secrets (API key, webhook secrets) and operators' password hashes.
 
 The directory is 0700 and what is in it 0600. Every ``dormouse`` command runs with a umask
-of 077 (``cli.main``), which its children (``up``'s API, workers, beat, the embedded broker)
+of 077 (``cli/root.py``), which its children (``up``'s API, workers, beat, the embedded broker)
 inherit, so SQLite's files, the beat schedule and the broker's log are created owner-only
 without each writer knowing. A secret is created 0600 by ``os.open`` itself, never written
 first and narrowed after: between the two, another user could open it. A DATA_DIR left

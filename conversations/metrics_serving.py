@@ -13,7 +13,7 @@ no one. Then:
   serves its own on ``METRICS_PORT``, which Prometheus scrapes per container.
 
 The environment variable must be set before prometheus-client is first imported (it chooses
-its value class then), so the command line sets it first thing (``cli/main.py``).
+its value class then), so the command line sets it first thing (``cli/root.py``).
 """
 
 from __future__ import annotations
