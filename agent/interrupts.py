@@ -52,6 +52,10 @@ class Arrivals(Protocol):
         """Wait until a message after ``after`` is stored; its id (the newest)."""
         ...
 
+    def missed(self) -> None:
+        """An arrival was seen but not used (the response came with it): look again."""
+        ...
+
     async def take(self, after: int, through: int) -> Sequence[MessageView]:
         """The messages in (``after``, ``through``], now answered by this turn."""
         ...

@@ -19,7 +19,6 @@ process, and a database write on it would stall them all.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import hashlib
 import json
 import logging
@@ -152,6 +151,8 @@ class Journal:
             if not request.done():  # a response that came with the message is kept
                 await _cancel(request)
         if not request.cancelled():
+            if arrived.done() and not arrived.cancelled() and arrived.exception() is None:
+                arrivals.missed()  # came with the response: the next step reads it again
             answered: ModelResponse = request.result()
             return answered
         through = arrived.result()
@@ -213,7 +214,9 @@ class Journal:
                 name=response.model_name or "",
                 digest=digest,
                 message=_dump([response]),
-                record={"messages_through": self.through},
+                # What this step was asked with, and what the run began with: a retry begins
+                # where this attempt began, and adds the rest at the steps that added it.
+                record={"messages_through": self.through, "started_through": self._start_through},
                 input_tokens=usage.input_tokens,
                 output_tokens=usage.output_tokens,
             )
@@ -292,16 +295,17 @@ class Journal:
 async def _cancel(task: asyncio.Future[Any]) -> None:
     if not task.done():
         task.cancel()
-    # Its outcome, if it had one, is read by the caller (or was logged): not raised here.
-    with contextlib.suppress(asyncio.CancelledError, Exception):
-        await task
+    # Waits without raising the task's outcome (the caller reads it), while a cancellation
+    # of this run itself (its deadline) still goes through.
+    await asyncio.wait({task})
 
 
 def answered_through(recorded: Sequence[RecordedStep]) -> int | None:
-    """The newest message the journaled attempt began with, if it recorded a first step."""
+    """The newest message the journaled attempt began with, if it recorded a model step."""
     for step in recorded:
-        if (step.step, step.call) == (0, 0):
-            return _through(step)
+        if step.kind == MODEL:
+            started = (step.record or {}).get("started_through")
+            return started if isinstance(started, int) else _through(step)
     return None
 
 
@@ -346,9 +350,9 @@ class StepJournal(AbstractCapability[TurnDeps]):
             replayed = journal.replay_model(request_digest(request_context))
             if replayed is not None:
                 return replayed
-        # What is asked, as it is before the request's own hooks add to it: a retry's digest
-        # is taken at this point too.
-        asked = Asked(list(request_context.messages), request_context.model_request_parameters)
+        # What is asked, before the request's own hooks change it (Pydantic AI sets the
+        # request's instructions in place): a retry's digest is taken at this point too.
+        digest = request_digest(request_context)
         response = await journal.ask(handler, request_context)
         if not any(isinstance(part, ToolCallPart) for part in response.parts):
             # The final answer: it calls nothing, so nothing repeats if it is asked again,
@@ -356,17 +360,8 @@ class StepJournal(AbstractCapability[TurnDeps]):
             # write per turn, and its prune at the commit, for a window of milliseconds).
             journal.note_final(response)
         else:
-            await journal.record_model(asked.digest(), response)
+            await journal.record_model(digest, response)
         return response
-
-
-@dataclass(frozen=True, slots=True)
-class Asked:
-    messages: list[ModelMessage]
-    params: Any
-
-    def digest(self) -> str:
-        return _request_digest(self.messages, self.params)
 
 
 def request_digest(request_context: Any) -> str:

@@ -318,24 +318,28 @@ def test_a_message_arriving_between_crash_and_retry_waits_for_the_next_turn(
         assert (waiting.inbound_state, waiting.turn) == ("pending", None)
 
 
+@pytest.mark.parametrize(
+    "interrupted", [1, 2]
+)  # the first model request, or the one after the charge
 def test_a_turn_interrupted_by_a_second_message_then_killed_replays_it_at_the_same_step(
     db: Engine,
     settings: Settings,
     waker: CeleryWaker,
     api_client: TestClient,
     billing_model: FakeModel,
+    interrupted: int,
 ) -> None:
-    """The second model request (after the charge) is interrupted by the customer's second
-    message; the run resumes from the journal and asks again with it; the worker then dies as
-    send_receipt starts. The retry adds that message at the same step, so its replay matches:
-    nothing is asked or charged twice, and the one reply answers both messages."""
+    """A model request is interrupted by the customer's second message; the run resumes from
+    the journal and asks again with it; the worker then dies as send_receipt starts. The retry
+    begins where the attempt began and adds that message at the same step, so its replay
+    matches: nothing is asked or charged twice, and the one reply answers both messages."""
     settings = settings.model_copy(update={"double_texting_sms": "interrupt"})
-    billing_model.delays = {2: 3.0}  # the request the second message interrupts
+    billing_model.delays = {interrupted: 3.0}  # the request the second message interrupts
     billing = Billing(die_in="send_receipt")
     cid = ingest_sms(db, "please charge my card").conversation_id
 
     def second_message() -> None:
-        billing_model.wait_for_requests(2)
+        billing_model.wait_for_requests(interrupted)
         ingest_sms(db, "and send the receipt to ann@example.com")
         waker.changed([cid])  # the hint the API sends after an ingest
 
@@ -356,7 +360,7 @@ def test_a_turn_interrupted_by_a_second_message_then_killed_replays_it_at_the_sa
     assert billing.charged == billing.sent == [f"{cid}:1"]
     # The first, the one asked again with the second message, the final: each answered once.
     assert billing_model.answered == 3 and len(billing_model.requests) == 4
-    asked_again = billing_model.requests[2]["messages"]
+    asked_again = billing_model.requests[interrupted]["messages"]
     assert [m["content"] for m in asked_again if m["role"] == "user"][-1] == (
         "and send the receipt to ann@example.com"
     )

@@ -61,6 +61,9 @@ class MessageArrivals:
     async def watching(self) -> AsyncIterator[None]:
         hub = hub_for(self.broker_url)
         with hub.watch(self.conversation_id) as woken:
+            # Set: the first look reads the database once, for a message that came before
+            # this watch began (between the turn's read and now, or between two runs).
+            woken.set()
             self._woken, self._hinted = woken, hub.hinted
             try:
                 yield
@@ -87,6 +90,10 @@ class MessageArrivals:
                 await asyncio.wait_for(self._woken.wait(), self.poll)
             except TimeoutError:
                 self._woken.set()  # a lost hint costs one poll interval, never the message
+
+    def missed(self) -> None:
+        if self._woken is not None:
+            self._woken.set()
 
     async def take(self, after: int, through: int) -> Sequence[MessageView]:
         found = await asyncio.to_thread(self._between, after, through)
