@@ -15,13 +15,14 @@ from starlette.concurrency import run_in_threadpool
 
 from api.deps import ApiBody, require_api_key, state
 from api.timeout_routes import DurationOrDefault, override_from
-from conversations import lifecycle
+from conversations import actions
+from conversations.actions import api_actor
 from conversations.channel_names import LONGEST_TEXT
-from conversations.db import session_factory, transaction
+from conversations.db import session_factory
 from conversations.states import FinishReason
 from conversations.types import utcnow
 from conversations.views import ConversationDetail, conversation_detail
-from conversations.wakeup import Produced, publish
+from conversations.wakeup import Produced
 
 router = APIRouter(
     prefix="/v1/conversations", dependencies=[Depends(require_api_key)], tags=["operators"]
@@ -52,12 +53,7 @@ class PatchIn(ApiBody):
 
 
 T = TypeVar("T")
-
-
-def _run(engine: Engine, fn: Callable[[Session], T]) -> T:
-    """Run one transition in its own transaction (refusals are answered by api/app.py)."""
-    with transaction(engine) as session:
-        return fn(session)
+ApiKey = Annotated[str, Depends(require_api_key)]  # the calling key's name, for the audit trail
 
 
 def _detail(engine: Engine, conversation_id: uuid.UUID) -> ConversationDetail:
@@ -67,100 +63,109 @@ def _detail(engine: Engine, conversation_id: uuid.UUID) -> ConversationDetail:
     return found
 
 
+async def _acted(
+    request: Request, conversation_id: uuid.UUID, work: Callable[[Session], Produced]
+) -> ConversationDetail:
+    """Run one action (its transaction, then its wake-ups); the conversation as it now is."""
+    app = state(request)
+    await run_in_threadpool(
+        actions.commit_and_publish, app.engine, app.waker, lambda s: (None, work(s))
+    )
+    return await run_in_threadpool(_detail, app.engine, conversation_id)
+
+
 @router.post("/{conversation_id}/finish", response_model=ConversationDetail)
 async def finish(
-    request: Request, conversation_id: uuid.UUID, body: Annotated[FinishIn | None, Body()] = None
+    request: Request,
+    conversation_id: uuid.UUID,
+    key: ApiKey,
+    body: Annotated[FinishIn | None, Body()] = None,
 ) -> ConversationDetail:
-    app = state(request)
     reason = FinishReason((body or FinishIn()).reason)
-    done = await run_in_threadpool(
-        _run,
-        app.engine,
-        lambda s: lifecycle.finish(s, conversation_id, reason=reason, now=utcnow()),
+    return await _acted(
+        request,
+        conversation_id,
+        lambda s: actions.finish(s, conversation_id, api_actor(key), reason=reason, now=utcnow()),
     )
-    produced = Produced.of(
-        wrap_ups=[conversation_id],
-        turns=[done.reopened_conversation_id],
-        changed=[conversation_id, done.reopened_conversation_id],
-    )
-    await run_in_threadpool(publish, app.waker, produced)
-    return await run_in_threadpool(_detail, app.engine, conversation_id)
 
 
 @router.post("/{conversation_id}/handoff", response_model=ConversationDetail)
 async def handoff(
-    request: Request, conversation_id: uuid.UUID, body: Annotated[HandoffIn | None, Body()] = None
+    request: Request,
+    conversation_id: uuid.UUID,
+    key: ApiKey,
+    body: Annotated[HandoffIn | None, Body()] = None,
 ) -> ConversationDetail:
-    app = state(request)
     reason = (body or HandoffIn()).reason
-    await run_in_threadpool(
-        _run,
-        app.engine,
-        lambda s: lifecycle.handoff(s, conversation_id, reason=reason, now=utcnow()),
+    return await _acted(
+        request,
+        conversation_id,
+        lambda s: actions.take_over(
+            s, conversation_id, api_actor(key), reason=reason, now=utcnow()
+        ),
     )
-    await run_in_threadpool(publish, app.waker, Produced.of(changed=[conversation_id]))
-    return await run_in_threadpool(_detail, app.engine, conversation_id)
 
 
 @router.post("/{conversation_id}/handback", response_model=ConversationDetail)
-async def handback(request: Request, conversation_id: uuid.UUID) -> ConversationDetail:
-    app = state(request)
-    defaults = app.settings.default_policies()
-    await run_in_threadpool(
-        _run,
-        app.engine,
-        lambda s: lifecycle.handback(s, conversation_id, now=utcnow(), defaults=defaults),
+async def handback(request: Request, conversation_id: uuid.UUID, key: ApiKey) -> ConversationDetail:
+    defaults = state(request).settings.default_policies()
+    return await _acted(
+        request,
+        conversation_id,
+        lambda s: actions.hand_back(
+            s, conversation_id, api_actor(key), now=utcnow(), defaults=defaults
+        ),
     )
-    await run_in_threadpool(publish, app.waker, Produced.of(changed=[conversation_id]))
-    return await run_in_threadpool(_detail, app.engine, conversation_id)
 
 
 @router.post("/{conversation_id}/release", response_model=ConversationDetail)
-async def release(request: Request, conversation_id: uuid.UUID) -> ConversationDetail:
+async def release(request: Request, conversation_id: uuid.UUID, key: ApiKey) -> ConversationDetail:
     """Let the agent answer a held conversation (mail that failed authentication, a sender or
     conversation over a spending limit): what it holds is answered by the next turn."""
-    app = state(request)
-    defaults = app.settings.default_policies()
-    waiting = await run_in_threadpool(
-        _run,
-        app.engine,
-        lambda s: lifecycle.release(s, conversation_id, now=utcnow(), defaults=defaults),
+    defaults = state(request).settings.default_policies()
+    return await _acted(
+        request,
+        conversation_id,
+        lambda s: actions.release(
+            s, conversation_id, api_actor(key), now=utcnow(), defaults=defaults
+        ),
     )
-    produced = Produced.of(turns=[conversation_id] if waiting else [], changed=[conversation_id])
-    await run_in_threadpool(publish, app.waker, produced)
-    return await run_in_threadpool(_detail, app.engine, conversation_id)
 
 
 @router.post("/{conversation_id}/messages", status_code=201)
 async def operator_message(
-    request: Request, conversation_id: uuid.UUID, body: MessageIn
+    request: Request, conversation_id: uuid.UUID, key: ApiKey, body: MessageIn
 ) -> dict[str, object]:
+    defaults = state(request).settings.default_policies()
     app = state(request)
-    defaults = app.settings.default_policies()
     outbox_id = await run_in_threadpool(
-        _run,
+        actions.commit_and_publish,
         app.engine,
-        lambda s: lifecycle.operator_reply(
-            s, conversation_id, text=body.text, now=utcnow(), defaults=defaults
+        app.waker,
+        lambda s: actions.reply(
+            s, conversation_id, api_actor(key), text=body.text, now=utcnow(), defaults=defaults
         ),
     )
-    produced = Produced.of(deliveries=[outbox_id], changed=[conversation_id])
-    await run_in_threadpool(publish, app.waker, produced)
     return {"outbox_id": outbox_id, "conversation_id": str(conversation_id), "text": body.text}
 
 
 @router.patch("/{conversation_id}", response_model=ConversationDetail)
 async def patch_conversation(
-    request: Request, conversation_id: uuid.UUID, body: PatchIn
+    request: Request, conversation_id: uuid.UUID, key: ApiKey, body: PatchIn
 ) -> ConversationDetail:
-    app = state(request)
-    defaults = app.settings.default_policies()
+    defaults = state(request).settings.default_policies()
     override = override_from(body.inactivity)
-    await run_in_threadpool(
-        _run,
-        app.engine,
-        lambda s: lifecycle.set_timeout_override(
-            s, conversation_id, override=override, defaults=defaults
+    shown = "never" if body.inactivity is None else str(body.inactivity)
+    return await _acted(
+        request,
+        conversation_id,
+        lambda s: actions.set_timeout(
+            s,
+            conversation_id,
+            api_actor(key),
+            override=override,
+            shown=shown,
+            now=utcnow(),
+            defaults=defaults,
         ),
     )
-    return await run_in_threadpool(_detail, app.engine, conversation_id)

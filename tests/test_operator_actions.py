@@ -11,6 +11,7 @@ from sqlalchemy import Engine, select
 from api.app import create_app
 from conversations.db import session_factory
 from conversations.models import OutboxRow
+from conversations.operators import actions_on
 from conversations.settings import Settings
 from conversations.wakeup import SWEEP_QUEUE, WRAPUP_TASK, CeleryWaker
 from tests.conftest import API_KEY, queued
@@ -131,6 +132,11 @@ def test_handoff_human_reply_and_handback(client: TestClient, db: Engine) -> Non
     assert back.status_code == 200 and back.json()["status"] == "suspended"
     assert back.json()["expires_at"] is not None
     assert client.post(f"/v1/conversations/{cid}/handback", headers=AUTH).status_code == 409
+
+    # Audited as the console's actions are, under the calling key's name; refusals are not.
+    with session_factory(db)() as s:
+        trail = [(a.actor, a.action) for a in actions_on(s, cid)]
+    assert trail == [("api:tests", "take_over"), ("api:tests", "reply"), ("api:tests", "hand_back")]
 
 
 def test_patch_overrides_the_timeout_of_one_conversation(client: TestClient, db: Engine) -> None:

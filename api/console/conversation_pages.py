@@ -14,7 +14,6 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, StreamingResponse
-from sqlalchemy import select
 from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import FormData
@@ -32,12 +31,12 @@ from api.customer_routes import CustomerView, customer_view
 from api.deps import state
 from api.live import follow, sse
 from api.timeout_routes import override_from
-from conversations import lifecycle
+from conversations import actions
 from conversations.db import session_factory, transaction
 from conversations.errors import DormouseError, InvalidInput
 from conversations.events import last_cursor
-from conversations.models import Conversation, OperatorAction, OutboxRow
-from conversations.operators import actions_on, actor_of, record_action
+from conversations.models import Conversation, OperatorAction
+from conversations.operators import actions_on, actor_of
 from conversations.states import FinishReason
 from conversations.timeout_store import load_policies, policy_for
 from conversations.timeouts import format_duration, parse_duration
@@ -188,12 +187,10 @@ async def take_over(
     request: Request, conversation_id: uuid.UUID, name: Operator, _: Posted
 ) -> RedirectResponse:
     def work(session: Session) -> Produced:
-        now = utcnow()
-        lifecycle.handoff(session, conversation_id, reason=f"taken over by {name}", now=now)
-        record_action(
-            session, actor_of(name), "take_over", now=now, conversation_id=conversation_id
+        reason = f"taken over by {name}"
+        return actions.take_over(
+            session, conversation_id, actor_of(name), reason=reason, now=utcnow()
         )
-        return Produced.of(changed=[conversation_id])
 
     return await run_in_threadpool(
         _act, request, conversation_id, work, "You have taken over: the agent is silent."
@@ -210,20 +207,10 @@ async def reply(
     def work(session: Session) -> Produced:
         if not text.strip():
             raise InvalidInput("Write something to send.")
-        now = utcnow()
-        outbox_id = lifecycle.operator_reply(
-            session, conversation_id, text=text, now=now, defaults=defaults
+        _, produced = actions.reply(
+            session, conversation_id, actor_of(name), text=text, now=utcnow(), defaults=defaults
         )
-        message_id = session.scalar(select(OutboxRow.message_id).where(OutboxRow.id == outbox_id))
-        record_action(
-            session,
-            actor_of(name),
-            "reply",
-            now=now,
-            conversation_id=conversation_id,
-            message_id=message_id,
-        )
-        return Produced.of(deliveries=[outbox_id], changed=[conversation_id])
+        return produced
 
     return await run_in_threadpool(_act, request, conversation_id, work, "Reply queued.")
 
@@ -235,12 +222,9 @@ async def hand_back(
     defaults = state(request).settings.default_policies()
 
     def work(session: Session) -> Produced:
-        now = utcnow()
-        lifecycle.handback(session, conversation_id, now=now, defaults=defaults)
-        record_action(
-            session, actor_of(name), "hand_back", now=now, conversation_id=conversation_id
+        return actions.hand_back(
+            session, conversation_id, actor_of(name), now=utcnow(), defaults=defaults
         )
-        return Produced.of(changed=[conversation_id])
 
     return await run_in_threadpool(
         _act, request, conversation_id, work, "Handed back: the agent answers again."
@@ -254,10 +238,9 @@ async def release(
     defaults = state(request).settings.default_policies()
 
     def work(session: Session) -> Produced:
-        now = utcnow()
-        waiting = lifecycle.release(session, conversation_id, now=now, defaults=defaults)
-        record_action(session, actor_of(name), "release", now=now, conversation_id=conversation_id)
-        return Produced.of(turns=[conversation_id] if waiting else [], changed=[conversation_id])
+        return actions.release(
+            session, conversation_id, actor_of(name), now=utcnow(), defaults=defaults
+        )
 
     return await run_in_threadpool(
         _act, request, conversation_id, work, "Released: the agent answers what it held."
@@ -269,14 +252,8 @@ async def finish(
     request: Request, conversation_id: uuid.UUID, name: Operator, _: Posted
 ) -> RedirectResponse:
     def work(session: Session) -> Produced:
-        now = utcnow()
-        done = lifecycle.finish(session, conversation_id, reason=FinishReason.OPERATOR, now=now)
-        record_action(session, actor_of(name), "finish", now=now, conversation_id=conversation_id)
-        return Produced.of(
-            wrap_ups=[conversation_id],
-            turns=[done.reopened_conversation_id],
-            changed=[conversation_id, done.reopened_conversation_id],
-        )
+        reason = FinishReason.OPERATOR
+        return actions.finish(session, conversation_id, actor_of(name), reason=reason, now=utcnow())
 
     return await run_in_threadpool(_act, request, conversation_id, work, "Conversation finished.")
 
@@ -288,22 +265,19 @@ async def set_timeout(
     wanted = field(form, "inactivity") or "default"
     defaults = state(request).settings.default_policies()
 
-    def work(session: Session) -> None:
+    def work(session: Session) -> Produced:
         try:
             parse_duration(None if wanted.lower() == "default" else wanted)
         except ValueError as exc:
             raise InvalidInput(f"Timeout: {exc}") from None
-        override = override_from(wanted)
-        lifecycle.set_timeout_override(
-            session, conversation_id, override=override, defaults=defaults
-        )
-        record_action(
+        return actions.set_timeout(
             session,
+            conversation_id,
             actor_of(name),
-            "set_timeout",
+            override=override_from(wanted),
+            shown=wanted,
             now=utcnow(),
-            conversation_id=conversation_id,
-            inactivity=wanted,
+            defaults=defaults,
         )
 
     return await run_in_threadpool(
