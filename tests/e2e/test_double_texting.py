@@ -22,19 +22,25 @@ FIRST, SECOND = "my order is late", "and the box was damaged"
 SLOW = {"MODEL_TIMEOUT": "10", "TURN_TIME_LIMIT": "12", "LEASE_SECONDS": "15"}
 
 
-def two_lines(stack: Stack, gap: float) -> tuple[str, list[dict[str, Any]], list[dict[str, Any]]]:
-    """Open a chat, then say two lines ``gap`` seconds apart; both interactions' lines."""
+def two_lines(
+    stack: Stack, model: FakeModel, gap: float
+) -> tuple[str, list[dict[str, Any]], list[dict[str, Any]]]:
+    """Open a chat, then say two lines ``gap`` seconds apart, the second once the model is
+    asked the first (a worker slower to take the turn would see both lines before asking:
+    one answer too, but nothing to interrupt); both interactions' lines."""
     opened = stream(
         stack, "/v1/chat/conversations", json={"service": "default", "user_id": "web-dt"}
     )
     cid = opened[0]["conversation_id"]
     path = f"/v1/chat/conversations/{cid}/interact"
     first: list[dict[str, Any]] = []
+    asked = len(model.requests)
     saying = threading.Thread(
         target=lambda: first.extend(stream(stack, path, json={"text": FIRST}))
     )
     saying.start()
     time.sleep(gap)
+    model.wait_for_requests(asked + 1)
     second = stream(stack, path, json={"text": SECOND})
     saying.join(timeout=60)
     return cid, first, second
@@ -53,7 +59,7 @@ def test_a_second_line_during_the_model_call_interrupts_it_one_answer_to_both(
 ) -> None:
     fake_model.delay, fake_model.answer_all = 2.0, True
     stack = make_stack(MODEL_BASE_URL=fake_model.url, **SLOW).start(workers=1)
-    cid, first, second = two_lines(stack, gap=0.2)
+    cid, first, second = two_lines(stack, fake_model, gap=0.2)
 
     both = f"ack: {FIRST} / {SECOND}"
     assert agent_lines(stack, cid)[1:] == [both]  # after the opening's answer: one, to both
@@ -72,7 +78,7 @@ def test_with_coalesce_a_second_line_waits_for_a_turn_of_its_own(
     fake_model.delay, fake_model.answer_all = 1.0, True
     stack = make_stack(MODEL_BASE_URL=fake_model.url, DOUBLE_TEXTING_CHAT="coalesce", **SLOW)
     stack.start(workers=1)
-    cid, first, second = two_lines(stack, gap=0.2)
+    cid, first, second = two_lines(stack, fake_model, gap=0.2)
 
     assert agent_lines(stack, cid)[1:] == [f"ack: {FIRST}", f"ack: {SECOND}"]
     assert fake_model.cancelled == 0
