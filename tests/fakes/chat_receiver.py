@@ -13,9 +13,11 @@ import threading
 import time
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any
+from typing import Any, ClassVar
 
 from standardwebhooks import Webhook, WebhookVerificationError
+
+from tests.fakes.local_http import LocalHttpFake
 
 
 @dataclass
@@ -27,7 +29,8 @@ class Received:
 
 
 @dataclass
-class ChatReceiver:
+class ChatReceiver(LocalHttpFake):
+    path: ClassVar[str] = "/dormouse"
     secret: str
     received: list[Received] = field(default_factory=list)
     refused: list[str] = field(default_factory=list)  # why unsigned/bad posts were refused
@@ -36,35 +39,9 @@ class ChatReceiver:
     lock: threading.Lock = field(default_factory=threading.Lock)
     server: ThreadingHTTPServer | None = None
 
-    @property
-    def url(self) -> str:
-        assert self.server is not None
-        host, port = self.server.server_address[:2]
-        return f"http://{host}:{port}/dormouse"
-
     def answer_next(self, *answers: str) -> None:
         with self.lock:
             self.script.extend(answers)
-
-    def start(self) -> ChatReceiver:
-        receiver = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def log_message(self, *args: object) -> None:
-                pass
-
-            def do_POST(self) -> None:
-                receiver._handle(self)
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.server.daemon_threads = True
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-        return self
-
-    def stop(self) -> None:
-        if self.server is not None:
-            self.server.shutdown()
-            self.server.server_close()
 
     def delivered(self) -> list[Received]:
         """What was received and answered 2xx: what the platform took."""
@@ -80,7 +57,7 @@ class ChatReceiver:
             time.sleep(0.05)
         raise AssertionError(f"expected {count} callback(s), got {len(self.received)}")
 
-    def _handle(self, handler: BaseHTTPRequestHandler) -> None:
+    def handle(self, handler: BaseHTTPRequestHandler, method: str) -> None:
         length = int(handler.headers.get("content-length") or 0)
         raw = handler.rfile.read(length)
         headers = {k.lower(): v for k, v in handler.headers.items()}

@@ -14,9 +14,11 @@ import threading
 import time
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any
+from typing import Any, ClassVar
 
 from standardwebhooks import Webhook, WebhookVerificationError
+
+from tests.fakes.local_http import LocalHttpFake
 
 
 @dataclass
@@ -28,7 +30,8 @@ class Post:
 
 
 @dataclass
-class EventReceiver:
+class EventReceiver(LocalHttpFake):
+    path: ClassVar[str] = "/hook"
     secrets: list[str] = field(default_factory=list)
     posts: list[Post] = field(default_factory=list)
     refused: list[str] = field(default_factory=list)
@@ -37,35 +40,9 @@ class EventReceiver:
     lock: threading.Lock = field(default_factory=threading.Lock)
     server: ThreadingHTTPServer | None = None
 
-    @property
-    def url(self) -> str:
-        assert self.server is not None
-        host, port = self.server.server_address[:2]
-        return f"http://{host}:{port}/hook"
-
     def answer_next(self, *answers: str) -> None:
         with self.lock:
             self.script.extend(answers)
-
-    def start(self) -> EventReceiver:
-        receiver = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def log_message(self, *args: object) -> None:
-                pass
-
-            def do_POST(self) -> None:
-                receiver._handle(self)
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.server.daemon_threads = True
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-        return self
-
-    def stop(self) -> None:
-        if self.server is not None:
-            self.server.shutdown()
-            self.server.server_close()
 
     def taken(self) -> list[Post]:
         """The posts answered 2xx, first copy of each webhook-id only (as a receiver that
@@ -87,7 +64,7 @@ class EventReceiver:
             time.sleep(0.05)
         raise AssertionError(f"expected {count} event(s), got {len(self.taken())}")
 
-    def _handle(self, handler: BaseHTTPRequestHandler) -> None:
+    def handle(self, handler: BaseHTTPRequestHandler, method: str) -> None:
         raw = handler.rfile.read(int(handler.headers.get("content-length") or 0))
         headers = {k.lower(): v for k, v in handler.headers.items()}
         try:

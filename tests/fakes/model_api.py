@@ -22,11 +22,14 @@ import threading
 import time
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any
+from typing import Any, ClassVar
+
+from tests.fakes.local_http import LocalHttpFake
 
 
 @dataclass
-class FakeModel:
+class FakeModel(LocalHttpFake):
+    path: ClassVar[str] = "/v1"
     delay: float = 0.0  # seconds every completion takes
     requests: list[dict[str, object]] = field(default_factory=list)
     in_flight: int = 0
@@ -40,32 +43,6 @@ class FakeModel:
     cancelled: int = 0
     answer_all: bool = False
 
-    @property
-    def url(self) -> str:
-        assert self.server is not None
-        host, port = self.server.server_address[:2]
-        return f"http://{host}:{port}/v1"
-
-    def start(self) -> FakeModel:
-        fake = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def log_message(self, *args: object) -> None:
-                pass
-
-            def do_POST(self) -> None:
-                fake._complete(self)
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.server.daemon_threads = True
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-        return self
-
-    def stop(self) -> None:
-        if self.server is not None:
-            self.server.shutdown()
-            self.server.server_close()
-
     def wait_for_requests(self, count: int, timeout: float = 20.0) -> None:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
@@ -74,7 +51,7 @@ class FakeModel:
             time.sleep(0.02)
         raise AssertionError(f"expected {count} model request(s), got {len(self.requests)}")
 
-    def _complete(self, req: BaseHTTPRequestHandler) -> None:
+    def handle(self, req: BaseHTTPRequestHandler, method: str) -> None:
         if req.path != "/v1/chat/completions":
             req.send_response(404)
             req.end_headers()

@@ -19,10 +19,13 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from email.utils import format_datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import ClassVar
 from urllib.parse import parse_qs, urlsplit
 
 import httpx
 from twilio.request_validator import RequestValidator
+
+from tests.fakes.local_http import LocalHttpFake
 
 MESSAGES = re.compile(r"^/2010-04-01/Accounts/(?P<account>AC\w+)/Messages\.json$")
 
@@ -39,7 +42,8 @@ class SentMessage:
 
 
 @dataclass
-class FakeTwilio:
+class FakeTwilio(LocalHttpFake):
+    methods: ClassVar[tuple[str, ...]] = ("POST", "GET")
     account_sid: str
     auth_token: str
     messages: list[SentMessage] = field(default_factory=list)
@@ -54,35 +58,6 @@ class FakeTwilio:
     server: ThreadingHTTPServer | None = None
     # messages by recipient: a benchmark asks for each of 100,000 numbers in turn
     _by_to: dict[str, list[SentMessage]] = field(default_factory=dict)
-
-    @property
-    def url(self) -> str:
-        assert self.server is not None
-        host, port = self.server.server_address[:2]
-        return f"http://{host}:{port}"
-
-    def start(self) -> FakeTwilio:
-        fake = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def log_message(self, *args: object) -> None:
-                pass
-
-            def do_POST(self) -> None:
-                fake._handle(self, "POST")
-
-            def do_GET(self) -> None:
-                fake._handle(self, "GET")
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.server.daemon_threads = True
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-        return self
-
-    def stop(self) -> None:
-        if self.server is not None:
-            self.server.shutdown()
-            self.server.server_close()
 
     def sent_to(self, number: str) -> list[SentMessage]:
         with self.lock:
@@ -121,7 +96,7 @@ class FakeTwilio:
 
     # --- protocol ------------------------------------------------------------------------
 
-    def _handle(self, req: BaseHTTPRequestHandler, method: str) -> None:
+    def handle(self, req: BaseHTTPRequestHandler, method: str) -> None:
         parts = urlsplit(req.path)
         match = MESSAGES.match(parts.path)
         if not match or match["account"] != self.account_sid:
