@@ -166,10 +166,6 @@ class Journal:
             and self.interruptions < MAX_INTERRUPTIONS
         )
 
-    def has_record(self) -> bool:
-        """Whether the step ``catch_up`` entered was journaled by an earlier attempt."""
-        return (self.step, 0) in self._by_position
-
     @property
     def has_rows(self) -> bool:
         """Whether the database holds steps of this turn (loaded, or written by this run)."""
@@ -346,13 +342,12 @@ class StepJournal(AbstractCapability[TurnDeps]):
     ) -> ModelResponse:
         journal = self.journal
         await journal.catch_up(ctx, request_context)
-        if journal.has_record():
-            replayed = journal.replay_model(request_digest(request_context))
-            if replayed is not None:
-                return replayed
         # What is asked, before the request's own hooks change it (Pydantic AI sets the
-        # request's instructions in place): a retry's digest is taken at this point too.
+        # request's instructions in place): live and replayed steps take it at this point.
         digest = request_digest(request_context)
+        replayed = journal.replay_model(digest)
+        if replayed is not None:
+            return replayed
         response = await journal.ask(handler, request_context)
         if not any(isinstance(part, ToolCallPart) for part in response.parts):
             # The final answer: it calls nothing, so nothing repeats if it is asked again,
@@ -367,12 +362,9 @@ class StepJournal(AbstractCapability[TurnDeps]):
 def request_digest(request_context: Any) -> str:
     """What a model request asks, whatever the run or the hour: messages, instructions and
     tool definitions, without the timestamps and ids Pydantic AI stamps on them."""
-    return _request_digest(request_context.messages, request_context.model_request_parameters)
-
-
-def _request_digest(messages: Sequence[ModelMessage], params: Any) -> str:
+    params = request_context.model_request_parameters
     asked = [
-        _dump(messages),
+        _dump(request_context.messages),
         [p.content for p in params.instruction_parts or ()],
         [(t.name, t.description, t.parameters_json_schema) for t in params.function_tools],
     ]

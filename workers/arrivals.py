@@ -102,7 +102,6 @@ class MessageArrivals:
 
     async def interrupted(self, after: int, through: int) -> None:
         await asyncio.to_thread(self._record_interruption, after, through)
-        await asyncio.to_thread(self.notify)
 
     def _newest(self, after: int) -> int | None:
         with transaction(self.engine) as session:
@@ -122,6 +121,7 @@ class MessageArrivals:
             events.record(
                 session, self.conversation_id, events.INTERRUPTED, utcnow(), message_ids=ids
             )
+        self.notify()  # after the commit: live streams read the event now
 
     def _rows(self, session: Session, after: int, through: int) -> list[MessageView]:
         rows = session.execute(
